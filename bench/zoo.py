@@ -1,0 +1,277 @@
+"""A synthetic lineage zoo, and a scorer that prints accuracy per case class.
+
+    python bench/zoo.py [--family sdxl] [--size tiny] [--out DIR] [--keep]
+
+The zoo has real key names and layouts at reduced width (fpcore.synth). Bases are
+random initialisations ("trained from scratch"); children carry dense fine-tune
+deltas with a component shared by every fine-tune (weight decay towards zero plus a
+common data direction, delta cosine ~0.06 between siblings as measured on a real
+model in RESEARCH.md), so siblings are not trivially orthogonal.
+
+Reference tree registered for scoring:
+
+    Base ── Pony-like (heavy, 35%) ── PonyFT (light, 2%)
+         └─ Illustrious-like (30%) ── NoobAI-like (15%)
+
+Case classes: precision copies and layout variants (same_weights), fine-tunes at
+several strengths, baked LoRAs, merges (plain, 3-way, block-weighted), add-difference,
+siblings of registered models, UNet-only files, and independent models of the same
+architecture (must be unknown).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fpcore import layout, synth  # noqa: E402
+from fpcore.identify import identify  # noqa: E402
+from fpcore.refs import RefDB  # noqa: E402
+from fpcore.identify import fingerprint_path  # noqa: E402
+
+SHARED_RHO = 0.08        # weight of the direction every fine-tune shares
+COMMON_SEED = 424242
+
+
+def _rng(seed: int, key: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(key.encode())])
+
+
+def _is_weight(v: np.ndarray) -> bool:
+    return v.dtype == np.float32
+
+
+def finetune(sd: dict, strength: float, seed: int, comps=("unet",), rho: float = SHARED_RHO) -> dict:
+    """Dense fine-tune: relative RMS change ``strength`` per tensor, part of it shared."""
+    out = {}
+    for k, w in sd.items():
+        if not _is_weight(w) or layout.canonical(k)[0] not in comps or w.size == 0:
+            out[k] = w
+            continue
+        rms = float(np.sqrt(np.mean(w * w))) or 1.0
+        g = _rng(seed, k).standard_normal(w.shape).astype(np.float32)
+        c = _rng(COMMON_SEED, k).standard_normal(w.shape).astype(np.float32)
+        shared = (c - w / rms) / math.sqrt(2.0)        # common data direction + weight decay
+        d = math.sqrt(1 - rho * rho) * g + rho * shared
+        d *= strength * rms / (float(np.sqrt(np.mean(d * d))) or 1.0)
+        out[k] = w + d
+    return out
+
+
+def bake_lora(sd: dict, rank: int, strength: float, seed: int) -> dict:
+    """W + B A on every 2-D / conv weight of the UNet's attention and feed-forward layers."""
+    out = dict(sd)
+    for k, w in sd.items():
+        if not _is_weight(w) or w.ndim < 2 or layout.canonical(k)[0] != "unet":
+            continue
+        if not any(s in k for s in ("attn1", "attn2", ".ff.", "proj_in", "proj_out")):
+            continue
+        m = w.reshape(w.shape[0], -1)
+        r = _rng(seed, k)
+        B = r.standard_normal((m.shape[0], rank)).astype(np.float32)
+        A = r.standard_normal((rank, m.shape[1])).astype(np.float32)
+        d = B @ A
+        d *= strength * float(np.sqrt(np.mean(m * m))) / (float(np.sqrt(np.mean(d * d))) or 1.0)
+        out[k] = (m + d).reshape(w.shape)
+    return out
+
+
+def merge(parts: list[tuple[dict, float]], block_weights: dict[str, list[float]] | None = None) -> dict:
+    """Weighted sum; with ``block_weights`` {group: [w per part]} UNet blocks get their own weights."""
+    first = parts[0][0]
+    out = {}
+    for k in first:
+        if not _is_weight(first[k]):
+            out[k] = first[k]
+            continue
+        ws = [w for _, w in parts]
+        if block_weights:
+            g = layout.block_of(layout.canonical_key(k))
+            if g in block_weights:
+                ws = block_weights[g]
+        out[k] = sum(w * sd[k] for (sd, _), w in zip(parts, ws))
+    return out
+
+
+def unet_only(sd: dict) -> dict:
+    return {k[len("model.diffusion_model."):]: v for k, v in sd.items() if k.startswith("model.diffusion_model.")}
+
+
+@dataclass
+class Case:
+    name: str
+    klass: str
+    relation: str
+    base: str | None
+    merge: dict[str, float] = field(default_factory=dict)
+    blocks: dict[str, dict[str, float]] = field(default_factory=dict)
+    dtype: str = "F16"
+    order: str = "sorted"
+    metadata: dict | None = None
+
+
+def build(out: Path, family: str = "sdxl", size: str = "tiny", log=print):
+    """Write the zoo under ``out``; returns (reference list, cases)."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec = synth.checkpoint_spec(family, size)
+    t0 = time.time()
+    sd = {}
+    sd["Base"] = synth.random_state_dict(spec, 1)
+    sd["Pony"] = finetune(sd["Base"], 0.35, 11, comps=("unet", "clip_l", "clip_g", "clip_h"))
+    sd["Illustrious"] = finetune(sd["Base"], 0.30, 12, comps=("unet", "clip_l", "clip_g", "clip_h"))
+    sd["NoobAI"] = finetune(sd["Illustrious"], 0.15, 13)
+    sd["PonyFT"] = finetune(sd["Pony"], 0.02, 14)
+    refs = [("Base", None), ("Pony", "Base"), ("Illustrious", "Base"), ("NoobAI", "Illustrious"), ("PonyFT", "Pony")]
+    for name, _ in refs:
+        synth.write_safetensors(out / f"ref_{name}.safetensors", sd[name], "F16")
+    cases: list[Case] = []
+
+    def add(case: Case, weights: dict):  # write at once: a zoo does not fit in memory
+        synth.write_safetensors(out / f"{case.name}.safetensors", weights, case.dtype, metadata=case.metadata,
+                                order=case.order)
+        cases.append(case)
+
+    # same weights: precision and layout changes
+    for r in ("Base", "Pony", "NoobAI"):
+        for dt in ("BF16", "F8_E4M3", "F32"):
+            add(Case(f"{r}_{dt.lower()}", "same weights (precision)", "same_weights", r, dtype=dt), sd[r])
+    add(Case("Pony_shuffled_meta", "same weights (layout)", "same_weights", "Pony", order="shuffle:3",
+             metadata={"modelspec.title": "totally new model"}), sd["Pony"])
+    add(Case("Illustrious_unet_only", "same weights (layout)", "same_weights", "Illustrious"), unet_only(sd["Illustrious"]))
+    add(Case("Illustrious_diffusion_model_prefix", "same weights (layout)", "same_weights", "Illustrious"),
+        {("diffusion_model." + k[len("model.diffusion_model."):] if k.startswith("model.diffusion_model.") else k): v
+         for k, v in sd["Illustrious"].items()})
+    # fine-tunes at several strengths
+    for r, seed0 in (("Base", 100), ("Pony", 200), ("Illustrious", 300), ("NoobAI", 400), ("PonyFT", 500)):
+        for i, s in enumerate((0.002, 0.01, 0.03, 0.10, 0.30)):
+            add(Case(f"{r}_ft{s}", "fine-tune", "derivative", r), finetune(sd[r], s, seed0 + i))
+    add(Case("Pony_ft0.01_fp8", "fine-tune (fp8 copy)", "derivative", "Pony", dtype="F8_E4M3"), finetune(sd["Pony"], 0.01, 601))
+    add(Case("Pony_ft0.002_bf16", "fine-tune (bf16 copy)", "derivative", "Pony", dtype="BF16"), finetune(sd["Pony"], 0.002, 602))
+    add(Case("NoobAI_ft0.03_unet_only", "fine-tune (UNet only)", "derivative", "NoobAI"),
+        unet_only(finetune(sd["NoobAI"], 0.03, 603)))
+    # baked LoRAs
+    for r, rank, s, seed in (("Pony", 8, 0.05, 700), ("Illustrious", 32, 0.10, 701), ("NoobAI", 16, 0.02, 702)):
+        add(Case(f"{r}_lora_r{rank}", "baked LoRA", "derivative", r), bake_lora(sd[r], rank, s, seed))
+    # siblings of registered models (derived from the parent, not the child)
+    add(Case("Base_sibling_heavy", "sibling (unregistered fine-tune of a base)", "derivative", "Base"),
+        finetune(sd["Base"], 0.35, 800, comps=("unet", "clip_l", "clip_g", "clip_h")))
+    add(Case("Illustrious_sibling", "sibling (unregistered fine-tune of a base)", "derivative", "Illustrious"),
+        finetune(sd["Illustrious"], 0.15, 801))
+    # merges
+    for a, b, w in (("Pony", "Illustrious", 0.5), ("Pony", "Illustrious", 0.3), ("Base", "Pony", 0.6),
+                    ("NoobAI", "PonyFT", 0.7)):
+        add(Case(f"merge_{a}{w}_{b}", "merge (2 refs)", "merge", a if w >= 0.5 else b, {a: w, b: round(1 - w, 3)}),
+            merge([(sd[a], w), (sd[b], 1 - w)]))
+    add(Case("merge3_Pony_Ill_Noob", "merge (3 refs)", "merge", "NoobAI", {"Pony": 0.2, "Illustrious": 0.3, "NoobAI": 0.5}),
+        merge([(sd["Pony"], 0.2), (sd["Illustrious"], 0.3), (sd["NoobAI"], 0.5)]))
+    add(Case("merge_Pony_Ill_fp8", "merge (2 refs, fp8)", "merge", "Pony", {"Pony": 0.6, "Illustrious": 0.4},
+             dtype="F8_E4M3"), merge([(sd["Pony"], 0.6), (sd["Illustrious"], 0.4)]))
+    bw = {"input": [0.2, 0.8], "middle": [0.5, 0.5], "output": [0.9, 0.1]}
+    add(Case("block_merge_Pony_Ill", "merge (block-weighted)", "merge", None, {},
+             {g: {"Pony": w[0], "Illustrious": w[1]} for g, w in bw.items()}),
+        merge([(sd["Pony"], 0.5), (sd["Illustrious"], 0.5)], bw))
+    add(Case("merge_then_ft", "merge (then fine-tuned 1%)", "merge", "Illustrious", {"Pony": 0.4, "Illustrious": 0.6}),
+        finetune(merge([(sd["Pony"], 0.4), (sd["Illustrious"], 0.6)]), 0.01, 900))
+    # add-difference: A + (B - parent(B)) is a derivative of A
+    add(Case("adddiff_Pony+Noob-Ill", "add-difference", "derivative", "Pony"),
+        {k: (sd["Pony"][k] + sd["NoobAI"][k] - sd["Illustrious"][k]) if _is_weight(sd["Pony"][k]) else sd["Pony"][k]
+         for k in sd["Pony"]})
+    add(Case("adddiff_Ill+0.5Pony", "add-difference", "derivative", "Illustrious"),
+        {k: (sd["Illustrious"][k] + 0.5 * (sd["Pony"][k] - sd["Base"][k])) if _is_weight(sd["Pony"][k]) else sd["Pony"][k]
+         for k in sd["Pony"]})
+    # independent models of the same architecture
+    for seed in (77, 78):
+        ind = synth.random_state_dict(spec, seed)
+        add(Case(f"independent_{seed}", "independent (same architecture)", "unknown", None), ind)
+        add(Case(f"independent_{seed}_ft", "independent (same architecture)", "unknown", None), finetune(ind, 0.05, seed + 1))
+    log(f"built {len(cases)} cases + {len(refs)} references in {time.time() - t0:.0f} s under {out}")
+    return refs, cases
+
+
+def register(out: Path, refs, refdir: Path) -> RefDB:
+    db = RefDB(refdir, builtin_dir=refdir / "none")
+    for name, parent in refs:
+        fp, a, _, _ = fingerprint_path(out / f"ref_{name}.safetensors")
+        db.add(fp, name, parent=parent, family=a.family)
+    return db
+
+
+def score(out: Path, cases: list[Case], db: RefDB) -> list[dict]:
+    rows = []
+    for c in cases:
+        rep = identify(out / f"{c.name}.safetensors", db, hashes=False)
+        v = rep["verdict"]
+        ok = v["relation"] == c.relation and (c.base is None and c.relation == "unknown" or
+                                             c.relation == "merge" and not c.base or v["base"] == c.base)
+        if c.relation == "unknown":
+            ok = v["relation"] == "unknown" and v["base"] is None
+        err = None
+        if c.merge and v["relation"] == "merge":
+            got = {m["ref"]: m["weight"] for m in rep["merge"]}
+            err = max(abs(got.get(k, 0) - w) for k, w in {**{k: 0 for k in got}, **c.merge}.items())
+            ok = ok and err <= 0.05
+        if c.blocks and v["relation"] == "merge":
+            got = {g: {m["ref"]: m["weight"] for m in ws} for g, ws in (rep.get("merge_blocks") or {}).items()}
+            err = 1.0 if not got else max(abs(got.get(g, {}).get(k, 0) - w) for g, ws in c.blocks.items()
+                                          for k, w in {**{k: 0 for k in got.get(g, {})}, **ws}.items())
+            ok = ok and err <= 0.05
+        rows.append({"case": c.name, "class": c.klass, "expect": f"{c.relation}:{c.base}",
+                     "got": f"{v['relation']}:{v['base']}", "ok": ok, "merge_err": err,
+                     "confidence": v["confidence"], "summary": v["summary"],
+                     "seconds": rep["stats"]["fingerprint_seconds"]})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    classes: dict[str, list[dict]] = {}
+    for r in rows:
+        classes.setdefault(r["class"], []).append(r)
+    print(f"\n| case class | cases | correct | max merge-weight error |")
+    print("|---|---|---|---|")
+    for k, rs in classes.items():
+        errs = [r["merge_err"] for r in rs if r["merge_err"] is not None]
+        print(f"| {k} | {len(rs)} | {sum(r['ok'] for r in rs)} | {max(errs):.3f} |" if errs else
+              f"| {k} | {len(rs)} | {sum(r['ok'] for r in rs)} | – |")
+    total = sum(r["ok"] for r in rows)
+    print(f"| **all** | {len(rows)} | {total} | |")
+    bad = [r for r in rows if not r["ok"]]
+    for r in bad:
+        print(f"WRONG {r['case']}: expected {r['expect']}, got {r['got']} ({r['summary']})")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", default="sdxl", choices=synth.FAMILIES)
+    ap.add_argument("--size", default="tiny")
+    ap.add_argument("--out", help="directory for the zoo (default: a temp dir, removed afterwards)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--json", help="also write the per-case rows to this file")
+    args = ap.parse_args(argv)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fpzoo-"))
+    try:
+        refs, cases = build(out / "models", args.family, args.size)
+        db = register(out / "models", refs, out / "refs")
+        rows = score(out / "models", cases, db)
+        print_table(rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return 0 if all(r["ok"] for r in rows) else 1
+    finally:
+        if not args.keep and not args.out:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

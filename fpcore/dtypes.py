@@ -1,0 +1,83 @@
+"""The safetensors dtype table and decoding of raw bytes to float32.
+
+numpy has no bfloat16 or float8 types; ``ml_dtypes`` (the library JAX and
+TensorFlow use for them) provides both, with correct rounding on conversion.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DType:
+    name: str            # safetensors name, e.g. "BF16"
+    itemsize: int
+    np_type: type        # numpy / ml_dtypes scalar type of the stored bytes
+    is_float: bool
+    mantissa_bits: int   # explicit mantissa bits (precision); ints: large
+    short: str           # human name used in reports ("fp16", "bf16", ...)
+
+
+_LE = "<"
+DTYPES: dict[str, DType] = {d.name: d for d in (
+    DType("F64", 8, np.float64, True, 52, "fp64"),
+    DType("F32", 4, np.float32, True, 23, "fp32"),
+    DType("F16", 2, np.float16, True, 10, "fp16"),
+    DType("BF16", 2, ml_dtypes.bfloat16, True, 7, "bf16"),
+    DType("F8_E4M3", 1, ml_dtypes.float8_e4m3fn, True, 3, "fp8_e4m3"),
+    DType("F8_E5M2", 1, ml_dtypes.float8_e5m2, True, 2, "fp8_e5m2"),
+    DType("I64", 8, np.int64, False, 63, "int64"),
+    DType("I32", 4, np.int32, False, 31, "int32"),
+    DType("I16", 2, np.int16, False, 15, "int16"),
+    DType("I8", 1, np.int8, False, 7, "int8"),
+    DType("U8", 1, np.uint8, False, 8, "uint8"),
+    DType("U16", 2, np.uint16, False, 16, "uint16"),
+    DType("U32", 4, np.uint32, False, 32, "uint32"),
+    DType("U64", 8, np.uint64, False, 64, "uint64"),
+    DType("BOOL", 1, np.bool_, False, 1, "bool"),
+)}
+
+
+def get(name: str) -> DType | None:
+    return DTYPES.get(name)
+
+
+def decode(raw: bytes | memoryview, dtype: str) -> np.ndarray:
+    """Decode little-endian raw bytes of ``dtype`` to a float32 array."""
+    with np.errstate(over="ignore", invalid="ignore"):  # fp64 beyond fp32 range becomes inf
+        return np.frombuffer(raw, dtype=numpy_dtype(dtype)).astype(np.float32)
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    """The little-endian numpy dtype of the stored bytes."""
+    dt = np.dtype(DTYPES[dtype].np_type)
+    return dt.newbyteorder(_LE) if dt.kind in "iuf" and dt.itemsize > 1 else dt
+
+
+def quantize(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Round float32 values to ``dtype`` (round-to-nearest-even) and back to float32."""
+    d = DTYPES[dtype]
+    if not d.is_float or d.name in ("F32", "F64"):
+        return values.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return values.astype(d.np_type).astype(np.float32)
+
+
+def coarser(a: str, b: str) -> str:
+    """The dtype of the two with fewer mantissa bits (the one both can be compared in)."""
+    da, db = DTYPES[a], DTYPES[b]
+    return a if da.mantissa_bits <= db.mantissa_bits else b
+
+
+def rounding_var(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Per-element variance of the rounding error of storing ``values`` in ``dtype``."""
+    d = DTYPES[dtype]
+    if not d.is_float or d.mantissa_bits >= 23:
+        return np.zeros(values.shape, np.float64)
+    a = np.abs(values.astype(np.float64))
+    a = np.where(np.isfinite(a) & (a > 0), a, 1e-30)
+    spacing = np.exp2(np.floor(np.log2(a)) - d.mantissa_bits)
+    return spacing * spacing / 12.0

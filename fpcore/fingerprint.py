@@ -1,0 +1,174 @@
+"""The weight fingerprint: header facts plus a small deterministic sample of values.
+
+Per tensor: canonical key, shape, dtype, a hash of the sampled raw bytes (exact copy),
+a hash of the sampled values decoded to float32 (survives lossless re-encoding:
+fp16 -> fp32, key/prefix/order changes) and the sampled values themselves, stored in
+the file's own dtype. Sample positions depend only on the canonical key and shape,
+never on the file order, and each tensor contributes one contiguous run, so a cold
+read touches about one page per tensor.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import dtypes, layout
+from .errors import BadFileError
+
+log = logging.getLogger(__name__)
+
+#: bump when sampling or the stored format changes; stored with every fingerprint
+ALGO_VERSION = 1
+
+#: sample run length by tensor rank: (minimum ndim, elements per run)
+RUN_LENGTH: list[tuple[int, int]] = [(2, 128), (0, 32)]
+#: components whose tensors are not sampled (EMA copies are not what gets loaded)
+NOT_SAMPLED = ("ema",)
+
+
+def run_length(shape: tuple[int, ...]) -> int:
+    for min_ndim, n in RUN_LENGTH:
+        if len(shape) >= min_ndim:
+            return min(n, math.prod(shape))
+    return 0
+
+
+def run_start(ckey: str, shape: tuple[int, ...], length: int) -> int:
+    """Deterministic start element of the sample run, from canonical key and shape only."""
+    numel = math.prod(shape)
+    if numel <= length:
+        return 0
+    h = hashlib.blake2b(f"{ckey}|{','.join(map(str, shape))}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") % (numel - length + 1)
+
+
+def _h64(b: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(b, digest_size=8).digest(), "little")
+
+
+@dataclass
+class Fingerprint:
+    keys: list[str]                      # canonical keys, sorted
+    shapes: list[tuple[int, ...]]
+    dtypes: list[str]
+    counts: np.ndarray                   # sampled elements per tensor (int32)
+    raw: bytes                           # concatenated sampled bytes, stored dtype
+    h_raw: np.ndarray                    # uint64 per tensor
+    h_val: np.ndarray                    # uint64 per tensor
+    version: int = ALGO_VERSION
+    format: str = "safetensors"
+    info: dict = field(default_factory=dict)   # free-form: file size, source keys count ...
+    _vals: np.ndarray | None = field(default=None, repr=False)
+    _offs: np.ndarray | None = field(default=None, repr=False)
+    _index: dict | None = field(default=None, repr=False)
+
+    # -- access -----------------------------------------------------------------
+    @property
+    def index(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {k: i for i, k in enumerate(self.keys)}
+        return self._index
+
+    def _decode_all(self) -> None:
+        offs = np.zeros(len(self.keys) + 1, np.int64)
+        parts, pos = [], 0
+        for i, (dt, n) in enumerate(zip(self.dtypes, self.counts)):
+            nb = int(n) * dtypes.DTYPES[dt].itemsize
+            parts.append(dtypes.decode(self.raw[pos:pos + nb], dt) if n else np.zeros(0, np.float32))
+            pos += nb
+            offs[i + 1] = offs[i] + int(n)
+        self._vals = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        self._offs = offs
+
+    def values(self, i: int) -> np.ndarray:
+        """Decoded float32 sample of tensor i."""
+        if self._vals is None:
+            self._decode_all()
+        return self._vals[self._offs[i]:self._offs[i + 1]]
+
+    def shape_map(self) -> dict[str, tuple[int, ...]]:
+        return dict(zip(self.keys, self.shapes))
+
+    def dtype_map(self) -> dict[str, str]:
+        return dict(zip(self.keys, self.dtypes))
+
+    def components(self) -> list[str]:
+        return layout.components_of(self.keys)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.serialize())
+
+    # -- storage ----------------------------------------------------------------
+    def serialize(self) -> bytes:
+        meta = {"version": self.version, "format": self.format, "keys": self.keys,
+                "shapes": [list(s) for s in self.shapes], "dtypes": self.dtypes, "info": self.info}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                            counts=self.counts.astype(np.int32), raw=np.frombuffer(self.raw, np.uint8),
+                            h_raw=self.h_raw.astype(np.uint64), h_val=self.h_val.astype(np.uint64))
+        return buf.getvalue()
+
+    @classmethod
+    def deserialize(cls, blob: bytes, source: str = "fingerprint") -> "Fingerprint":
+        try:
+            with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                fp = cls(keys=meta["keys"], shapes=[tuple(s) for s in meta["shapes"]], dtypes=meta["dtypes"],
+                         counts=z["counts"].astype(np.int32), raw=z["raw"].tobytes(),
+                         h_raw=z["h_raw"].astype(np.uint64), h_val=z["h_val"].astype(np.uint64),
+                         version=int(meta["version"]), format=meta.get("format", "safetensors"),
+                         info=meta.get("info", {}))
+        except Exception as e:  # any damage: zip, json, missing arrays
+            raise BadFileError(f"damaged fingerprint ({type(e).__name__}: {e})", source) from None
+        if len(fp.keys) != len(fp.counts) or len(fp.raw) != sum(
+                int(n) * dtypes.DTYPES[d].itemsize for n, d in zip(fp.counts, fp.dtypes)):
+            raise BadFileError("damaged fingerprint (inconsistent sizes)", source)
+        return fp
+
+
+def canonical_tensors(tensors: dict, path: str | None = None) -> dict[str, object]:
+    """canonical key -> TensorInfo, dropping duplicates (first wins, with a warning)."""
+    out: dict[str, object] = {}
+    for key, t in tensors.items():
+        ck = layout.canonical_key(key)
+        if ck in out:
+            log.warning("%s: %s and %s map to the same canonical key %s; keeping the first", path, out[ck].key, key, ck)
+            continue
+        out[ck] = t
+    return out
+
+
+def fingerprint_source(src) -> Fingerprint:
+    """Fingerprint an open model source (has ``tensors``, ``read_elements``, ``format``)."""
+    ct = canonical_tensors(src.tensors, getattr(src, "path", None))
+    keys = sorted(ct)
+    requests, plan = [], []
+    for ck in keys:
+        t = ct[ck]
+        comp = layout.split(ck)[0]
+        n = 0 if comp in NOT_SAMPLED else run_length(t.shape)
+        start = run_start(ck, t.shape, n) if n else 0
+        plan.append(n)
+        if n:
+            requests.append((t.key, start, n))
+    blobs = iter(src.read_elements(requests))
+    raws, h_raw, h_val = [], [], []
+    for ck, n in zip(keys, plan):
+        t = ct[ck]
+        b = next(blobs) if n else b""
+        raws.append(b)
+        h_raw.append(_h64(b))
+        h_val.append(_h64(dtypes.decode(b, t.dtype).tobytes()) if n else _h64(b""))
+    return Fingerprint(
+        keys=keys, shapes=[tuple(ct[k].shape) for k in keys], dtypes=[ct[k].dtype for k in keys],
+        counts=np.array(plan, np.int32), raw=b"".join(raws),
+        h_raw=np.array(h_raw, np.uint64), h_val=np.array(h_val, np.uint64),
+        format=getattr(src, "format", "safetensors"),
+        info={"n_tensors": len(src.tensors), "tensor_bytes": int(sum(t.nbytes for t in src.tensors.values()))})

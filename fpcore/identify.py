@@ -1,0 +1,157 @@
+"""From a path to a report: inspect (header only), fingerprint, identify."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from . import arch, layout, match, provenance
+from .errors import FpError
+from .fingerprint import Fingerprint, canonical_tensors, fingerprint_source
+from .hashing import hash_file
+from .reader import open_model
+
+log = logging.getLogger(__name__)
+
+FAMILY_NAMES = {
+    "sd1": "SD1.x", "sd1_inpaint": "SD1.x inpainting", "sd1_pix2pix": "SD1.x InstructPix2Pix", "sd2": "SD2.x",
+    "sd2_inpaint": "SD2.x inpainting", "sd2_depth": "SD2.x depth", "sd2_unclip": "SD2.x unCLIP", "sdxl": "SDXL",
+    "sdxl_inpaint": "SDXL inpainting", "sdxl_refiner": "SDXL refiner", "unknown": "unknown-architecture",
+}
+
+
+def family_name(family: str) -> str:
+    return FAMILY_NAMES.get(family, family)
+
+
+def _header_facts(src) -> tuple[dict, dict, arch.ArchResult]:
+    ct = canonical_tensors(src.tensors, src.path)
+    shapes = {k: tuple(t.shape) for k, t in ct.items()}
+    dts = {k: t.dtype for k, t in ct.items()}
+    return shapes, dts, arch.detect(shapes, dts, src.metadata)
+
+
+def inspect(path: str | os.PathLike, why: bool = False) -> dict:
+    """Header-only report: architecture, components, dtypes, metadata."""
+    p = os.fspath(path)
+    with open_model(p) as src:
+        shapes, dts, a = _header_facts(src)
+        comps: dict[str, dict] = {}
+        for k, d in dts.items():
+            c = layout.split(k)[0]
+            e = comps.setdefault(c, {"tensors": 0, "dtypes": {}})
+            e["tensors"] += 1
+            e["dtypes"][d] = e["dtypes"].get(d, 0) + 1
+        rep = {"path": p, "format": src.format, "size": src.size, "architecture": a.to_json(),
+               "tensors": len(src.tensors), "components_detail": comps,
+               "metadata": provenance.extract(src.metadata), "error": None}
+        if why:
+            rep["rules"] = {"matched": a.rule, "rejected": [{"rule": r, "why": w} for r, w in a.rejected]}
+        return rep
+
+
+def fingerprint_path(path: str | os.PathLike) -> tuple[Fingerprint, arch.ArchResult, dict, dict]:
+    """(fingerprint, architecture, raw metadata, read stats) of a model file."""
+    p = os.fspath(path)
+    with open_model(p) as src:
+        _, _, a = _header_facts(src)
+        t0 = time.perf_counter()
+        fp = fingerprint_source(src)
+        stats = {"fingerprint_seconds": round(time.perf_counter() - t0, 4),
+                 "bytes_read": getattr(src, "bytes_read", None), "file_size": src.size, "format": src.format}
+        fp.info["family"] = a.family
+        return fp, a, dict(src.metadata), stats
+
+
+def _denoiser(components: list[str]) -> str | None:
+    for c in components:
+        if c in layout.DENOISERS:
+            return c
+    return components[0] if components else None
+
+
+def _same_layout(fp: Fingerprint, ref: Fingerprint, comp: str) -> bool:
+    mine = {k: s for k, s in zip(fp.keys, fp.shapes) if k.startswith(comp + ":")}
+    theirs = {k: s for k, s in zip(ref.keys, ref.shapes) if k.startswith(comp + ":")}
+    if not mine:
+        return False
+    same = sum(1 for k, s in mine.items() if theirs.get(k) == s)
+    return same >= 0.95 * len(mine)
+
+
+def identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str | None = None) -> dict:
+    """Verdict, components and candidates for a fingerprint against ``db`` (a RefDB)."""
+    comps = a.components
+    main = _denoiser(comps)
+    refs = list(db.refs.values())
+    result: dict = {"verdict": None, "merge": [], "components": {}, "candidates": []}
+    # identical: same bytes as a reference
+    same_file = [r for r in refs if sha256 and r.sha256 == sha256]
+    for comp in comps:
+        if comp in layout.DENOISERS and a.family != "unknown":
+            pool = [r for r in refs if r.family == a.family]
+        else:  # unknown family, or a component shared across families: same keys and shapes
+            pool = [r for r in refs if _same_layout(fp, r.fp, comp)]
+        v = match.analyse(fp, comp, pool, tree=db, allow_merge=comp in layout.DENOISERS or comp == main)
+        entry = {"relation": v.relation, "ref": v.ref, "confidence": v.confidence, "reason": v.reason}
+        if same_file:
+            entry.update(relation="identical", ref=same_file[0].name, confidence=1.0, reason="same SHA-256")
+        result["components"][comp] = entry
+        if comp == main:
+            result["candidates"] = [c.to_json() for c in v.candidates[:8]]
+            result["merge"] = [{"ref": n, "weight": w} for n, w in v.merge]
+            if v.merge_blocks:
+                result["merge_blocks"] = {g: [{"ref": n, "weight": w} for n, w in ws] for g, ws in v.merge_blocks.items()}
+            main_v, n_family = entry, len(pool)
+    if main is None:
+        result["verdict"] = {"relation": "unknown", "base": None, "lineage": [], "confidence": 0.0,
+                             "summary": "No weights that fpcore can compare."}
+        return result
+    rel, base = main_v["relation"], main_v["ref"]
+    lineage = db.lineage(base) if base else []
+    result["verdict"] = {"relation": rel, "base": base, "lineage": lineage, "confidence": main_v["confidence"],
+                         "summary": _summary(rel, base, lineage, result, a, n_family, main_v["reason"])}
+    return result
+
+
+def _summary(rel, base, lineage, result, a, n_family, reason) -> str:
+    fam = family_name(a.family)
+    if rel == "identical":
+        return f"Identical to {base} (same SHA-256)."
+    if rel == "same_weights":
+        return f"Same weights as {base}, stored as {a.dtype or 'another format'}."
+    if rel == "derivative":
+        chain = " → ".join(lineage)
+        tail = f" (lineage: {chain})" if len(lineage) > 1 else ""
+        return f"A fine-tune or other derivative of {base}{tail}."
+    if rel == "merge":
+        parts = ", ".join(f"{m['ref']} ({m['weight'] * 100:.0f}%)" for m in result["merge"])
+        block = " with different weights per UNet block" if result.get("merge_blocks") else ""
+        return f"A merge of {parts}{block}."
+    if n_family == 0:
+        return (f"A {fam} model; no {fam} reference is registered to compare it with "
+                f"(add one with `fpcore refs add`).")
+    if "far from" in reason:
+        return f"A {fam} model related to a registered reference but not placeable: {reason}."
+    return f"A {fam} model not related to any registered {fam} reference (unknown base)."
+
+
+def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None) -> dict:
+    """Full report for one file (CONTRACT.md `identify --json`). Raises FpError on bad input."""
+    p = os.fspath(path)
+    t0 = time.perf_counter()
+    fp, a, meta, stats = fingerprint_path(p)
+    h = hash_file(p, progress=progress) if hashes else None
+    rep = {"path": p, "sha256": h.sha256 if h else None, "autov2": h.autov2 if h else None,
+           "autov3": h.autov3 if h else None, "format": stats["format"], "architecture": a.to_json()}
+    rep.update(identify_fingerprint(fp, a, db, h.sha256 if h else None))
+    rep["metadata"] = provenance.extract(meta)
+    rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": fp.nbytes}
+    rep["error"] = None
+    return rep
+
+
+def error_report(path: str, err: FpError | Exception) -> dict:
+    return {"path": path, "sha256": None, "autov2": None, "format": None, "architecture": None,
+            "verdict": None, "merge": [], "components": {}, "candidates": [], "metadata": {},
+            "error": str(err)}

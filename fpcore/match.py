@@ -1,0 +1,386 @@
+"""Matching a fingerprint against references: same weights, derivative, merge, unknown.
+
+All comparisons are within one component (the denoiser for the verdict) and on the
+sample positions both fingerprints share (same canonical key and shape). Values are
+scaled per tensor, so every tensor counts alike whatever its magnitude.
+
+* same weights: quantize both samples to the coarser of the two dtypes and count the
+  elements that differ. A precision change leaves none; a fine-tune, even a light one,
+  leaves many.
+* related or not: cosine of the per-tensor centred samples, with its z-score against
+  independent weights (z = cos * sqrt(n)). Independent models sit at |z| of a few.
+* derivative: walk the reference tree. For parent p and registered child c, the share
+  a = <x - p, c - p> / |c - p|^2 is about 1 when the file contains c's training and
+  about 0 for a sibling. Sibling fine-tunes share part of their direction (weight decay,
+  common data), bounded by RHO_MAX, so a share is only taken as descent when it exceeds
+  what that shared part can explain for the file's own distance from p.
+* merge: non-negative least squares with weights summing to one over the related
+  references, globally and per UNet block group; accepted only when it explains the
+  weights far better than the best single reference.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import nnls
+
+from . import dtypes, layout
+from .fingerprint import Fingerprint
+
+log = logging.getLogger(__name__)
+
+# -- decision constants (see bench/zoo.py for how they were checked) --------------------
+SAME_MAX_MISMATCH = 0.001   # fraction of sampled elements allowed to differ after requantizing
+SAME_MIN_COVERAGE = 0.95    # share of the file's sampled values the reference must cover
+RELATED_MIN_Z = 8.0         # independence z-score above which two models are related
+RELATED_MIN_COS = 0.2       # ... and a floor on the cosine itself: no weak matches
+MERGE_MAX_RATIO = 0.25      # merge residual must be at most this share of the best single one
+MERGE_MIN_WEIGHT = 0.05     # weights below this are dropped from a merge recipe
+BLOCK_GAIN = 0.5            # per-block fit must halve the global residual to count as block-weighted
+RHO_MAX = 0.1               # largest delta cosine expected between sibling fine-tunes
+SHARE_MIN = 0.5             # share of a child's training needed to call the file its descendant
+FAR_REL = 0.2               # relative distance beyond which a parentless match is not trusted
+
+
+@dataclass
+class Candidate:
+    ref: str
+    score: float
+    cos: float
+    z: float
+    distance: float           # relative RMS difference after removing rounding noise
+    mismatch: float | None    # fraction of elements differing after requantizing (None: not comparable)
+    coverage: float
+    share: float | None = None
+    related: bool = False
+
+    def to_json(self) -> dict:
+        d = {"ref": self.ref, "score": round(self.score, 4), "cos": round(self.cos, 4), "z": round(self.z, 1),
+             "distance": round(self.distance, 4), "coverage": round(self.coverage, 3), "related": self.related}
+        if self.mismatch is not None:
+            d["mismatch"] = round(self.mismatch, 5)
+        if self.share is not None:
+            d["share"] = round(self.share, 3)
+        return d
+
+
+@dataclass
+class CompVerdict:
+    component: str
+    relation: str                          # same_weights | derivative | merge | unknown
+    ref: str | None = None
+    confidence: float = 0.0
+    merge: list[tuple[str, float]] = field(default_factory=list)
+    merge_blocks: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    candidates: list[Candidate] = field(default_factory=list)
+    reason: str = ""
+    n_values: int = 0
+
+
+# -- aligned sample matrices ---------------------------------------------------------------
+@dataclass
+class Aligned:
+    keys: list[str]
+    tensor_of: np.ndarray      # element -> index into keys
+    x: np.ndarray              # file values, scaled per tensor (float64)
+    R: np.ndarray              # (n, k) reference values, scaled
+    noise_x: np.ndarray        # per-element rounding variance of x (scaled)
+    noise_R: np.ndarray        # (n, k)
+    xc: np.ndarray             # centred per tensor (for cosines)
+    Rc: np.ndarray
+
+
+def _comp_indices(fp: Fingerprint, comp: str, min_ndim: int = 0) -> list[int]:
+    return [i for i, k in enumerate(fp.keys)
+            if fp.counts[i] > 0 and k.startswith(comp + ":") and len(fp.shapes[i]) >= min_ndim
+            and dtypes.DTYPES[fp.dtypes[i]].is_float]
+
+
+def align(fp: Fingerprint, refs: list[Fingerprint], comp: str, min_ndim: int = 2) -> Aligned | None:
+    """Stack the samples of the tensors the file and every reference share."""
+    idx = _comp_indices(fp, comp, min_ndim)
+    keys, fi, ri = [], [], []
+    for i in idx:
+        k = fp.keys[i]
+        js = []
+        for r in refs:
+            j = r.index.get(k)
+            if j is None or r.shapes[j] != fp.shapes[i] or r.counts[j] != fp.counts[i]:
+                break
+            js.append(j)
+        else:
+            keys.append(k)
+            fi.append(i)
+            ri.append(js)
+    if not keys:
+        return None
+    xs, rs, nx, nr, tid = [], [], [], [], []
+    for t, (i, js) in enumerate(zip(fi, ri)):
+        v = fp.values(i).astype(np.float64)
+        cols = [r.values(j).astype(np.float64) for r, j in zip(refs, js)]
+        stack = np.stack([v] + cols)
+        ok = np.all(np.isfinite(stack), axis=0)
+        if not ok.all():
+            stack = stack[:, ok]
+        if stack.shape[1] == 0:
+            continue
+        s = math.sqrt(float(np.mean(stack * stack))) or 1.0
+        stack = stack / s
+        xs.append(stack[0])
+        rs.append(stack[1:].T)
+        nx.append(dtypes.rounding_var(stack[0] * s, fp.dtypes[i]) / (s * s))
+        nr.append(np.stack([dtypes.rounding_var(stack[1 + c] * s, r.dtypes[j]) / (s * s)
+                            for c, (r, j) in enumerate(zip(refs, js))], axis=1) if refs else np.zeros((stack.shape[1], 0)))
+        tid.append(np.full(stack.shape[1], t, np.int32))
+    if not xs:
+        return None
+    x = np.concatenate(xs)
+    R = np.concatenate(rs) if refs else np.zeros((len(x), 0))
+    tensor_of = np.concatenate(tid)
+    # centre per tensor for cosines
+    counts = np.bincount(tensor_of)
+    def centred(v):
+        m = np.bincount(tensor_of, weights=v) / np.maximum(counts, 1)
+        return v - m[tensor_of]
+    xc = centred(x)
+    Rc = np.stack([centred(R[:, c]) for c in range(R.shape[1])], axis=1) if R.shape[1] else R
+    return Aligned(keys, tensor_of, x, R, np.concatenate(nx), np.concatenate(nr) if refs else R, xc, Rc)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    return float(a @ b) / (na * nb) if na > 0 and nb > 0 else 0.0
+
+
+def mismatch_fraction(fp: Fingerprint, ref: Fingerprint, comp: str) -> tuple[float | None, float]:
+    """(fraction of shared sampled elements that differ at the coarser precision, coverage)."""
+    idx = _comp_indices(fp, comp)
+    total = sum(int(fp.counts[i]) for i in idx)
+    if total == 0:
+        return None, 0.0
+    differ = compared = 0
+    for i in idx:
+        j = ref.index.get(fp.keys[i])
+        if j is None or ref.shapes[j] != fp.shapes[i] or ref.counts[j] != fp.counts[i]:
+            continue
+        if fp.dtypes[i] == ref.dtypes[j] and fp.h_raw[i] == ref.h_raw[j]:
+            compared += int(fp.counts[i])
+            continue
+        c = dtypes.coarser(fp.dtypes[i], ref.dtypes[j])
+        a = dtypes.quantize(fp.values(i), c)
+        b = dtypes.quantize(ref.values(j), c)
+        same = (a == b) | (np.isnan(a) & np.isnan(b))
+        differ += int(a.size - np.count_nonzero(same))
+        compared += int(a.size)
+    if compared == 0:
+        return None, 0.0
+    return differ / compared, compared / total
+
+
+# -- fits --------------------------------------------------------------------------------
+def affine_nnls(R: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """min |x - R w| with w >= 0 and sum(w) = 1 (the sum enforced by a heavy extra row)."""
+    n, k = R.shape
+    lam = 1e3 * math.sqrt(max(n, 1))
+    A = np.vstack([R, np.full((1, k), lam)])
+    b = np.concatenate([x, [lam]])
+    w, _ = nnls(A, b, maxiter=50 * k + 100)
+    s = w.sum()
+    return w / s if s > 0 else w
+
+
+def _excess(al: Aligned, rows: np.ndarray | slice, w: np.ndarray) -> float:
+    """Mean squared residual of x - R w beyond the expected rounding noise."""
+    res = al.x[rows] - al.R[rows] @ w
+    noise = al.noise_x[rows] + al.noise_R[rows] @ (w * w)
+    return max(float(np.mean(res * res) - np.mean(noise)), 0.0)
+
+
+def fit_merge(al: Aligned, cols: list[int]) -> tuple[np.ndarray, float]:
+    """Affine NNLS over the given reference columns; drop tiny weights and refit."""
+    w = np.zeros(al.R.shape[1])
+    sub = list(cols)
+    for _ in range(3):
+        ws = affine_nnls(al.R[:, sub], al.x)
+        keep = [c for c, wi in zip(sub, ws) if wi >= MERGE_MIN_WEIGHT]
+        if len(keep) == len(sub) or not keep:
+            break
+        sub = keep
+    ws = affine_nnls(al.R[:, sub], al.x)
+    w[:] = 0
+    w[sub] = ws
+    return w, _excess(al, slice(None), w)
+
+
+# -- the decision ------------------------------------------------------------------------
+def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool = True) -> CompVerdict:
+    """Classify component ``comp`` of ``fp`` against references (objects with ``.name``, ``.fp``).
+
+    ``tree`` (optional) maps a reference name to its registered parent name (or None)
+    and to whether it declares an unregistered parent: ``tree.parent(name)``,
+    ``tree.orphan(name)``.
+    """
+    pool = [r for r in refs if any(k.startswith(comp + ":") for k in r.fp.keys)]
+    n_file = sum(int(fp.counts[i]) for i in _comp_indices(fp, comp))
+    if not pool:
+        return CompVerdict(comp, "unknown", reason="no reference has this component", n_values=n_file)
+    # 1. per-reference statistics
+    cands: list[Candidate] = []
+    for r in pool:
+        mm, cov = mismatch_fraction(fp, r.fp, comp)
+        al = align(fp, [r.fp], comp)
+        if al is None or cov < 0.5:
+            cands.append(Candidate(r.name, 0.0, 0.0, 0.0, float("inf"), mm, cov))
+            continue
+        c = _cos(al.xc, al.Rc[:, 0])
+        z = c * math.sqrt(len(al.x))
+        dist = math.sqrt(_excess(al, slice(None), np.array([1.0])))
+        cands.append(Candidate(r.name, max(0.0, 1.0 - dist), c, z, dist, mm, cov,
+                               related=(z >= RELATED_MIN_Z and c >= RELATED_MIN_COS)))
+    by_name = {c.ref: c for c in cands}
+    refs_by_name = {r.name: r for r in pool}
+    cands.sort(key=lambda c: (-c.related, c.distance))
+    related = [c for c in cands if c.related]
+    out = CompVerdict(comp, "unknown", candidates=cands, n_values=n_file)
+    if not related:
+        best = cands[0]
+        out.confidence = round(min(1.0, 1.0 - max(0.0, best.cos)), 3)
+        out.reason = (f"not related to any reference (best {best.ref}: cos {best.cos:.3f}, z {best.z:.1f}, "
+                      f"independent weights give |z| < {RELATED_MIN_Z:g})")
+        return out
+    # 2. same weights
+    same = [c for c in related if c.mismatch is not None and c.mismatch <= SAME_MAX_MISMATCH
+            and c.coverage >= SAME_MIN_COVERAGE]
+    if same:
+        s = min(same, key=lambda c: c.mismatch)
+        out.relation, out.ref = "same_weights", s.ref
+        out.confidence = round(1.0 - s.mismatch / SAME_MAX_MISMATCH * 0.5, 3)
+        out.reason = (f"{(1 - s.mismatch) * 100:.2f}% of {n_file} sampled values equal {s.ref}'s "
+                      f"after rounding to the coarser precision")
+        return out
+    # 3. merge of several related references
+    if allow_merge and len(related) >= 2:
+        names = [c.ref for c in related]
+        al = align(fp, [refs_by_name[n].fp for n in names], comp)
+        if al is not None and len(al.x) > 0:
+            singles = [_excess(al, slice(None), np.eye(len(names))[c]) for c in range(len(names))]
+            e1 = min(singles)
+            w, em = fit_merge(al, list(range(len(names))))
+            used = [c for c in range(len(names)) if w[c] >= MERGE_MIN_WEIGHT]
+            blocks = _block_fits(al, names, list(range(len(names))))
+            eb = sum(e * n for e, n, _ in blocks.values()) / max(1, sum(n for _, n, _ in blocks.values())) if blocks else em
+            block_used = {c for _, _, wb in blocks.values() for c in range(len(names)) if wb[c] >= MERGE_MIN_WEIGHT}
+            is_global = len(used) >= 2 and em <= MERGE_MAX_RATIO * e1
+            is_block = (len(block_used) >= 2 and blocks and eb <= MERGE_MAX_RATIO * e1
+                        and eb <= BLOCK_GAIN * em and len(blocks) >= 2)
+            if is_global or is_block:
+                if is_block:
+                    tot = sum(n for _, n, _ in blocks.values())
+                    w = sum(wb * n for _, n, wb in blocks.values()) / tot
+                    out.merge_blocks = {g: [(names[c], round(float(wb[c]), 3)) for c in range(len(names))
+                                            if wb[c] >= MERGE_MIN_WEIGHT] for g, (_, _, wb) in blocks.items()}
+                    em = eb
+                recipe = sorted(((names[c], float(w[c])) for c in range(len(names)) if w[c] >= MERGE_MIN_WEIGHT),
+                                key=lambda t: -t[1])
+                tot = sum(v for _, v in recipe)
+                out.merge = [(n, round(v / tot, 3)) for n, v in recipe]
+                out.relation, out.ref = "merge", out.merge[0][0]
+                out.confidence = round(float(min(0.99, 1.0 - em / e1)) if e1 > 0 else 0.9, 3)
+                out.reason = (f"a {'block-weighted ' if is_block else ''}merge leaves {em / e1 * 100:.1f}% of the "
+                              f"difference the best single reference ({names[int(np.argmin(singles))]}) leaves")
+                return out
+    # 4. derivative: descend the reference tree
+    base, conf, reason = _descend(fp, comp, related, refs_by_name, by_name, tree)
+    if base is None:
+        out.confidence = 0.5
+        out.reason = reason
+        return out
+    out.relation, out.ref, out.confidence, out.reason = "derivative", base, conf, reason
+    return out
+
+
+def _block_fits(al: Aligned, names: list[str], cols: list[int]) -> dict:
+    groups: dict[str, list[int]] = {}
+    for t, k in enumerate(al.keys):
+        g = layout.block_of(k)
+        if g:
+            groups.setdefault(g, []).append(t)
+    out = {}
+    for g, ts in groups.items():
+        rows = np.isin(al.tensor_of, ts)
+        if rows.sum() < 256:
+            continue
+        sub = Aligned(al.keys, al.tensor_of[rows], al.x[rows], al.R[rows], al.noise_x[rows], al.noise_R[rows],
+                      al.xc[rows], al.Rc[rows])
+        w, e = fit_merge(sub, cols)
+        out[g] = (e, int(rows.sum()), w)
+    return out
+
+
+def _descend(fp, comp, related, refs_by_name, by_name, tree):
+    """Find the deepest registered reference the file descends from."""
+    rel_names = {c.ref for c in related}
+    parent = (lambda n: tree.parent(n)) if tree else (lambda n: None)
+    orphan = (lambda n: tree.orphan(n)) if tree else (lambda n: False)
+    # roots of the related forest: related refs whose registered parent is not related
+    roots = [c.ref for c in related if parent(c.ref) not in rel_names]
+    children: dict[str, list[str]] = {}
+    for n in rel_names:
+        p = parent(n)
+        if p in rel_names:
+            children.setdefault(p, []).append(n)
+    best = None
+    for root in roots:
+        node, conf, notes = root, 0.9, []
+        while True:
+            kids = children.get(node, [])
+            step = None
+            for c in kids:
+                share, bound = _share(fp, comp, refs_by_name[node].fp, refs_by_name[c].fp)
+                by_name[c].share = share
+                if share is None:
+                    continue
+                if share >= SHARE_MIN and share > bound:
+                    if step is None or share > step[1]:
+                        step = (c, share, bound)
+                elif share >= SHARE_MIN:
+                    notes.append(f"it may descend from {c} (share {share:.2f}), but its own changes are too large "
+                                 f"to tell that from a sibling")
+                    conf = min(conf, 0.6)
+            if step is None:
+                break
+            node = step[0]
+            conf = min(conf, 0.5 + 0.5 * min(1.0, (step[1] - step[2]) / 0.5))
+        cand = by_name[node]
+        if best is None or cand.distance < best[1].distance:
+            best = (node, cand, conf, notes)
+    node, cand, conf, notes = best
+    if orphan(node) and cand.distance > FAR_REL:
+        return None, 0.5, (f"related to {node} (cos {cand.cos:.3f}) but far from it (distance {cand.distance:.2f}); "
+                           f"{node}'s parent is not registered, so a sibling cannot be told from a descendant")
+    if parent(node) is None and not orphan(node) and cand.distance > FAR_REL:
+        notes.append(f"far from {node} (distance {cand.distance:.2f}): it may descend from an unregistered "
+                     f"model of the same family")
+        conf = min(conf, 0.7)
+    reason = f"descends from {node} (distance {cand.distance:.3f}, cos {cand.cos:.3f})"
+    if notes:
+        reason += "; " + "; ".join(notes)
+    return node, round(conf, 3), reason
+
+
+def _share(fp, comp, parent_fp, child_fp):
+    """(share of the child's own training present in the file, the share a sibling could show)."""
+    al = align(fp, [parent_fp, child_fp], comp)
+    if al is None:
+        return None, None
+    p, c = al.R[:, 0], al.R[:, 1]
+    d = c - p
+    dd = float(d @ d)
+    if dd <= 0:
+        return None, None
+    share = float((al.x - p) @ d) / dd
+    bound = RHO_MAX * float(np.linalg.norm(al.x - p)) / math.sqrt(dd)
+    return share, bound

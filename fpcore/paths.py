@@ -1,0 +1,46 @@
+"""Where fpcore keeps its data. Hosts may override these with FPCORE_REFS / FPCORE_CACHE."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUILTIN_REFS = PROJECT_ROOT / "refs"
+
+
+def _base(kind: str) -> Path:
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "fpcore"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / ("Caches" if kind == "cache" else "Application Support") / "fpcore"
+    env = "XDG_CACHE_HOME" if kind == "cache" else "XDG_DATA_HOME"
+    default = Path.home() / (".cache" if kind == "cache" else ".local/share")
+    return Path(os.environ.get(env) or default) / "fpcore"
+
+
+def user_refs_dir() -> Path:
+    return Path(os.environ.get("FPCORE_REFS") or _base("data") / "refs")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FPCORE_CACHE") or _base("cache"))
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write via a temp file in the same directory, fsync, then os.replace."""
+    import tempfile
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
