@@ -37,77 +37,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fpcore import layout, synth  # noqa: E402
+from fpcore.synth import bake_lora, finetune, merge, unet_only, _is_weight  # noqa: E402
 from fpcore.identify import identify  # noqa: E402
 from fpcore.refs import RefDB  # noqa: E402
 from fpcore.identify import fingerprint_path  # noqa: E402
-
-SHARED_RHO = 0.08        # weight of the direction every fine-tune shares
-COMMON_SEED = 424242
-
-
-def _rng(seed: int, key: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(key.encode())])
-
-
-def _is_weight(v: np.ndarray) -> bool:
-    return v.dtype == np.float32
-
-
-def finetune(sd: dict, strength: float, seed: int, comps=("unet",), rho: float = SHARED_RHO) -> dict:
-    """Dense fine-tune: relative RMS change ``strength`` per tensor, part of it shared."""
-    out = {}
-    for k, w in sd.items():
-        if not _is_weight(w) or layout.canonical(k)[0] not in comps or w.size == 0:
-            out[k] = w
-            continue
-        rms = float(np.sqrt(np.mean(w * w))) or 1.0
-        g = _rng(seed, k).standard_normal(w.shape).astype(np.float32)
-        c = _rng(COMMON_SEED, k).standard_normal(w.shape).astype(np.float32)
-        shared = (c - w / rms) / math.sqrt(2.0)        # common data direction + weight decay
-        d = math.sqrt(1 - rho * rho) * g + rho * shared
-        d *= strength * rms / (float(np.sqrt(np.mean(d * d))) or 1.0)
-        out[k] = w + d
-    return out
-
-
-def bake_lora(sd: dict, rank: int, strength: float, seed: int) -> dict:
-    """W + B A on every 2-D / conv weight of the UNet's attention and feed-forward layers."""
-    out = dict(sd)
-    for k, w in sd.items():
-        if not _is_weight(w) or w.ndim < 2 or layout.canonical(k)[0] != "unet":
-            continue
-        if not any(s in k for s in ("attn1", "attn2", ".ff.", "proj_in", "proj_out")):
-            continue
-        m = w.reshape(w.shape[0], -1)
-        r = _rng(seed, k)
-        B = r.standard_normal((m.shape[0], rank)).astype(np.float32)
-        A = r.standard_normal((rank, m.shape[1])).astype(np.float32)
-        d = B @ A
-        d *= strength * float(np.sqrt(np.mean(m * m))) / (float(np.sqrt(np.mean(d * d))) or 1.0)
-        out[k] = (m + d).reshape(w.shape)
-    return out
-
-
-def merge(parts: list[tuple[dict, float]], block_weights: dict[str, list[float]] | None = None) -> dict:
-    """Weighted sum; with ``block_weights`` {group: [w per part]} UNet blocks get their own weights."""
-    first = parts[0][0]
-    out = {}
-    for k in first:
-        if not _is_weight(first[k]):
-            out[k] = first[k]
-            continue
-        ws = [w for _, w in parts]
-        if block_weights:
-            g = layout.block_of(layout.canonical_key(k))
-            if g in block_weights:
-                ws = block_weights[g]
-        out[k] = sum(w * sd[k] for (sd, _), w in zip(parts, ws))
-    return out
-
-
-def unet_only(sd: dict) -> dict:
-    return {k[len("model.diffusion_model."):]: v for k, v in sd.items() if k.startswith("model.diffusion_model.")}
-
 
 @dataclass
 class Case:
@@ -120,6 +53,7 @@ class Case:
     dtype: str = "F16"
     order: str = "sorted"
     metadata: dict | None = None
+    refset: str = "full"      # which registered references the case is scored against
 
 
 def build(out: Path, family: str = "sdxl", size: str = "tiny", log=print):
@@ -155,7 +89,7 @@ def build(out: Path, family: str = "sdxl", size: str = "tiny", log=print):
          for k, v in sd["Illustrious"].items()})
     # fine-tunes at several strengths
     for r, seed0 in (("Base", 100), ("Pony", 200), ("Illustrious", 300), ("NoobAI", 400), ("PonyFT", 500)):
-        for i, s in enumerate((0.002, 0.01, 0.03, 0.10, 0.30)):
+        for i, s in enumerate((0.002, 0.01, 0.03, 0.10, 0.30) if r != "Base" else (0.0005, 0.002, 0.01, 0.03, 0.10, 0.30)):
             add(Case(f"{r}_ft{s}", "fine-tune", "derivative", r), finetune(sd[r], s, seed0 + i))
     add(Case("Pony_ft0.01_fp8", "fine-tune (fp8 copy)", "derivative", "Pony", dtype="F8_E4M3"), finetune(sd["Pony"], 0.01, 601))
     add(Case("Pony_ft0.002_bf16", "fine-tune (bf16 copy)", "derivative", "Pony", dtype="BF16"), finetune(sd["Pony"], 0.002, 602))
@@ -172,7 +106,7 @@ def build(out: Path, family: str = "sdxl", size: str = "tiny", log=print):
     # merges
     for a, b, w in (("Pony", "Illustrious", 0.5), ("Pony", "Illustrious", 0.3), ("Base", "Pony", 0.6),
                     ("NoobAI", "PonyFT", 0.7)):
-        add(Case(f"merge_{a}{w}_{b}", "merge (2 refs)", "merge", a if w >= 0.5 else b, {a: w, b: round(1 - w, 3)}),
+        add(Case(f"merge_{a}{w}_{b}", "merge (2 refs)", "merge", None, {a: w, b: round(1 - w, 3)}),
             merge([(sd[a], w), (sd[b], 1 - w)]))
     add(Case("merge3_Pony_Ill_Noob", "merge (3 refs)", "merge", "NoobAI", {"Pony": 0.2, "Illustrious": 0.3, "NoobAI": 0.5}),
         merge([(sd["Pony"], 0.2), (sd["Illustrious"], 0.3), (sd["NoobAI"], 0.5)]))
@@ -191,6 +125,13 @@ def build(out: Path, family: str = "sdxl", size: str = "tiny", log=print):
     add(Case("adddiff_Ill+0.5Pony", "add-difference", "derivative", "Illustrious"),
         {k: (sd["Illustrious"][k] + 0.5 * (sd["Pony"][k] - sd["Base"][k])) if _is_weight(sd["Pony"][k]) else sd["Pony"][k]
          for k in sd["Pony"]})
+    # only some references registered: never claim a base that is not there
+    add(Case("Illustrious_vs_orphan_Pony", "parent not registered", "unknown", None, refset="pony_orphan"),
+        sd["Illustrious"])
+    add(Case("Pony_ft0.03_vs_orphan_Pony", "parent not registered", "derivative", "Pony", refset="pony_orphan"),
+        finetune(sd["Pony"], 0.03, 950))
+    add(Case("Illustrious_vs_root_Base", "parent not registered", "derivative", "Base", refset="base_only"),
+        sd["Illustrious"])
     # independent models of the same architecture
     for seed in (77, 78):
         ind = synth.random_state_dict(spec, seed)
@@ -200,18 +141,27 @@ def build(out: Path, family: str = "sdxl", size: str = "tiny", log=print):
     return refs, cases
 
 
-def register(out: Path, refs, refdir: Path) -> RefDB:
-    db = RefDB(refdir, builtin_dir=refdir / "none")
-    for name, parent in refs:
-        fp, a, _, _ = fingerprint_path(out / f"ref_{name}.safetensors")
-        db.add(fp, name, parent=parent, family=a.family)
-    return db
+#: reference subsets: name -> references registered (a parent may be named but absent)
+REFSETS = {"full": None, "pony_orphan": {"Pony"}, "base_only": {"Base"}}
 
 
-def score(out: Path, cases: list[Case], db: RefDB) -> list[dict]:
+def register(out: Path, refs, refdir: Path) -> dict[str, RefDB]:
+    dbs = {}
+    for setname, members in REFSETS.items():
+        d = refdir / setname
+        db = RefDB(d, builtin_dir=d / "none")
+        for name, parent in refs:
+            if members is None or name in members:
+                fp, a, _, _ = fingerprint_path(out / f"ref_{name}.safetensors")
+                db.add(fp, name, parent=parent, family=a.family)
+        dbs[setname] = db
+    return dbs
+
+
+def score(out: Path, cases: list[Case], dbs: dict[str, RefDB]) -> list[dict]:
     rows = []
     for c in cases:
-        rep = identify(out / f"{c.name}.safetensors", db, hashes=False)
+        rep = identify(out / f"{c.name}.safetensors", dbs[c.refset], hashes=False)
         v = rep["verdict"]
         ok = v["relation"] == c.relation and (c.base is None and c.relation == "unknown" or
                                              c.relation == "merge" and not c.base or v["base"] == c.base)
@@ -242,7 +192,7 @@ def print_table(rows: list[dict]) -> None:
     print("|---|---|---|---|")
     for k, rs in classes.items():
         errs = [r["merge_err"] for r in rs if r["merge_err"] is not None]
-        print(f"| {k} | {len(rs)} | {sum(r['ok'] for r in rs)} | {max(errs):.3f} |" if errs else
+        print(f"| {k} | {len(rs)} | {sum(r['ok'] for r in rs)} | {max(errs):.4f} |" if errs else
               f"| {k} | {len(rs)} | {sum(r['ok'] for r in rs)} | – |")
     total = sum(r["ok"] for r in rows)
     print(f"| **all** | {len(rows)} | {total} | |")
@@ -262,8 +212,8 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fpzoo-"))
     try:
         refs, cases = build(out / "models", args.family, args.size)
-        db = register(out / "models", refs, out / "refs")
-        rows = score(out / "models", cases, db)
+        dbs = register(out / "models", refs, out / "refs")
+        rows = score(out / "models", cases, dbs)
         print_table(rows)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1))

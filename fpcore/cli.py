@@ -176,23 +176,16 @@ def _run(args) -> int:
             print(f"removed reference {r.name!r}")
             return 0
         if args.refcmd == "add":
-            fp, a, _, _ = ident.fingerprint_path(args.path)
-            sha = None
-            if not args.no_hash:
-                from .hashing import hash_file
-                cb, bar = _progress_bar(args.path)
-                try:
-                    sha = hash_file(args.path, progress=cb).sha256
-                finally:
-                    if bar is not None:
-                        bar.close()
             if args.parent and args.parent not in db.refs:
                 log.warning("parent %r is not a registered reference", args.parent)
-            if not args.parent:
-                log.info("no --parent: %r is treated as a root (a model trained from scratch)", args.name)
-            r = db.add(fp, args.name, parent=args.parent, note=args.note, family=a.family, sha256=sha,
-                       source=args.path)
-            print(f"added reference {r.name!r} ({a.family}, {len(fp.keys)} tensors) -> {r.path}")
+            cb, bar = (None, None) if args.no_hash else _progress_bar(args.path)
+            try:
+                r = ident.add_reference(db, args.path, args.name, parent=args.parent, note=args.note,
+                                        hashes=not args.no_hash, progress=cb)
+            finally:
+                if bar is not None:
+                    bar.close()
+            print(f"added reference {r.name!r} ({r.family}, {len(r.fp.keys)} tensors) -> {r.path}")
             return 0
     raise UsageError(f"unknown command {args.cmd}")
 

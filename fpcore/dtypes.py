@@ -81,3 +81,33 @@ def rounding_var(values: np.ndarray, dtype: str) -> np.ndarray:
     a = np.where(np.isfinite(a) & (a > 0), a, 1e-30)
     spacing = np.exp2(np.floor(np.log2(a)) - d.mantissa_bits)
     return spacing * spacing / 12.0
+
+
+def _tie_ok(fine: np.ndarray, other: np.ndarray, fmt: str) -> np.ndarray:
+    """Where ``fine`` lies exactly halfway between two neighbours of format ``fmt`` and
+    ``other`` is one of them: a double rounding (fp32 -> fp16 -> bf16 vs fp32 -> bf16)
+    may land on either, so both are the same weight."""
+    q = quantize(fine, fmt).astype(np.float64)
+    f = fine.astype(np.float64)
+    n2 = 2.0 * f - q
+    n2f = n2.astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        on_grid = quantize(n2f, fmt).astype(np.float64) == n2f.astype(np.float64)
+        exact_mid = (n2f.astype(np.float64) - f) == (f - q)
+        o = other.astype(np.float64)
+        return (q != f) & on_grid & exact_mid & ((o == q) | (o == n2f))
+
+
+def same_after_rounding(a: np.ndarray, da: str, b: np.ndarray, db: str) -> np.ndarray:
+    """Elementwise: could ``a`` (stored as ``da``) and ``b`` (stored as ``db``) be the same
+    weight, differing only by the rounding of a precision change?"""
+    with np.errstate(invalid="ignore"):
+        ok = (a == b) | (np.isnan(a) & np.isnan(b))
+        if ok.all() or da == db:
+            return ok
+        ok |= quantize(b, da) == a
+        ok |= quantize(a, db) == b
+        if not ok.all():
+            bad = ~ok
+            ok[bad] = _tie_ok(b[bad], a[bad], da) | _tie_ok(a[bad], b[bad], db)
+    return ok

@@ -155,3 +155,12 @@ def error_report(path: str, err: FpError | Exception) -> dict:
     return {"path": path, "sha256": None, "autov2": None, "format": None, "architecture": None,
             "verdict": None, "merge": [], "components": {}, "candidates": [], "metadata": {},
             "error": str(err)}
+
+
+def add_reference(db, path: str | os.PathLike, name: str, parent: str | None = None, note: str | None = None,
+                  hashes: bool = True, progress=None, origin: str = "user"):
+    """Fingerprint (and hash) ``path`` and register it in ``db`` as ``name``."""
+    fp, a, _, _ = fingerprint_path(path)
+    sha = hash_file(path, progress=progress).sha256 if hashes else None
+    return db.add(fp, name, parent=parent, note=note, family=a.family, sha256=sha, source=os.fspath(path),
+                  origin=origin)

@@ -156,7 +156,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mismatch_fraction(fp: Fingerprint, ref: Fingerprint, comp: str) -> tuple[float | None, float]:
-    """(fraction of shared sampled elements that differ at the coarser precision, coverage)."""
+    """(fraction of shared sampled elements that differ beyond precision rounding, coverage)."""
     idx = _comp_indices(fp, comp)
     total = sum(int(fp.counts[i]) for i in idx)
     if total == 0:
@@ -169,10 +169,8 @@ def mismatch_fraction(fp: Fingerprint, ref: Fingerprint, comp: str) -> tuple[flo
         if fp.dtypes[i] == ref.dtypes[j] and fp.h_raw[i] == ref.h_raw[j]:
             compared += int(fp.counts[i])
             continue
-        c = dtypes.coarser(fp.dtypes[i], ref.dtypes[j])
-        a = dtypes.quantize(fp.values(i), c)
-        b = dtypes.quantize(ref.values(j), c)
-        same = (a == b) | (np.isnan(a) & np.isnan(b))
+        a, b = fp.values(i), ref.values(j)
+        same = dtypes.same_after_rounding(a, fp.dtypes[i], b, ref.dtypes[j])
         differ += int(a.size - np.count_nonzero(same))
         compared += int(a.size)
     if compared == 0:
@@ -322,38 +320,66 @@ def _block_fits(al: Aligned, names: list[str], cols: list[int]) -> dict:
 
 def _descend(fp, comp, related, refs_by_name, by_name, tree):
     """Find the deepest registered reference the file descends from."""
-    rel_names = {c.ref for c in related}
+    names = [c.ref for c in related]
+    rel_names = set(names)
     parent = (lambda n: tree.parent(n)) if tree else (lambda n: None)
     orphan = (lambda n: tree.orphan(n)) if tree else (lambda n: False)
-    # roots of the related forest: related refs whose registered parent is not related
-    roots = [c.ref for c in related if parent(c.ref) not in rel_names]
     children: dict[str, list[str]] = {}
-    for n in rel_names:
+    for n in names:
         p = parent(n)
         if p in rel_names:
             children.setdefault(p, []).append(n)
+    # roots of the related forest: related refs whose registered parent is not related
+    roots = [n for n in names if parent(n) not in rel_names]
+    al = align(fp, [refs_by_name[n].fp for n in names], comp) if children else None
+    col = {n: i for i, n in enumerate(names)}
+    edges = [(parent(n), n) for n in names if parent(n) in rel_names]
+
+    def subtree(n):
+        out, todo = set(), [n]
+        while todo:
+            m = todo.pop()
+            out.add(m)
+            todo.extend(children.get(m, []))
+        return out
+
     best = None
     for root in roots:
-        node, conf, notes = root, 0.9, []
-        while True:
-            kids = children.get(node, [])
+        node, conf, notes, path = root, 0.9, [], [root]
+        while al is not None:
+            v = al.x - al.R[:, col[node]]
+            nv = float(np.linalg.norm(v))
             step = None
-            for c in kids:
-                share, bound = _share(fp, comp, refs_by_name[node].fp, refs_by_name[c].fp)
-                by_name[c].share = share
-                if share is None:
+            for c in children.get(node, []):
+                d = al.R[:, col[c]] - al.R[:, col[node]]
+                nd = float(np.linalg.norm(d))
+                if nd == 0 or nv == 0:
                     continue
-                if share >= SHARE_MIN and share > bound:
-                    if step is None or share > step[1]:
-                        step = (c, share, bound)
+                share = float(v @ d) / (nd * nd)
+                # the part of the share that directions shared by every fine-tune explain:
+                # measured on reference deltas unrelated to this step, else the RHO_MAX bound
+                skip = set(path) | subtree(c)
+                others = [(q, r) for q, r in edges if r not in skip]
+                if others:
+                    rho = max(0.0, float(np.mean([_cos(v, al.R[:, col[r]] - al.R[:, col[q]]) for q, r in others])))
+                    rho += 3.0 / math.sqrt(len(v))
+                else:
+                    rho = RHO_MAX
+                shared = rho * nv / nd
+                excess = share - shared
+                by_name[c].share = share
+                if excess >= SHARE_MIN:
+                    if step is None or excess > step[1]:
+                        step = (c, excess)
                 elif share >= SHARE_MIN:
                     notes.append(f"it may descend from {c} (share {share:.2f}), but its own changes are too large "
-                                 f"to tell that from a sibling")
+                                 f"to tell that from a sibling of {c}")
                     conf = min(conf, 0.6)
             if step is None:
                 break
             node = step[0]
-            conf = min(conf, 0.5 + 0.5 * min(1.0, (step[1] - step[2]) / 0.5))
+            path.append(node)
+            conf = min(conf, 0.5 + 0.5 * min(1.0, (step[1] - SHARE_MIN) / 0.4))
         cand = by_name[node]
         if best is None or cand.distance < best[1].distance:
             best = (node, cand, conf, notes)
@@ -369,18 +395,3 @@ def _descend(fp, comp, related, refs_by_name, by_name, tree):
     if notes:
         reason += "; " + "; ".join(notes)
     return node, round(conf, 3), reason
-
-
-def _share(fp, comp, parent_fp, child_fp):
-    """(share of the child's own training present in the file, the share a sibling could show)."""
-    al = align(fp, [parent_fp, child_fp], comp)
-    if al is None:
-        return None, None
-    p, c = al.R[:, 0], al.R[:, 1]
-    d = c - p
-    dd = float(d @ d)
-    if dd <= 0:
-        return None, None
-    share = float((al.x - p) @ d) / dd
-    bound = RHO_MAX * float(np.linalg.norm(al.x - p)) / math.sqrt(dd)
-    return share, bound

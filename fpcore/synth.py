@@ -1,0 +1,770 @@
+"""Synthetic Stable Diffusion checkpoints for tests and benchmarks.
+
+Builds the key names and tensor shapes of real single-file checkpoints
+(LDM / SGM layout, exactly as in the files people download) at full size or
+at reduced width, fills them with deterministic random weights of realistic
+statistics, and writes them as ``.safetensors`` with an own writer (so that
+BF16 and FP8 can be produced from numpy).
+
+Architecture knowledge lives in the tables ``_UNET``, ``_TEXT``, ``_VAE``,
+``_FAMILY`` and ``_SIZES``; the generators (``_unet_spec``, ``_hf_clip_spec``,
+``_open_clip_spec``, ``_vae_spec``) are generic.
+
+Public API::
+
+    FAMILIES, VARIANT_FAMILIES, ALL_FAMILIES
+    COMPONENTS
+    SIZES
+    checkpoint_spec(family, size="tiny", components=None) -> {key: shape}
+    dtype_of_key(key) -> "F16" | "I64"
+    random_state_dict(spec, seed, *, scale_by_fan_in=True) -> {key: ndarray}
+    write_safetensors(path, tensors, dtype="F16", metadata=None, order="sorted")
+    write_spec_file(path, spec, dtype="F16", *, fill="sparse", metadata=None,
+                    seed=0, order="sorted") -> file size
+    param_count(spec) -> int          (excluding integer buffers by default)
+    spec_nbytes(spec, dtype="F16") -> int  (tensor data bytes)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+from typing import Iterable, Mapping
+
+import ml_dtypes
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FAMILIES",
+    "VARIANT_FAMILIES",
+    "ALL_FAMILIES",
+    "COMPONENTS",
+    "SIZES",
+    "DTYPES",
+    "checkpoint_spec",
+    "dtype_of_key",
+    "random_state_dict",
+    "write_safetensors",
+    "write_spec_file",
+    "param_count",
+    "spec_nbytes",
+]
+
+FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
+#: same layout as their base family, different UNet input channels
+VARIANT_FAMILIES = ("sd1_inpaint", "sd1_pix2pix", "sd2_inpaint", "sdxl_inpaint")
+ALL_FAMILIES = FAMILIES + VARIANT_FAMILIES
+COMPONENTS = ("unet", "clip_l", "clip_g", "clip_h", "vae")
+SIZES = ("tiny", "small", "full")
+
+# safetensors dtype name -> (numpy dtype, bytes per element)
+DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
+    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+}
+_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
+
+# --------------------------------------------------------------------------
+# Architecture tables (full size).  Widths that shrink with `size` are the
+# UNet `model_channels`, the text-encoder `width`/`mlp` and the VAE `ch`;
+# everything else (layer counts, context dims, adm dims, vocab, positions,
+# latent/image channels) is kept real at every size.
+# --------------------------------------------------------------------------
+
+_UNET: dict[str, dict] = {
+    # SD 1.x: v1-inference.yaml (openaimodel.UNetModel)
+    "sd1": dict(
+        in_channels=4, out_channels=4, model_channels=320,
+        channel_mult=(1, 2, 4, 4), num_res_blocks=2,
+        transformer_depth=(1, 1, 1, 0),  # per level; 0 = no SpatialTransformer
+        transformer_depth_middle=1, context_dim=768,
+        use_linear_in_transformer=False, adm_in_channels=None,
+    ),
+    # SD 2.x: v2-inference(-v).yaml
+    "sd2": dict(
+        in_channels=4, out_channels=4, model_channels=320,
+        channel_mult=(1, 2, 4, 4), num_res_blocks=2,
+        transformer_depth=(1, 1, 1, 0),
+        transformer_depth_middle=1, context_dim=1024,
+        use_linear_in_transformer=True, adm_in_channels=None,
+    ),
+    # SDXL base: sd_xl_base.yaml (attention_resolutions [4, 2], depth [1, 2, 10])
+    "sdxl": dict(
+        in_channels=4, out_channels=4, model_channels=320,
+        channel_mult=(1, 2, 4), num_res_blocks=2,
+        transformer_depth=(0, 2, 10),
+        transformer_depth_middle=10, context_dim=2048,
+        use_linear_in_transformer=True, adm_in_channels=2816,
+    ),
+    # SDXL refiner: sd_xl_refiner.yaml (attention_resolutions [4, 2], depth 4)
+    "sdxl_refiner": dict(
+        in_channels=4, out_channels=4, model_channels=384,
+        channel_mult=(1, 2, 4, 4), num_res_blocks=2,
+        transformer_depth=(0, 4, 4, 0),
+        transformer_depth_middle=4, context_dim=1280,
+        use_linear_in_transformer=True, adm_in_channels=2560,
+    ),
+}
+
+_TEXT: dict[str, dict] = {
+    # OpenAI CLIP ViT-L/14 text model, HF transformers layout
+    "clip_l": dict(kind="hf_clip", width=768, mlp=3072, layers=12,
+                   vocab=49408, positions=77, position_ids=True),
+    # open_clip ViT-H/14 text tower (SD 2.x)
+    "clip_h": dict(kind="open_clip", width=1024, mlp=4096, layers=24,
+                   vocab=49408, positions=77, proj=1024),
+    # open_clip ViT-bigG/14 text tower (SDXL)
+    "clip_g": dict(kind="open_clip", width=1280, mlp=5120, layers=32,
+                   vocab=49408, positions=77, proj=1280),
+}
+
+# KL-f8 autoencoder (ddconfig of every SD1/SD2/SDXL checkpoint)
+_VAE = dict(ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2, z_channels=4,
+            in_channels=3, out_ch=3, double_z=True, embed_dim=4)
+
+# Per family: ordered (component, key prefix) as in the original file.
+_FAMILY: dict[str, dict] = {
+    "sd1": dict(unet="sd1", parts=(
+        ("unet", "model.diffusion_model."),
+        ("clip_l", "cond_stage_model.transformer.text_model."),
+        ("vae", "first_stage_model."),
+    )),
+    "sd2": dict(unet="sd2", parts=(
+        ("unet", "model.diffusion_model."),
+        ("clip_h", "cond_stage_model.model."),
+        ("vae", "first_stage_model."),
+    )),
+    "sdxl": dict(unet="sdxl", parts=(
+        ("unet", "model.diffusion_model."),
+        ("clip_l", "conditioner.embedders.0.transformer.text_model."),
+        ("clip_g", "conditioner.embedders.1.model."),
+        ("vae", "first_stage_model."),
+    )),
+    "sdxl_refiner": dict(unet="sdxl_refiner", parts=(
+        ("unet", "model.diffusion_model."),
+        ("clip_g", "conditioner.embedders.0.model."),
+        ("vae", "first_stage_model."),
+    )),
+}
+
+# Variants: (base family, UNet overrides).  Inpainting UNets take
+# latent + mask + masked latent (4 + 1 + 4), instruct-pix2pix latent + image latent.
+_VARIANTS: dict[str, tuple[str, dict]] = {
+    "sd1_inpaint": ("sd1", dict(in_channels=9)),
+    "sd1_pix2pix": ("sd1", dict(in_channels=8)),
+    "sd2_inpaint": ("sd2", dict(in_channels=9)),
+    "sdxl_inpaint": ("sdxl", dict(in_channels=9)),
+}
+
+# Reduced widths.  GroupNorm(32) needs channel counts that are multiples of 32.
+# "tiny" also sets the SpatialTransformer inner dim (n_heads * d_head) to 32 at
+# every level (released models use inner = channels): with the real context
+# dims, attn2.to_k/to_v would otherwise make a tiny SDXL file ~140 MB.
+_SIZES: dict[str, dict] = {
+    "tiny": dict(model_channels=32, attn_dim=32, text_width=64, text_mlp=256, vae_ch=32),
+    "small": dict(model_channels=64, text_width=128, text_mlp=512, vae_ch=64),
+    "full": dict(),
+}
+
+Spec = dict[str, tuple[int, ...]]
+
+
+# --------------------------------------------------------------------------
+# Generic generators
+# --------------------------------------------------------------------------
+
+def _lin(out: int, inp: int, bias: bool = True) -> list[tuple[str, tuple[int, ...]]]:
+    r = [("weight", (out, inp))]
+    if bias:
+        r.append(("bias", (out,)))
+    return r
+
+
+def _conv(out: int, inp: int, k: int, bias: bool = True) -> list[tuple[str, tuple[int, ...]]]:
+    r = [("weight", (out, inp, k, k))]
+    if bias:
+        r.append(("bias", (out,)))
+    return r
+
+
+def _norm(c: int) -> list[tuple[str, tuple[int, ...]]]:
+    return [("weight", (c,)), ("bias", (c,))]
+
+
+class _Builder:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.spec: Spec = {}
+
+    def add(self, name: str, params: Iterable[tuple[str, tuple[int, ...]]]) -> None:
+        for pname, shape in params:
+            key = f"{self.prefix}{name}.{pname}" if name else f"{self.prefix}{pname}"
+            if key in self.spec:
+                raise AssertionError(f"duplicate key {key}")
+            self.spec[key] = tuple(int(s) for s in shape)
+
+
+def _unet_resblock(b: _Builder, name: str, cin: int, cout: int, temb: int) -> None:
+    b.add(f"{name}.in_layers.0", _norm(cin))
+    b.add(f"{name}.in_layers.2", _conv(cout, cin, 3))
+    b.add(f"{name}.emb_layers.1", _lin(cout, temb))
+    b.add(f"{name}.out_layers.0", _norm(cout))
+    b.add(f"{name}.out_layers.3", _conv(cout, cout, 3))
+    if cin != cout:
+        b.add(f"{name}.skip_connection", _conv(cout, cin, 1))
+
+
+def _unet_transformer(b: _Builder, name: str, c: int, depth: int, ctx: int,
+                      linear: bool, inner: int | None = None) -> None:
+    # SpatialTransformer(c, n_heads, d_head): inner_dim = n_heads * d_head, which
+    # equals c in every released SD model; the blocks work at inner_dim
+    # (LayerNorms, attention, GEGLU feed-forward with mult 4).
+    inner = inner or c
+    ff = 4 * inner
+    b.add(f"{name}.norm", _norm(c))
+    b.add(f"{name}.proj_in", _lin(inner, c) if linear else _conv(inner, c, 1))
+    for d in range(depth):
+        t = f"{name}.transformer_blocks.{d}"
+        b.add(f"{t}.attn1.to_q", _lin(inner, inner, bias=False))
+        b.add(f"{t}.attn1.to_k", _lin(inner, inner, bias=False))
+        b.add(f"{t}.attn1.to_v", _lin(inner, inner, bias=False))
+        b.add(f"{t}.attn1.to_out.0", _lin(inner, inner))
+        b.add(f"{t}.ff.net.0.proj", _lin(2 * ff, inner))  # GEGLU
+        b.add(f"{t}.ff.net.2", _lin(inner, ff))
+        b.add(f"{t}.attn2.to_q", _lin(inner, inner, bias=False))
+        b.add(f"{t}.attn2.to_k", _lin(inner, ctx, bias=False))
+        b.add(f"{t}.attn2.to_v", _lin(inner, ctx, bias=False))
+        b.add(f"{t}.attn2.to_out.0", _lin(inner, inner))
+        b.add(f"{t}.norm1", _norm(inner))
+        b.add(f"{t}.norm2", _norm(inner))
+        b.add(f"{t}.norm3", _norm(inner))
+    b.add(f"{name}.proj_out", _lin(c, inner) if linear else _conv(c, inner, 1))
+
+
+def _unet_spec(prefix: str, cfg: Mapping) -> Spec:
+    """openaimodel.UNetModel (LDM / SGM) state-dict keys and shapes."""
+    b = _Builder(prefix)
+    mc = cfg["model_channels"]
+    mult = cfg["channel_mult"]
+    nrb = cfg["num_res_blocks"]
+    depth = cfg["transformer_depth"]
+    ctx = cfg["context_dim"]
+    linear = cfg["use_linear_in_transformer"]
+    attn = cfg.get("attn_dim")
+    temb = 4 * mc
+
+    b.add("time_embed.0", _lin(temb, mc))
+    b.add("time_embed.2", _lin(temb, temb))
+    if cfg.get("adm_in_channels"):
+        b.add("label_emb.0.0", _lin(temb, cfg["adm_in_channels"]))
+        b.add("label_emb.0.2", _lin(temb, temb))
+
+    b.add("input_blocks.0.0", _conv(mc, cfg["in_channels"], 3))
+    chans = [mc]
+    ch = mc
+    n = 1
+    for level, m in enumerate(mult):
+        for _ in range(nrb):
+            _unet_resblock(b, f"input_blocks.{n}.0", ch, m * mc, temb)
+            ch = m * mc
+            if depth[level]:
+                _unet_transformer(b, f"input_blocks.{n}.1", ch, depth[level], ctx, linear, attn)
+            chans.append(ch)
+            n += 1
+        if level != len(mult) - 1:
+            b.add(f"input_blocks.{n}.0.op", _conv(ch, ch, 3))
+            chans.append(ch)
+            n += 1
+
+    _unet_resblock(b, "middle_block.0", ch, ch, temb)
+    _unet_transformer(b, "middle_block.1", ch, cfg["transformer_depth_middle"], ctx, linear, attn)
+    _unet_resblock(b, "middle_block.2", ch, ch, temb)
+
+    n = 0
+    for level in reversed(range(len(mult))):
+        for i in range(nrb + 1):
+            skip = chans.pop()
+            _unet_resblock(b, f"output_blocks.{n}.0", ch + skip, mult[level] * mc, temb)
+            ch = mult[level] * mc
+            j = 1
+            if depth[level]:
+                _unet_transformer(b, f"output_blocks.{n}.1", ch, depth[level], ctx, linear, attn)
+                j = 2
+            if level and i == nrb:
+                b.add(f"output_blocks.{n}.{j}.conv", _conv(ch, ch, 3))
+            n += 1
+
+    b.add("out.0", _norm(ch))
+    b.add("out.2", _conv(cfg["out_channels"], mc, 3))
+    return b.spec
+
+
+def _hf_clip_spec(prefix: str, cfg: Mapping) -> Spec:
+    """transformers.CLIPTextModel ``text_model.*`` keys (prefix ends in text_model.)."""
+    b = _Builder(prefix)
+    w, mlp = cfg["width"], cfg["mlp"]
+    b.add("embeddings.token_embedding", [("weight", (cfg["vocab"], w))])
+    b.add("embeddings.position_embedding", [("weight", (cfg["positions"], w))])
+    if cfg.get("position_ids"):
+        b.add("embeddings", [("position_ids", (1, cfg["positions"]))])
+    for i in range(cfg["layers"]):
+        layer = f"encoder.layers.{i}"
+        for p in ("k_proj", "v_proj", "q_proj", "out_proj"):
+            b.add(f"{layer}.self_attn.{p}", _lin(w, w))
+        b.add(f"{layer}.layer_norm1", _norm(w))
+        b.add(f"{layer}.mlp.fc1", _lin(mlp, w))
+        b.add(f"{layer}.mlp.fc2", _lin(w, mlp))
+        b.add(f"{layer}.layer_norm2", _norm(w))
+    b.add("final_layer_norm", _norm(w))
+    return b.spec
+
+
+def _open_clip_spec(prefix: str, cfg: Mapping) -> Spec:
+    """open_clip text tower keys as stored by SD2 / SGM (prefix ends in model.)."""
+    b = _Builder(prefix)
+    w, mlp = cfg["width"], cfg["mlp"]
+    b.add("", [("positional_embedding", (cfg["positions"], w))])
+    b.add("", [("text_projection", (w, cfg["proj"]))])
+    b.add("", [("logit_scale", ())])
+    b.add("token_embedding", [("weight", (cfg["vocab"], w))])
+    for i in range(cfg["layers"]):
+        r = f"transformer.resblocks.{i}"
+        b.add(f"{r}.ln_1", _norm(w))
+        b.add(f"{r}.attn", [("in_proj_weight", (3 * w, w)), ("in_proj_bias", (3 * w,))])
+        b.add(f"{r}.attn.out_proj", _lin(w, w))
+        b.add(f"{r}.ln_2", _norm(w))
+        b.add(f"{r}.mlp.c_fc", _lin(mlp, w))
+        b.add(f"{r}.mlp.c_proj", _lin(w, mlp))
+    b.add("ln_final", _norm(w))
+    return b.spec
+
+
+def _vae_resblock(b: _Builder, name: str, cin: int, cout: int) -> None:
+    b.add(f"{name}.norm1", _norm(cin))
+    b.add(f"{name}.conv1", _conv(cout, cin, 3))
+    b.add(f"{name}.norm2", _norm(cout))
+    b.add(f"{name}.conv2", _conv(cout, cout, 3))
+    if cin != cout:
+        b.add(f"{name}.nin_shortcut", _conv(cout, cin, 1))
+
+
+def _vae_mid(b: _Builder, name: str, c: int) -> None:
+    _vae_resblock(b, f"{name}.block_1", c, c)
+    b.add(f"{name}.attn_1.norm", _norm(c))
+    for p in ("q", "k", "v", "proj_out"):
+        b.add(f"{name}.attn_1.{p}", _conv(c, c, 1))
+    _vae_resblock(b, f"{name}.block_2", c, c)
+
+
+def _vae_spec(prefix: str, cfg: Mapping) -> Spec:
+    """ldm AutoencoderKL (Encoder/Decoder from diffusionmodules.model)."""
+    b = _Builder(prefix)
+    ch, mult, nrb, z = cfg["ch"], cfg["ch_mult"], cfg["num_res_blocks"], cfg["z_channels"]
+    # encoder
+    b.add("encoder.conv_in", _conv(ch, cfg["in_channels"], 3))
+    in_mult = (1,) + tuple(mult)
+    cin = ch
+    for i, m in enumerate(mult):
+        cin = ch * in_mult[i]
+        cout = ch * m
+        for j in range(nrb):
+            _vae_resblock(b, f"encoder.down.{i}.block.{j}", cin, cout)
+            cin = cout
+        if i != len(mult) - 1:
+            b.add(f"encoder.down.{i}.downsample.conv", _conv(cin, cin, 3))
+    _vae_mid(b, "encoder.mid", cin)
+    b.add("encoder.norm_out", _norm(cin))
+    b.add("encoder.conv_out", _conv(2 * z if cfg["double_z"] else z, cin, 3))
+    # decoder (nn.ModuleList built with insert(0, ...): keys up.0 .. up.N-1)
+    top = ch * mult[-1]
+    b.add("decoder.conv_in", _conv(top, z, 3))
+    _vae_mid(b, "decoder.mid", top)
+    ups: dict[int, Spec] = {}
+    cin = top
+    for i in reversed(range(len(mult))):
+        ub = _Builder(b.prefix)
+        cout = ch * mult[i]
+        for j in range(nrb + 1):
+            _vae_resblock(ub, f"decoder.up.{i}.block.{j}", cin, cout)
+            cin = cout
+        if i != 0:
+            ub.add(f"decoder.up.{i}.upsample.conv", _conv(cin, cin, 3))
+        ups[i] = ub.spec
+    for i in range(len(mult)):
+        b.spec.update(ups[i])
+    b.add("decoder.norm_out", _norm(cin))
+    b.add("decoder.conv_out", _conv(cfg["out_ch"], cin, 3))
+    e = cfg["embed_dim"]
+    b.add("quant_conv", _conv(2 * e, 2 * z, 1))
+    b.add("post_quant_conv", _conv(z, e, 1))
+    return b.spec
+
+
+def _sized_unet(name: str, size: str) -> dict:
+    cfg = dict(_UNET[name])
+    s = _SIZES[size]
+    if "model_channels" in s:
+        cfg["model_channels"] = s["model_channels"]
+    cfg["attn_dim"] = s.get("attn_dim")
+    return cfg
+
+
+def _sized_text(name: str, size: str) -> dict:
+    cfg = dict(_TEXT[name])
+    s = _SIZES[size]
+    if "text_width" in s:
+        cfg["width"] = s["text_width"]
+        cfg["mlp"] = s["text_mlp"]
+        if "proj" in cfg:
+            cfg["proj"] = s["text_width"]
+    return cfg
+
+
+def _sized_vae(size: str) -> dict:
+    cfg = dict(_VAE)
+    s = _SIZES[size]
+    if "vae_ch" in s:
+        cfg["ch"] = s["vae_ch"]
+    return cfg
+
+
+def checkpoint_spec(family: str, size: str = "tiny", components=None) -> Spec:
+    """Key -> shape of a single-file checkpoint of `family`, in file-module order.
+
+    `components`: None for all parts of the family, else an iterable over
+    COMPONENTS; names that the family does not have (e.g. "clip_g" for sd1)
+    are skipped, unknown names raise ValueError.
+    """
+    overrides: dict = {}
+    if family in _VARIANTS:
+        family, overrides = _VARIANTS[family]
+    if family not in _FAMILY:
+        raise ValueError(f"unknown family {family!r}; known: {ALL_FAMILIES}")
+    if size not in _SIZES:
+        raise ValueError(f"unknown size {size!r}; known: {SIZES}")
+    if components is not None:
+        if isinstance(components, str):
+            components = (components,)
+        wanted = set(components)
+        bad = wanted - set(COMPONENTS)
+        if bad:
+            raise ValueError(f"unknown components {sorted(bad)}; known: {COMPONENTS}")
+    else:
+        wanted = set(COMPONENTS)
+    fam = _FAMILY[family]
+    spec: Spec = {}
+    for comp, prefix in fam["parts"]:
+        if comp not in wanted:
+            continue
+        if comp == "unet":
+            part = _unet_spec(prefix, {**_sized_unet(fam["unet"], size), **overrides})
+        elif comp == "vae":
+            part = _vae_spec(prefix, _sized_vae(size))
+        else:
+            cfg = _sized_text(comp, size)
+            gen = _hf_clip_spec if cfg["kind"] == "hf_clip" else _open_clip_spec
+            part = gen(prefix, cfg)
+        spec.update(part)
+    return spec
+
+
+# --------------------------------------------------------------------------
+# dtypes, sizes, random weights
+# --------------------------------------------------------------------------
+
+def dtype_of_key(key: str) -> str:
+    """Default dtype class of a key: integer buffers are "I64", the rest "F16"."""
+    if key.endswith("position_ids"):
+        return "I64"
+    return "F16"
+
+
+def _is_int_key(key: str) -> bool:
+    return dtype_of_key(key).startswith("I")
+
+
+def param_count(spec: Mapping[str, tuple[int, ...]], *, include_int: bool = False) -> int:
+    """Number of elements in `spec` (integer buffers such as position_ids excluded by default)."""
+    return sum(math.prod(s) for k, s in spec.items() if include_int or not _is_int_key(k))
+
+
+def _resolve_dtype(key: str, dtype: str | Mapping[str, str], is_int: bool) -> str:
+    if is_int:
+        return "I64"
+    d = dtype.get(key, "F16") if isinstance(dtype, Mapping) else dtype
+    if d not in _FLOAT_DTYPES:
+        raise ValueError(f"unsupported float dtype {d!r} for {key}; known: {_FLOAT_DTYPES}")
+    return d
+
+
+def spec_nbytes(spec: Mapping[str, tuple[int, ...]], dtype: str | Mapping[str, str] = "F16") -> int:
+    """Bytes of tensor data (without header) when `spec` is written with `dtype`."""
+    return sum(math.prod(s) * DTYPES[_resolve_dtype(k, dtype, _is_int_key(k))].itemsize
+               for k, s in spec.items())
+
+
+def _key_rng(seed: int, key: str) -> np.random.Generator:
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
+    words = [int(w) for w in np.frombuffer(digest, dtype="<u4")]
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *words])
+
+
+_EMBED_MARKERS = ("token_embedding", "position_embedding", "positional_embedding")
+
+
+def _random_tensor(key: str, shape: tuple[int, ...], seed: int, scale_by_fan_in: bool) -> np.ndarray:
+    if key.endswith("position_ids"):
+        return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
+    if key.endswith("logit_scale"):
+        return np.full(shape, np.log(100.0), dtype=np.float32)  # 4.6052
+    rng = _key_rng(seed, key)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    leaf = key.rsplit(".", 1)[-1]
+    if any(m in key for m in _EMBED_MARKERS):
+        x *= np.float32(0.02)
+    elif leaf.endswith("bias"):  # bias, in_proj_bias
+        x *= np.float32(0.02)
+    elif len(shape) == 1:  # every 1-D weight is a LayerNorm / GroupNorm scale
+        x = np.float32(1.0) + np.float32(0.05) * x
+    elif len(shape) >= 2 and scale_by_fan_in:
+        fan_in = math.prod(shape[1:])
+        x *= np.float32(1.0 / math.sqrt(fan_in))
+    return x
+
+
+def random_state_dict(spec: Mapping[str, tuple[int, ...]], seed: int, *,
+                      scale_by_fan_in: bool = True) -> dict[str, np.ndarray]:
+    """Deterministic float32 tensors (int64 for position_ids) for every key of `spec`.
+
+    Each tensor depends only on (seed, key, shape): weights ~ N(0, 1/fan_in)
+    (N(0, 1) if not scale_by_fan_in), norm scales 1 + 0.05 N, biases 0.02 N,
+    embeddings 0.02 N, logit_scale ln(100), position_ids arange.
+    """
+    return {k: _random_tensor(k, tuple(s), seed, scale_by_fan_in) for k, s in spec.items()}
+
+
+# --------------------------------------------------------------------------
+# safetensors writing
+# --------------------------------------------------------------------------
+
+def _ordered_keys(keys: Iterable[str], order: str) -> list[str]:
+    ks = sorted(keys)
+    if order == "sorted":
+        return ks
+    if order == "reverse":
+        return ks[::-1]
+    if order == "insertion":
+        return list(keys)
+    if order.startswith("shuffle:"):
+        random.Random(int(order.split(":", 1)[1])).shuffle(ks)
+        return ks
+    raise ValueError(f"unknown order {order!r}: use 'sorted', 'reverse', 'insertion' or 'shuffle:<seed>'")
+
+
+def _convert(arr: np.ndarray, dt: str) -> np.ndarray:
+    if dt == "I64":
+        return np.ascontiguousarray(arr, dtype="<i8")
+    a = np.asarray(arr)
+    if dt.startswith("F8_"):
+        fi = ml_dtypes.finfo(DTYPES[dt])
+        a = np.clip(a.astype(np.float32, copy=False), float(fi.min), float(fi.max))  # saturate
+    return np.ascontiguousarray(a.astype(DTYPES[dt], copy=False))
+
+
+def _header_bytes(entries: list[tuple[str, str, tuple[int, ...], int]],
+                  metadata: Mapping[str, str] | None) -> bytes:
+    """entries: (key, dtype, shape, nbytes) in data order -> padded header incl. 8-byte length."""
+    header: dict = {}
+    if metadata:
+        for k, v in metadata.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise TypeError("safetensors metadata must map str to str")
+        header["__metadata__"] = dict(metadata)
+    off = 0
+    for key, dt, shape, nbytes in entries:
+        header[key] = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + nbytes]}
+        off += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw
+
+
+def _atomic_write(path, writer) -> None:
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".synth-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_safetensors(path, tensors: Mapping[str, np.ndarray], dtype: str | Mapping[str, str] = "F16",
+                      metadata: Mapping[str, str] | None = None, order: str = "sorted") -> None:
+    """Write `tensors` as a safetensors file (own writer; supports BF16 and FP8).
+
+    Float arrays are converted to `dtype` (one name for all, or a key -> name
+    dict, default "F16" for missing keys); integer arrays are written as I64.
+    FP8 conversion saturates to the finite range.  `order` sets the order of
+    the tensor data in the file ("sorted", "reverse", "insertion",
+    "shuffle:<seed>"); the header lists tensors in the same order.
+    """
+    keys = _ordered_keys(tensors.keys(), order)
+    converted: list[tuple[str, np.ndarray]] = []
+    entries = []
+    for k in keys:
+        a = np.asarray(tensors[k])
+        is_int = np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_
+        dt = _resolve_dtype(k, dtype, is_int)
+        c = _convert(a, dt)
+        converted.append((k, c))
+        entries.append((k, dt, a.shape, c.nbytes))
+    head = _header_bytes(entries, metadata)
+
+    def _w(f):
+        f.write(head)
+        for _, c in converted:
+            f.write(memoryview(c.reshape(-1).view(np.uint8)))
+
+    _atomic_write(path, _w)
+    log.debug("wrote %s: %d tensors, %d data bytes", path, len(keys), sum(e[3] for e in entries))
+
+
+_CHUNK = 64 << 20
+
+
+def write_spec_file(path, spec: Mapping[str, tuple[int, ...]], dtype: str | Mapping[str, str] = "F16", *,
+                    fill: str = "sparse", metadata: Mapping[str, str] | None = None, seed: int = 0,
+                    order: str = "sorted") -> int:
+    """Write a safetensors file with a real header for `spec`, without materialising tensors.
+
+    fill="sparse": the data region is a hole (truncate to size); fill="random":
+    pseudo-random bytes from numpy's SFC64(seed) bit generator, streamed in
+    64 MiB chunks (deterministic per seed; float data may then contain NaN/Inf
+    bit patterns).  `order` as for write_safetensors.  Returns the file size.
+    """
+    if fill not in ("sparse", "random"):
+        raise ValueError(f"unknown fill {fill!r}: use 'sparse' or 'random'")
+    keys = _ordered_keys(spec.keys(), order)
+    entries = []
+    for k in keys:
+        shape = tuple(spec[k])
+        dt = _resolve_dtype(k, dtype, _is_int_key(k))
+        entries.append((k, dt, shape, math.prod(shape) * DTYPES[dt].itemsize))
+    head = _header_bytes(entries, metadata)
+    data = sum(e[3] for e in entries)
+    total = len(head) + data
+
+    def _w(f):
+        f.write(head)
+        if fill == "sparse":
+            f.truncate(total)
+            return
+        bits = np.random.SFC64(seed)  # raw 64-bit output: ~1 GB/s, 8x faster than Generator.bytes
+        left = data
+        while left:
+            n = min(left, _CHUNK)
+            words = bits.random_raw((n + 7) // 8)
+            f.write(memoryview(words.view(np.uint8))[:n])
+            left -= n
+
+    _atomic_write(path, _w)
+    log.debug("wrote %s (%s): %d tensors, %d bytes", path, fill, len(keys), total)
+    return total
+
+
+# --------------------------------------------------------------------------
+# Lineage operations: fine-tunes, baked LoRAs, merges (bench/zoo.py, tests)
+# --------------------------------------------------------------------------
+import zlib  # noqa: E402
+
+from . import layout  # noqa: E402
+
+SHARED_RHO = 0.25        # weight of the shared direction: sibling delta cosine ~ 0.25^2 = 0.06
+COMMON_SEED = 424242
+
+
+def _rng(seed: int, key: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(key.encode())])
+
+
+def _is_weight(v: np.ndarray) -> bool:
+    return v.dtype == np.float32
+
+
+def finetune(sd: dict, strength: float, seed: int, comps=("unet",), rho: float = SHARED_RHO) -> dict:
+    """Dense fine-tune: relative RMS change ``strength`` per tensor, part of it shared."""
+    out = {}
+    for k, w in sd.items():
+        if not _is_weight(w) or layout.canonical(k)[0] not in comps or w.size == 0:
+            out[k] = w
+            continue
+        rms = float(np.sqrt(np.mean(w * w))) or 1.0
+        g = _rng(seed, k).standard_normal(w.shape).astype(np.float32)
+        c = _rng(COMMON_SEED, k).standard_normal(w.shape).astype(np.float32)
+        shared = (c - w / rms) / math.sqrt(2.0)        # common data direction + weight decay
+        d = math.sqrt(1 - rho * rho) * g + rho * shared
+        d *= strength * rms / (float(np.sqrt(np.mean(d * d))) or 1.0)
+        out[k] = w + d
+    return out
+
+
+def bake_lora(sd: dict, rank: int, strength: float, seed: int) -> dict:
+    """W + B A on every 2-D / conv weight of the UNet's attention and feed-forward layers."""
+    out = dict(sd)
+    for k, w in sd.items():
+        if not _is_weight(w) or w.ndim < 2 or layout.canonical(k)[0] != "unet":
+            continue
+        if not any(s in k for s in ("attn1", "attn2", ".ff.", "proj_in", "proj_out")):
+            continue
+        m = w.reshape(w.shape[0], -1)
+        r = _rng(seed, k)
+        B = r.standard_normal((m.shape[0], rank)).astype(np.float32)
+        A = r.standard_normal((rank, m.shape[1])).astype(np.float32)
+        d = B @ A
+        d *= strength * float(np.sqrt(np.mean(m * m))) / (float(np.sqrt(np.mean(d * d))) or 1.0)
+        out[k] = (m + d).reshape(w.shape)
+    return out
+
+
+def merge(parts: list[tuple[dict, float]], block_weights: dict[str, list[float]] | None = None) -> dict:
+    """Weighted sum; with ``block_weights`` {group: [w per part]} UNet blocks get their own weights."""
+    first = parts[0][0]
+    out = {}
+    for k in first:
+        if not _is_weight(first[k]):
+            out[k] = first[k]
+            continue
+        ws = [w for _, w in parts]
+        if block_weights:
+            g = layout.block_of(layout.canonical_key(k))
+            if g in block_weights:
+                ws = block_weights[g]
+        out[k] = sum(w * sd[k] for (sd, _), w in zip(parts, ws))
+    return out
+
+
+def unet_only(sd: dict) -> dict:
+    return {k[len("model.diffusion_model."):]: v for k, v in sd.items() if k.startswith("model.diffusion_model.")}
+
+

@@ -1,0 +1,57 @@
+"""Shared fixtures: small checkpoints with real key names, built on the fly (never downloaded)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fpcore import synth  # noqa: E402
+from fpcore.refs import RefDB  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path, monkeypatch):
+    """No test touches the user's real reference dir or cache."""
+    monkeypatch.setenv("FPCORE_REFS", str(tmp_path / "_refs"))
+    monkeypatch.setenv("FPCORE_CACHE", str(tmp_path / "_cache"))
+
+
+@pytest.fixture(scope="session")
+def sd1_spec():
+    return synth.checkpoint_spec("sd1", "tiny")
+
+
+@pytest.fixture(scope="session")
+def lineage(sd1_spec):
+    """A small SD1 family: Base, Child (30% fine-tune), Other (sibling of Child, registered), Indep."""
+    base = synth.random_state_dict(sd1_spec, 1)
+    return {
+        "Base": base,
+        "Child": synth.finetune(base, 0.30, 11, comps=("unet", "clip_l")),
+        "Other": synth.finetune(base, 0.30, 12, comps=("unet", "clip_l")),
+        "Indep": synth.random_state_dict(sd1_spec, 99),
+    }
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory, lineage):
+    """The references written once as fp16 files."""
+    d = tmp_path_factory.mktemp("lineage")
+    for name, sd in lineage.items():
+        synth.write_safetensors(d / f"{name}.safetensors", sd, "F16")
+    return d
+
+
+@pytest.fixture
+def db(tmp_path, zoo_dir):
+    """Base <- Child, Base <- Other registered (Indep is not)."""
+    from fpcore.identify import add_reference
+    d = RefDB(tmp_path / "refs", builtin_dir=tmp_path / "no-builtin")
+    for name, parent in (("Base", None), ("Child", "Base"), ("Other", "Base")):
+        add_reference(d, zoo_dir / f"{name}.safetensors", name, parent=parent)
+    return d
