@@ -70,9 +70,12 @@ class SafetensorsFile:
 
     format = "safetensors"
 
+    _fd = -1
+
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        st = check_regular_file(self.path)
+        self.bytes_read = 0
+        check_regular_file(self.path)
         try:
             self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except OSError as e:
@@ -83,7 +86,7 @@ class SafetensorsFile:
             self.size = st.st_size
             self._parse_header()
         except BaseException:
-            os.close(self._fd)
+            self.close()
             raise
 
     # -- header ---------------------------------------------------------------------
@@ -193,7 +196,7 @@ class SafetensorsFile:
             for i in idxs:
                 o, n = ranges[i]
                 out[i] = bytes(mv[o - start:o - start + n])
-        self.bytes_read = getattr(self, "bytes_read", 0) + sum(len(b) for b in blobs)
+        self.bytes_read += sum(len(b) for b in blobs)
         return out
 
     def read_elements(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
