@@ -136,15 +136,24 @@ def _summary(rel, base, lineage, result, a, n_family, reason) -> str:
     return f"A {fam} model not related to any registered {fam} reference (unknown base)."
 
 
-def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None) -> dict:
-    """Full report for one file (CONTRACT.md `identify --json`). Raises FpError on bad input."""
+def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sha256: str | None = None) -> dict:
+    """Full report for one file (CONTRACT.md `identify --json`). Raises FpError on bad input.
+
+    ``sha256``: a hash the caller already knows for this file (skips hashing)."""
     p = os.fspath(path)
     t0 = time.perf_counter()
     fp, a, meta, stats = fingerprint_path(p)
-    h = hash_file(p, progress=progress) if hashes else None
-    rep = {"path": p, "sha256": h.sha256 if h else None, "autov2": h.autov2 if h else None,
-           "autov3": h.autov3 if h else None, "format": stats["format"], "architecture": a.to_json()}
-    rep.update(identify_fingerprint(fp, a, db, h.sha256 if h else None))
+    h = None
+    if sha256:
+        sha = sha256.lower()
+        rep_h = {"sha256": sha, "autov2": sha[:10], "autov3": None}
+    elif hashes:
+        h = hash_file(p, progress=progress)
+        rep_h = {"sha256": h.sha256, "autov2": h.autov2, "autov3": h.autov3}
+    else:
+        rep_h = {"sha256": None, "autov2": None, "autov3": None}
+    rep = {"path": p, **rep_h, "format": stats["format"], "architecture": a.to_json()}
+    rep.update(identify_fingerprint(fp, a, db, rep_h["sha256"]))
     rep["metadata"] = provenance.extract(meta)
     rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": fp.nbytes}
     rep["error"] = None
