@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the JSON report (CONTRACT.md)")
     s.add_argument("--refs", metavar="DIR", help="user reference dir (default: $FPCORE_REFS)")
     s.add_argument("--no-hash", action="store_true", help="skip the SHA-256 of the whole file")
+    s.add_argument("--no-cache", action="store_true", help="do not read or write the fingerprint store")
 
     s = sub.add_parser("inspect", help="architecture, components, dtypes and metadata from the header only")
     s.add_argument("paths", nargs="+", metavar="PATH")
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("hash", help="SHA-256, AutoV2 and AutoV3 of files")
     s.add_argument("paths", nargs="+", metavar="PATH")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--no-cache", action="store_true", help="always hash, never use the store")
+
+    c = sub.add_parser("cache", help="the shared fingerprint store ($FPCORE_CACHE)")
+    c.add_argument("action", choices=["info", "prune", "clear"])
+    c.add_argument("--json", action="store_true")
 
     r = sub.add_parser("refs", help="manage reference models")
     rs = r.add_subparsers(dest="refcmd", required=True, parser_class=_Parser)
@@ -124,24 +130,25 @@ def _run(args) -> int:
     from .refs import RefDB
 
     if args.cmd in ("identify", "inspect", "hash"):
+        from .store import Store
         reports, bad = [], False
         db = RefDB(args.refs) if args.cmd == "identify" else None
+        store = None if getattr(args, "no_cache", False) or args.cmd == "inspect" else Store()
         for path in args.paths:
             try:
                 if args.cmd == "identify":
                     cb, bar = (None, None) if args.no_hash or args.json and not sys.stderr.isatty() else _progress_bar(path)
                     try:
-                        rep = ident.identify(path, db, hashes=not args.no_hash, progress=cb)
+                        rep = ident.identify(path, db, hashes=not args.no_hash, progress=cb, store=store)
                     finally:
                         if bar is not None:
                             bar.close()
                 elif args.cmd == "inspect":
                     rep = ident.inspect(path, why=args.why)
                 else:
-                    from .hashing import hash_file
                     cb, bar = _progress_bar(path)
                     try:
-                        rep = {"path": path, **hash_file(path, progress=cb).to_json(), "error": None}
+                        rep = {"path": path, **ident.hashes_for(path, store=store, progress=cb), "error": None}
                     finally:
                         if bar is not None:
                             bar.close()
@@ -156,6 +163,23 @@ def _run(args) -> int:
         if args.json:
             print(json.dumps(reports, indent=2, default=str))
         return 3 if bad else 0
+
+    if args.cmd == "cache":
+        from .store import Store
+        store = Store()
+        if args.action == "prune":
+            out = store.prune()
+        elif args.action == "clear":
+            store.clear()
+            out = {"cleared": store.enabled}
+        else:
+            out = store.info()
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            for k, v in out.items():
+                print(f"{k}: {v}")
+        return 0
 
     if args.cmd == "refs":
         db = RefDB(args.refs)

@@ -47,14 +47,24 @@ def get(name: str) -> DType | None:
 
 def decode(raw: bytes | memoryview, dtype: str) -> np.ndarray:
     """Decode little-endian raw bytes of ``dtype`` to a float32 array."""
-    with np.errstate(over="ignore", invalid="ignore"):  # fp64 beyond fp32 range becomes inf
-        return np.frombuffer(raw, dtype=numpy_dtype(dtype)).astype(np.float32)
+    arr = np.frombuffer(raw, dtype=numpy_dtype(dtype))
+    if dtype == "F64":
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond fp32 range becomes inf
+            return arr.astype(np.float32)
+    return arr.astype(np.float32)
+
+
+def _np_dtype(d: DType) -> np.dtype:
+    dt = np.dtype(d.np_type)
+    return dt.newbyteorder(_LE) if dt.kind in "iuf" and dt.itemsize > 1 else dt
+
+
+_NP = {name: _np_dtype(d) for name, d in DTYPES.items()}
 
 
 def numpy_dtype(dtype: str) -> np.dtype:
     """The little-endian numpy dtype of the stored bytes."""
-    dt = np.dtype(DTYPES[dtype].np_type)
-    return dt.newbyteorder(_LE) if dt.kind in "iuf" and dt.itemsize > 1 else dt
+    return _NP[dtype]
 
 
 def quantize(values: np.ndarray, dtype: str) -> np.ndarray:

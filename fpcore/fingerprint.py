@@ -145,9 +145,11 @@ def canonical_tensors(tensors: dict, path: str | None = None) -> dict[str, objec
     return out
 
 
-def fingerprint_source(src) -> Fingerprint:
-    """Fingerprint an open model source (has ``tensors``, ``read_elements``, ``format``)."""
-    ct = canonical_tensors(src.tensors, getattr(src, "path", None))
+def fingerprint_source(src, ct: dict | None = None) -> Fingerprint:
+    """Fingerprint an open model source (has ``tensors``, ``read_elements``, ``format``).
+    ``ct``: its canonical_tensors() if the caller already computed them."""
+    if ct is None:
+        ct = canonical_tensors(src.tensors, getattr(src, "path", None))
     keys = sorted(ct)
     requests, plan = [], []
     for ck in keys:

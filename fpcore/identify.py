@@ -9,7 +9,8 @@ from . import arch, layout, match, provenance
 from .errors import FpError
 from .fingerprint import Fingerprint, canonical_tensors, fingerprint_source
 from .hashing import hash_file
-from .reader import open_model
+from .errors import BadFileError
+from .reader import FileIdentity, check_regular_file, open_model
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,8 @@ def family_name(family: str) -> str:
     return FAMILY_NAMES.get(family, family)
 
 
-def _header_facts(src) -> tuple[dict, dict, arch.ArchResult]:
-    ct = canonical_tensors(src.tensors, src.path)
+def _header_facts(src, ct: dict | None = None) -> tuple[dict, dict, arch.ArchResult]:
+    ct = ct if ct is not None else canonical_tensors(src.tensors, src.path)
     shapes = {k: tuple(t.shape) for k, t in ct.items()}
     dts = {k: t.dtype for k, t in ct.items()}
     return shapes, dts, arch.detect(shapes, dts, src.metadata)
@@ -54,9 +55,10 @@ def fingerprint_path(path: str | os.PathLike) -> tuple[Fingerprint, arch.ArchRes
     """(fingerprint, architecture, raw metadata, read stats) of a model file."""
     p = os.fspath(path)
     with open_model(p) as src:
-        _, _, a = _header_facts(src)
+        ct = canonical_tensors(src.tensors, src.path)
+        _, _, a = _header_facts(src, ct)
         t0 = time.perf_counter()
-        fp = fingerprint_source(src)
+        fp = fingerprint_source(src, ct)
         stats = {"fingerprint_seconds": round(time.perf_counter() - t0, 4),
                  "bytes_read": getattr(src, "bytes_read", None), "file_size": src.size, "format": src.format}
         fp.info["family"] = a.family
@@ -136,27 +138,79 @@ def _summary(rel, base, lineage, result, a, n_family, reason) -> str:
     return f"A {fam} model not related to any registered {fam} reference (unknown base)."
 
 
-def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sha256: str | None = None) -> dict:
+def file_identity(path: str) -> FileIdentity:
+    st = check_regular_file(path)
+    return FileIdentity(os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _same_identity(a: FileIdentity, h) -> bool:
+    return (a.size, a.mtime_ns, a.inode) == (h.size, h.mtime_ns, h.inode)
+
+
+def hashes_for(path: str | os.PathLike, store=None, progress=None) -> dict:
+    """SHA-256 / AutoV2 / AutoV3 of a file, from the store when the file is unchanged."""
+    p = os.fspath(path)
+    ident = file_identity(p)
+    hit = store.lookup_file(ident) if store is not None else None
+    if hit and (hit[1] or not p.lower().endswith((".safetensors", ".sft"))):
+        sha, autov3 = hit
+        return {"sha256": sha, "autov2": sha[:10], "autov3": autov3, "size": ident.size, "cached": True}
+    h = hash_file(p, progress=progress)
+    if store is not None and _same_identity(ident, h):
+        store.put_file(ident, h.sha256, h.autov3, "hash")
+    return {**h.to_json(), "cached": False}
+
+
+def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sha256: str | None = None,
+             store=None) -> dict:
     """Full report for one file (CONTRACT.md `identify --json`). Raises FpError on bad input.
 
-    ``sha256``: a hash the caller already knows for this file (skips hashing)."""
+    ``sha256``: a hash the caller already knows for this file (skips hashing).
+    ``store``: a fpcore.store.Store; a file seen before (same path, size, mtime, inode)
+    is answered from it without hashing or reading weights."""
     p = os.fspath(path)
     t0 = time.perf_counter()
-    fp, a, meta, stats = fingerprint_path(p)
-    h = None
-    if sha256:
-        sha = sha256.lower()
-        rep_h = {"sha256": sha, "autov2": sha[:10], "autov3": None}
-    elif hashes:
-        h = hash_file(p, progress=progress)
-        rep_h = {"sha256": h.sha256, "autov2": h.autov2, "autov3": h.autov3}
+    ident = file_identity(p)
+    sha, autov3, source = (sha256.lower(), None, "host") if sha256 else (None, None, None)
+    if store is not None and not sha:
+        hit = store.lookup_file(ident)
+        if hit:
+            sha, autov3 = hit
+            source = "cache"
+    token = db.token() if store is not None else None
+    if store is not None and sha:
+        rep = store.get_report(sha, token)
+        if rep is not None:
+            rep["path"] = p
+            rep.setdefault("stats", {})["cached"] = "report"
+            rep["stats"]["seconds"] = round(time.perf_counter() - t0, 4)
+            return rep
+    cached = store.get_fingerprint(sha) if store is not None and sha else None
+    if cached:
+        fp, arch_json, meta, stats = cached
+        a = arch.ArchResult(**{k: arch_json.get(k) for k in ("family", "variant", "rule", "components", "dtype",
+                                                             "prediction", "kind")}, notes=arch_json.get("notes") or [])
+        stats = dict(stats, cached="fingerprint")
     else:
-        rep_h = {"sha256": None, "autov2": None, "autov3": None}
-    rep = {"path": p, **rep_h, "format": stats["format"], "architecture": a.to_json()}
-    rep.update(identify_fingerprint(fp, a, db, rep_h["sha256"]))
+        fp, a, meta, stats = fingerprint_path(p)
+    if not sha and hashes:
+        h = hash_file(p, progress=progress)
+        if not _same_identity(ident, h):
+            raise BadFileError("file changed while it was being identified; try again when it is complete", p)
+        sha, autov3, source = h.sha256, h.autov3, "hash"
+    if store is not None and sha:
+        if source in ("hash", "host"):
+            store.put_file(ident, sha, autov3, source)
+        if not cached:
+            store.put_fingerprint(sha, fp, a.to_json(), meta, stats)
+    rep = {"path": p, "sha256": sha, "autov2": sha[:10] if sha else None, "autov3": autov3,
+           "format": stats["format"], "architecture": a.to_json()}
+    rep.update(identify_fingerprint(fp, a, db, sha))
     rep["metadata"] = provenance.extract(meta)
-    rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": fp.nbytes}
+    rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
     rep["error"] = None
+    if store is not None and sha:
+        store.put_report(sha, token, rep)
     return rep
 
 

@@ -186,8 +186,14 @@ class SafetensorsFile:
             else:
                 spans.append([o, o + n, [i]])
         if len(spans) > 4:
-            with ThreadPoolExecutor(READ_THREADS) as ex:
-                blobs = list(ex.map(lambda s: self._pread(s[1] - s[0], s[0]), spans))
+            # one task per thread over interleaved spans: per-future overhead would dominate
+            n = min(READ_THREADS, len(spans))
+            groups = [spans[i::n] for i in range(n)]
+            with ThreadPoolExecutor(n) as ex:
+                parts = list(ex.map(lambda g: [self._pread(s[1] - s[0], s[0]) for s in g], groups))
+            blobs = [None] * len(spans)
+            for i, part in enumerate(parts):
+                blobs[i::n] = part
         else:
             blobs = [self._pread(s[1] - s[0], s[0]) for s in spans]
         out: list[bytes] = [b""] * len(ranges)

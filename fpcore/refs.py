@@ -93,12 +93,34 @@ class RefDB:
     def __init__(self, user_dir: str | os.PathLike | None = None, builtin_dir: str | os.PathLike | None = None):
         self.user_dir = Path(user_dir) if user_dir else paths.user_refs_dir()
         self.builtin_dir = Path(builtin_dir) if builtin_dir else paths.BUILTIN_REFS
-        self.refs: dict[str, Reference] = {}
+        self._refs: dict[str, Reference] | None = None
         self.problems: list[str] = []
+
+    def _files(self):
         for d, origin in ((self.builtin_dir, "builtin"), (self.user_dir, "user")):
-            if not d.is_dir():
+            if d.is_dir():
+                for p in sorted(d.glob("*" + EXT)):
+                    yield p, origin
+
+    def token(self) -> str:
+        """Changes whenever a reference file is added, removed or rewritten (cheap: stats only)."""
+        import hashlib
+        from . import __version__
+        h = hashlib.sha256(f"{__version__}|{ALGO_VERSION}".encode())
+        for p, origin in self._files():
+            try:
+                st = p.stat()
+            except OSError:
                 continue
-            for p in sorted(d.glob("*" + EXT)):
+            h.update(f"|{origin}:{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:32]
+
+    @property
+    def refs(self) -> dict[str, Reference]:
+        """name -> Reference, loaded on first use (a user name shadows a built-in one)."""
+        if self._refs is None:
+            self._refs = {}
+            for p, origin in self._files():
                 try:
                     r = load_reference(p, origin)
                 except BadFileError as e:
@@ -110,7 +132,8 @@ class RefDB:
                     log.warning(msg)
                     self.problems.append(msg)
                     continue
-                self.refs[r.name] = r
+                self._refs[r.name] = r
+        return self._refs
 
     # -- tree ----------------------------------------------------------------------------
     def parent(self, name: str) -> str | None:
