@@ -21,15 +21,22 @@ def _db(refs_dir=None) -> RefDB:
 
 
 def identify_file(path: str | os.PathLike, *, sha256: str | None = None, hashes: bool = True,
-                  progress=None, refs_dir=None, db: RefDB | None = None) -> dict:
+                  progress=None, refs_dir=None, cache_dir=None, use_cache: bool = True,
+                  db: RefDB | None = None) -> dict:
     """Identify one model file. ``sha256``: a hash the host already knows (A1111 keeps one),
-    which saves hashing the file; ``progress(done_bytes, total_bytes)`` reports hashing."""
+    which saves hashing the file; ``progress(done_bytes, total_bytes)`` reports hashing.
+    Results are cached in the shared store (``cache_dir`` or FPCORE_CACHE)."""
+    from .store import Store
     p = os.fspath(path)
+    store = Store(cache_dir) if use_cache else None
     try:
-        return _ident.identify(p, db or _db(refs_dir), hashes=hashes, progress=progress, sha256=sha256)
+        return _ident.identify(p, db or _db(refs_dir), hashes=hashes, progress=progress, sha256=sha256, store=store)
     except FpError as e:
         log.warning("%s", e)
         return _ident.error_report(p, e)
+    finally:
+        if store is not None:
+            store.close()
 
 
 def inspect_file(path: str | os.PathLike) -> dict:

@@ -5,7 +5,7 @@ import logging
 import os
 import time
 
-from . import arch, layout, match, provenance
+from . import arch, known, layout, match, provenance
 from .errors import FpError
 from .fingerprint import Fingerprint, canonical_tensors, fingerprint_source
 from .hashing import hash_file
@@ -177,8 +177,15 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
         if hit:
             sha, autov3 = hit
             source = "cache"
+    if not sha and hashes:  # hash first: a renamed or copied file then finds its fingerprint
+        h = hash_file(p, progress=progress)
+        if not _same_identity(ident, h):
+            raise BadFileError("file changed while it was being identified; try again when it is complete", p)
+        sha, autov3, source = h.sha256, h.autov3, "hash"
     token = db.token() if store is not None else None
     if store is not None and sha:
+        if source in ("hash", "host"):
+            store.put_file(ident, sha, autov3, source)
         rep = store.get_report(sha, token)
         if rep is not None:
             rep["path"] = p
@@ -193,19 +200,21 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
         stats = dict(stats, cached="fingerprint")
     else:
         fp, a, meta, stats = fingerprint_path(p)
-    if not sha and hashes:
-        h = hash_file(p, progress=progress)
-        if not _same_identity(ident, h):
+        if sha and file_identity(p) != ident:
             raise BadFileError("file changed while it was being identified; try again when it is complete", p)
-        sha, autov3, source = h.sha256, h.autov3, "hash"
-    if store is not None and sha:
-        if source in ("hash", "host"):
-            store.put_file(ident, sha, autov3, source)
-        if not cached:
+        if store is not None and sha:
             store.put_fingerprint(sha, fp, a.to_json(), meta, stats)
+    entry = known.lookup(sha)
+    if entry is not None:
+        known.register(db, entry, fp, a.family, sha)
+        token = db.token() if store is not None else None
     rep = {"path": p, "sha256": sha, "autov2": sha[:10] if sha else None, "autov3": autov3,
            "format": stats["format"], "architecture": a.to_json()}
     rep.update(identify_fingerprint(fp, a, db, sha))
+    if entry is not None:
+        rep["known_release"] = {k: entry.get(k) for k in ("family", "variant", "filename", "hf", "confidence")}
+        rep["verdict"]["summary"] = f"Identical to {known.describe(entry)} (published SHA-256)."
+        rep["verdict"].update(relation="identical", confidence=1.0)
     rep["metadata"] = provenance.extract(meta)
     rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
     rep["error"] = None
