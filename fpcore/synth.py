@@ -768,3 +768,666 @@ def unet_only(sd: dict) -> dict:
     return {k[len("model.diffusion_model."):]: v for k, v in sd.items() if k.startswith("model.diffusion_model.")}
 
 
+
+
+# --------------------------------------------------------------------------
+# More families and partial files (full size, for header-only detection tests).
+# Real shapes matter for the keys the architecture rules look at; the rest is a
+# realistic key set at the real widths, so that sparse files have real sizes.
+# --------------------------------------------------------------------------
+
+def _T5_spec(prefix: str, layers: int = 24, d: int = 4096, ff: int = 10240, umt5: bool = False,
+             vocab: int = 32128) -> Spec:
+    b = _Builder(prefix)
+    b.add("shared", [("weight", (vocab, d))])
+    for i in range(layers):
+        blk = f"encoder.block.{i}.layer"
+        for p in ("q", "k", "v", "o"):
+            b.add(f"{blk}.0.SelfAttention.{p}", [("weight", (d, d))])
+        if i == 0 or umt5:
+            b.add(f"{blk}.0.SelfAttention.relative_attention_bias", [("weight", (32, 64))])
+        b.add(f"{blk}.0.layer_norm", [("weight", (d,))])
+        b.add(f"{blk}.1.DenseReluDense.wi_0", [("weight", (ff, d))])
+        b.add(f"{blk}.1.DenseReluDense.wi_1", [("weight", (ff, d))])
+        b.add(f"{blk}.1.DenseReluDense.wo", [("weight", (d, ff))])
+        b.add(f"{blk}.1.layer_norm", [("weight", (d,))])
+    b.add("encoder.final_layer_norm", [("weight", (d,))])
+    return b.spec
+
+
+def _clip_hf(prefix: str, name: str, projection: bool = False) -> Spec:
+    cfg = dict(_TEXT[name])
+    spec = _hf_clip_spec(prefix + "text_model.", {**cfg, "position_ids": name == "clip_l"})
+    if projection:
+        spec[prefix + "text_projection.weight"] = (cfg["width"], cfg["width"])
+    return spec
+
+
+def _vae16(prefix: str, z: int = 16) -> Spec:
+    spec = _vae_spec(prefix, {**_VAE, "z_channels": z, "embed_dim": z})
+    return {k: s for k, s in spec.items() if "quant_conv" not in k}   # SD3/Flux VAEs have none
+
+
+def _mm_block(b: _Builder, name: str, h: int, pre_only: bool = False, qk_norm: bool = False,
+              attn2: bool = False) -> None:
+    b.add(f"{name}.adaLN_modulation.1", _lin((2 if pre_only else 6) * h + (3 * h if attn2 else 0), h))
+    b.add(f"{name}.attn.qkv", _lin(3 * h, h))
+    if qk_norm:
+        b.add(f"{name}.attn.ln_q", [("weight", (64,))])
+        b.add(f"{name}.attn.ln_k", [("weight", (64,))])
+    if attn2:
+        b.add(f"{name}.attn2.qkv", _lin(3 * h, h))
+        b.add(f"{name}.attn2.proj", _lin(h, h))
+        if qk_norm:
+            b.add(f"{name}.attn2.ln_q", [("weight", (64,))])
+            b.add(f"{name}.attn2.ln_k", [("weight", (64,))])
+    if not pre_only:
+        b.add(f"{name}.attn.proj", _lin(h, h))
+        b.add(f"{name}.mlp.fc1", _lin(4 * h, h))
+        b.add(f"{name}.mlp.fc2", _lin(h, 4 * h))
+
+
+def _sd3_dit(prefix: str, depth: int, qk_norm: bool = False, attn2_layers: int = 0) -> Spec:
+    h = 64 * depth
+    b = _Builder(prefix)
+    b.add("x_embedder.proj", _conv(h, 16, 2))
+    b.add("", [("pos_embed", (1, 36864 if depth < 30 else 36864, h))])
+    b.add("context_embedder", _lin(h, 4096))
+    b.add("y_embedder.mlp.0", _lin(h, 2048))
+    b.add("y_embedder.mlp.2", _lin(h, h))
+    b.add("t_embedder.mlp.0", _lin(h, 256))
+    b.add("t_embedder.mlp.2", _lin(h, h))
+    for i in range(depth):
+        _mm_block(b, f"joint_blocks.{i}.context_block", h, pre_only=i == depth - 1, qk_norm=qk_norm)
+        _mm_block(b, f"joint_blocks.{i}.x_block", h, qk_norm=qk_norm, attn2=i < attn2_layers)
+    b.add("final_layer.linear", _lin(64, h))
+    b.add("final_layer.adaLN_modulation.1", _lin(2 * h, h))
+    return b.spec
+
+
+def _sd3(depth: int, **kw) -> Spec:
+    spec = _sd3_dit("model.diffusion_model.", depth, **kw)
+    spec.update(_clip_hf("text_encoders.clip_l.transformer.", "clip_l", projection=True))
+    spec.update(_clip_hf("text_encoders.clip_g.transformer.", "clip_g", projection=True))
+    spec.update(_T5_spec("text_encoders.t5xxl.transformer."))
+    spec.update(_vae16("first_stage_model."))
+    return spec
+
+
+def _flux_dit(prefix: str, h: int = 3072, double: int = 19, single: int = 38, in_ch: int = 64,
+              guidance: bool = True, chroma: bool = False, flux2: bool = False) -> Spec:
+    b = _Builder(prefix)
+    mlp = 3 * h if flux2 else 4 * h
+    bias = not flux2
+    b.add("img_in", _lin(h, in_ch, bias))
+    b.add("txt_in", _lin(h, 15360 if flux2 else 4096, bias))
+    if chroma:
+        b.add("distilled_guidance_layer.in_proj", _lin(5120, 64))
+        for i in range(5):
+            b.add(f"distilled_guidance_layer.layers.{i}.in_layer", _lin(5120, 5120))
+            b.add(f"distilled_guidance_layer.layers.{i}.out_layer", _lin(5120, 5120))
+            b.add(f"distilled_guidance_layer.norms.{i}", [("scale", (5120,))])
+        b.add("distilled_guidance_layer.out_proj", _lin(h, 5120))
+    else:
+        b.add("time_in.in_layer", _lin(h, 256, bias))
+        b.add("time_in.out_layer", _lin(h, h, bias))
+        if not flux2:
+            b.add("vector_in.in_layer", _lin(h, 768))
+            b.add("vector_in.out_layer", _lin(h, h))
+        if guidance:
+            b.add("guidance_in.in_layer", _lin(h, 256, bias))
+            b.add("guidance_in.out_layer", _lin(h, h, bias))
+    if flux2:
+        b.add("double_stream_modulation_img.lin", _lin(6 * h, h, False))
+        b.add("double_stream_modulation_txt.lin", _lin(6 * h, h, False))
+        b.add("single_stream_modulation.lin", _lin(3 * h, h, False))
+    for i in range(double):
+        for s in ("img", "txt"):
+            if not (chroma or flux2):
+                b.add(f"double_blocks.{i}.{s}_mod.lin", _lin(6 * h, h))
+            b.add(f"double_blocks.{i}.{s}_attn.qkv", _lin(3 * h, h, bias))
+            b.add(f"double_blocks.{i}.{s}_attn.norm.query_norm", [("scale", (128,))])
+            b.add(f"double_blocks.{i}.{s}_attn.norm.key_norm", [("scale", (128,))])
+            b.add(f"double_blocks.{i}.{s}_attn.proj", _lin(h, h, bias))
+            b.add(f"double_blocks.{i}.{s}_mlp.0", _lin(2 * mlp if flux2 else mlp, h, bias))
+            b.add(f"double_blocks.{i}.{s}_mlp.2", _lin(h, mlp, bias))
+    for i in range(single):
+        b.add(f"single_blocks.{i}.linear1", _lin(3 * h + (2 * mlp if flux2 else mlp), h, bias))
+        b.add(f"single_blocks.{i}.linear2", _lin(h, h + mlp, bias))
+        b.add(f"single_blocks.{i}.norm.query_norm", [("scale", (128,))])
+        b.add(f"single_blocks.{i}.norm.key_norm", [("scale", (128,))])
+        if not (chroma or flux2):
+            b.add(f"single_blocks.{i}.modulation.lin", _lin(3 * h, h))
+    b.add("final_layer.linear", _lin(in_ch if in_ch != 384 else 64, h, bias))
+    if not chroma:
+        b.add("final_layer.adaLN_modulation.1", _lin(2 * h, h, bias))
+    return b.spec
+
+
+def _auraflow() -> Spec:
+    h = 3072
+    b = _Builder("model.diffusion_model.")
+    b.add("cond_seq_linear", _lin(h, 2048, False))
+    b.add("init_x_linear", _lin(h, 64))
+    b.add("", [("positional_encoding", (1, 9216, h)), ("register_tokens", (1, 8, h))])
+    b.add("t_embedder.mlp.0", _lin(h, 256))
+    b.add("t_embedder.mlp.2", _lin(h, h))
+    for i in range(4):
+        for s in ("X", "C"):
+            b.add(f"double_layers.{i}.mod{s}.1", _lin(6 * h, h, False))
+            b.add(f"double_layers.{i}.mlp{s}.c_fc1", _lin(8192, h, False))
+            b.add(f"double_layers.{i}.mlp{s}.c_fc2", _lin(8192, h, False))
+            b.add(f"double_layers.{i}.mlp{s}.c_proj", _lin(h, 8192, False))
+        for p in ("w1q", "w1k", "w1v", "w1o", "w2q", "w2k", "w2v", "w2o"):
+            b.add(f"double_layers.{i}.attn.{p}", _lin(h, h, False))
+    for i in range(32):
+        b.add(f"single_layers.{i}.modCX.1", _lin(6 * h, h, False))
+        for p in ("w1q", "w1k", "w1v", "w1o"):
+            b.add(f"single_layers.{i}.attn.{p}", _lin(h, h, False))
+        b.add(f"single_layers.{i}.mlp.c_fc1", _lin(8192, h, False))
+        b.add(f"single_layers.{i}.mlp.c_fc2", _lin(8192, h, False))
+        b.add(f"single_layers.{i}.mlp.c_proj", _lin(h, 8192, False))
+    b.add("modF.1", _lin(2 * h, h, False))
+    b.add("final_linear", _lin(64, h, False))
+    return b.spec
+
+
+def _hunyuan_dit() -> Spec:
+    h, depth = 1408, 40
+    b = _Builder("")
+    b.add("x_embedder.proj", _conv(h, 4, 2))
+    b.add("t_embedder.mlp.0", _lin(h, 256))
+    b.add("t_embedder.mlp.2", _lin(h, h))
+    b.add("extra_embedder.0", _lin(4 * h, 3968))
+    b.add("extra_embedder.2", _lin(h, 4 * h))
+    b.add("mlp_t5.0", _lin(8192, 2048))
+    b.add("mlp_t5.2", _lin(1024, 8192))
+    b.add("", [("text_embedding_padding", (333, 1024))])
+    b.add("pooler.q_proj", _lin(1024, 1024))
+    b.add("style_embedder", [("weight", (1, h))])
+    for i in range(depth):
+        p = f"blocks.{i}"
+        b.add(f"{p}.norm1", _norm(h))
+        b.add(f"{p}.attn1.Wqkv", _lin(3 * h, h))
+        b.add(f"{p}.attn1.q_norm", _norm(88))
+        b.add(f"{p}.attn1.k_norm", _norm(88))
+        b.add(f"{p}.attn1.out_proj", _lin(h, h))
+        b.add(f"{p}.norm2", _norm(h))
+        b.add(f"{p}.mlp.fc1", _lin(6144, h))
+        b.add(f"{p}.mlp.fc2", _lin(h, 6144))
+        b.add(f"{p}.default_modulation.1", _lin(h, h))
+        b.add(f"{p}.attn2.q_proj", _lin(h, h))
+        b.add(f"{p}.attn2.kv_proj", _lin(2 * h, 1024))
+        b.add(f"{p}.attn2.out_proj", _lin(h, h))
+        b.add(f"{p}.norm3", _norm(h))
+        if i > depth // 2:
+            b.add(f"{p}.skip_norm", _norm(h))
+            b.add(f"{p}.skip_linear", _lin(h, 2 * h))
+    b.add("final_layer.adaLN_modulation.1", _lin(2 * h, h))
+    b.add("final_layer.linear", _lin(32, h))
+    return b.spec
+
+
+def _pixart(sigma: bool) -> Spec:
+    h = 1152
+    b = _Builder("")
+    b.add("x_embedder.proj", _conv(h, 4, 2))
+    b.add("", [("pos_embed", (1, 4096, h))])
+    b.add("t_embedder.mlp.0", _lin(h, 256))
+    b.add("t_embedder.mlp.2", _lin(h, h))
+    b.add("t_block.1", _lin(6 * h, h))
+    b.add("y_embedder.y_proj.fc1", _lin(h, 4096))
+    b.add("y_embedder.y_proj.fc2", _lin(h, h))
+    b.add("y_embedder", [("y_embedding", (300 if sigma else 120, 4096))])
+    if not sigma:
+        b.add("csize_embedder.mlp.0", _lin(h // 3, 256))
+        b.add("ar_embedder.mlp.0", _lin(h // 3, 256))
+    for i in range(28):
+        p = f"blocks.{i}"
+        b.add(p, [("scale_shift_table", (6, h))])
+        b.add(f"{p}.attn.qkv", _lin(3 * h, h))
+        b.add(f"{p}.attn.proj", _lin(h, h))
+        b.add(f"{p}.cross_attn.q_linear", _lin(h, h))
+        b.add(f"{p}.cross_attn.kv_linear", _lin(2 * h, h))
+        b.add(f"{p}.cross_attn.proj", _lin(h, h))
+        b.add(f"{p}.mlp.fc1", _lin(4 * h, h))
+        b.add(f"{p}.mlp.fc2", _lin(h, 4 * h))
+    b.add("final_layer", [("scale_shift_table", (2, h))])
+    b.add("final_layer.linear", _lin(32, h))
+    return b.spec
+
+
+def _cascade(stage: str) -> Spec:
+    b = _Builder("")
+    if stage == "c":
+        hid, cond = (2048, 2048), 2048
+        b.add("clip_txt_mapper", _lin(cond, 1280))
+        b.add("clip_txt_pooled_mapper", _lin(cond * 4, 1280))
+        b.add("clip_img_mapper", _lin(cond * 4, 768))
+        b.add("embedding.1", _conv(hid[0], 64, 1))
+        blocks = (8, 24)
+        out_ch = 16
+    else:
+        hid, cond = (320, 640, 1280, 1280), 1280
+        b.add("clip_mapper", _lin(cond * 4, 1280))
+        b.add("effnet_mapper.0", _conv(hid[0] * 4, 16, 1))
+        b.add("effnet_mapper.2", _conv(hid[0], hid[0] * 4, 1))
+        b.add("pixels_mapper.0", _conv(hid[0] * 4, 3, 1))
+        b.add("embedding.1", _conv(hid[0], 16, 2))
+        blocks = (2, 6, 28, 6)
+        out_ch = 4
+    for lvl, (c, n) in enumerate(zip(hid, blocks)):
+        for j in range(n):
+            for d in ("down_blocks", "up_blocks"):
+                p = f"{d}.{lvl}.{j}"
+                b.add(f"{p}.depthwise", _conv(c, 1, 3))
+                b.add(f"{p}.channelwise.0", _lin(4 * c, c))
+                b.add(f"{p}.channelwise.4", _lin(c, 4 * c))
+                b.add(f"{p}.mapper", _lin(2 * c, 64))
+    b.add("clf.1", _conv(out_ch * 4, hid[0], 1))
+    return b.spec
+
+
+def _lumina2() -> Spec:
+    h = 2304
+    b = _Builder("model.diffusion_model.")
+    b.add("x_embedder", _lin(h, 64))
+    b.add("t_embedder.mlp.0", _lin(256, 256))
+    b.add("t_embedder.mlp.2", _lin(256, 256))
+    b.add("cap_embedder.0", [("weight", (2304,))])
+    b.add("cap_embedder.1", _lin(h, 2304))
+
+    def layer(p, mod=True):
+        b.add(f"{p}.attention.qkv", _lin(h + 2 * 768, h, False))
+        b.add(f"{p}.attention.out", _lin(h, h, False))
+        b.add(f"{p}.attention.q_norm", [("weight", (96,))])
+        b.add(f"{p}.attention.k_norm", [("weight", (96,))])
+        for n in ("w1", "w3"):
+            b.add(f"{p}.feed_forward.{n}", _lin(6144, h, False))
+        b.add(f"{p}.feed_forward.w2", _lin(h, 6144, False))
+        for n in ("attention_norm1", "ffn_norm1", "attention_norm2", "ffn_norm2"):
+            b.add(f"{p}.{n}", [("weight", (h,))])
+        if mod:
+            b.add(f"{p}.adaLN_modulation.0", _lin(4 * h, 256))
+    for i in range(2):
+        layer(f"noise_refiner.{i}")
+        layer(f"context_refiner.{i}", mod=False)
+    for i in range(26):
+        layer(f"layers.{i}")
+    b.add("norm_final", [("weight", (h,))])
+    b.add("final_layer.linear", _lin(64, h))
+    b.add("final_layer.adaLN_modulation.1", _lin(h, 256))
+    return b.spec
+
+
+def _hidream() -> Spec:
+    h = 2560
+    b = _Builder("")
+    b.add("x_embedder.proj", _lin(h, 64))
+    b.add("t_embedder.timestep_embedder.linear_1", _lin(h, 256))
+    b.add("t_embedder.timestep_embedder.linear_2", _lin(h, h))
+    b.add("p_embedder.pooled_embedder.linear_1", _lin(h, 2048))
+    b.add("p_embedder.pooled_embedder.linear_2", _lin(h, h))
+    for i in range(49):
+        b.add(f"caption_projection.{i}.linear", _lin(h, 4096, False))
+    for i in range(16):
+        p = f"double_stream_blocks.{i}.block"
+        b.add(f"{p}.adaLN_modulation.1", _lin(12 * h, h))
+        for n in ("to_q", "to_k", "to_v", "to_out", "to_q_t", "to_k_t", "to_v_t", "to_out_t"):
+            b.add(f"{p}.attn1.{n}", _lin(h, h))
+        b.add(f"{p}.ff_i.gate.weight", [("", (4, h))])
+        b.add(f"{p}.ff_t.w1", _lin(6912, h, False))
+    for i in range(32):
+        p = f"single_stream_blocks.{i}.block"
+        b.add(f"{p}.adaLN_modulation.1", _lin(6 * h, h))
+        for n in ("to_q", "to_k", "to_v", "to_out"):
+            b.add(f"{p}.attn1.{n}", _lin(h, h))
+    b.add("final_layer.linear", _lin(64, h))
+    b.add("final_layer.adaLN_modulation.1", _lin(2 * h, h))
+    return {k.replace(".weight.", "."): s for k, s in b.spec.items()}
+
+
+def _qwen_image() -> Spec:
+    h = 3072
+    b = _Builder("model.diffusion_model.")
+    b.add("img_in", _lin(h, 64))
+    b.add("txt_norm", [("weight", (3584,))])
+    b.add("txt_in", _lin(h, 3584))
+    b.add("time_text_embed.timestep_embedder.linear_1", _lin(h, 256))
+    b.add("time_text_embed.timestep_embedder.linear_2", _lin(h, h))
+    for i in range(60):
+        p = f"transformer_blocks.{i}"
+        b.add(f"{p}.img_mod.1", _lin(6 * h, h))
+        b.add(f"{p}.txt_mod.1", _lin(6 * h, h))
+        for n in ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out"):
+            b.add(f"{p}.attn.{n}", _lin(h, h))
+        for n in ("norm_q", "norm_k", "norm_added_q", "norm_added_k"):
+            b.add(f"{p}.attn.{n}", [("weight", (128,))])
+        for s in ("img", "txt"):
+            b.add(f"{p}.{s}_mlp.net.0.proj", _lin(4 * h, h))
+            b.add(f"{p}.{s}_mlp.net.2", _lin(h, 4 * h))
+    b.add("norm_out.linear", _lin(2 * h, h))
+    b.add("proj_out", _lin(64, h))
+    return b.spec
+
+
+def _wan(dim: int = 5120, layers: int = 40, ffn: int = 13824, in_dim: int = 16, i2v: bool = False,
+         vace: bool = False, out_dim: int = 16) -> Spec:
+    b = _Builder("model.diffusion_model.")
+    b.add("patch_embedding", [("weight", (dim, in_dim, 1, 2, 2)), ("bias", (dim,))])
+    b.add("text_embedding.0", _lin(dim, 4096))
+    b.add("text_embedding.2", _lin(dim, dim))
+    b.add("time_embedding.0", _lin(dim, 256))
+    b.add("time_embedding.2", _lin(dim, dim))
+    b.add("time_projection.1", _lin(6 * dim, dim))
+    if i2v:
+        b.add("img_emb.proj.0", _norm(1280))
+        b.add("img_emb.proj.1", _lin(1280, 1280))
+        b.add("img_emb.proj.3", _lin(dim, 1280))
+        b.add("img_emb.proj.4", _norm(dim))
+    for i in range(layers):
+        p = f"blocks.{i}"
+        b.add(p, [("modulation", (1, 6, dim))])
+        for a in ("self_attn", "cross_attn"):
+            for n in ("q", "k", "v", "o"):
+                b.add(f"{p}.{a}.{n}", _lin(dim, dim))
+            b.add(f"{p}.{a}.norm_q", [("weight", (dim,))])
+            b.add(f"{p}.{a}.norm_k", [("weight", (dim,))])
+        if i2v:
+            b.add(f"{p}.cross_attn.k_img", _lin(dim, dim))
+            b.add(f"{p}.cross_attn.v_img", _lin(dim, dim))
+            b.add(f"{p}.cross_attn.norm_k_img", [("weight", (dim,))])
+        b.add(f"{p}.norm3", _norm(dim))
+        b.add(f"{p}.ffn.0", _lin(ffn, dim))
+        b.add(f"{p}.ffn.2", _lin(dim, ffn))
+    if vace:
+        b.add("vace_patch_embedding", [("weight", (dim, 96, 1, 2, 2)), ("bias", (dim,))])
+        for i in range(8):
+            b.add(f"vace_blocks.{i}.after_proj", _lin(dim, dim))
+    b.add("head", [("modulation", (1, 2, dim))])
+    b.add("head.head", _lin(4 * out_dim, dim))
+    return b.spec
+
+
+def _ltxv() -> Spec:
+    h = 2048
+    b = _Builder("model.diffusion_model.")
+    b.add("patchify_proj", _lin(h, 128))
+    b.add("adaln_single.emb.timestep_embedder.linear_1", _lin(h, 256))
+    b.add("adaln_single.emb.timestep_embedder.linear_2", _lin(h, h))
+    b.add("adaln_single.linear", _lin(6 * h, h))
+    b.add("caption_projection.linear_1", _lin(h, 4096))
+    b.add("caption_projection.linear_2", _lin(h, h))
+    for i in range(28):
+        p = f"transformer_blocks.{i}"
+        b.add(p, [("scale_shift_table", (6, h))])
+        for a, ctx in (("attn1", h), ("attn2", h)):
+            b.add(f"{p}.{a}.to_q", _lin(h, h))
+            b.add(f"{p}.{a}.to_k", _lin(h, ctx))
+            b.add(f"{p}.{a}.to_v", _lin(h, ctx))
+            b.add(f"{p}.{a}.to_out.0", _lin(h, h))
+            b.add(f"{p}.{a}.q_norm", [("weight", (h,))])
+            b.add(f"{p}.{a}.k_norm", [("weight", (h,))])
+        b.add(f"{p}.ff.net.0.proj", _lin(4 * h, h))
+        b.add(f"{p}.ff.net.2", _lin(h, 4 * h))
+    b.add("", [("scale_shift_table", (2, h))])
+    b.add("proj_out", _lin(128, h))
+    return b.spec
+
+
+def _hunyuan_video() -> Spec:
+    h = 3072
+    b = _Builder("model.diffusion_model.")
+    b.add("img_in.proj", [("weight", (h, 16, 1, 2, 2)), ("bias", (h,))])
+    b.add("txt_in.input_embedder", _lin(h, 4096))
+    b.add("txt_in.t_embedder.mlp.0", _lin(h, 256))
+    b.add("txt_in.t_embedder.mlp.2", _lin(h, h))
+    b.add("txt_in.c_embedder.linear_1", _lin(h, 4096))
+    b.add("txt_in.c_embedder.linear_2", _lin(h, h))
+    for i in range(2):
+        p = f"txt_in.individual_token_refiner.blocks.{i}"
+        b.add(f"{p}.norm1", _norm(h))
+        b.add(f"{p}.self_attn_qkv", _lin(3 * h, h))
+        b.add(f"{p}.self_attn_proj", _lin(h, h))
+        b.add(f"{p}.norm2", _norm(h))
+        b.add(f"{p}.mlp.fc1", _lin(4 * h, h))
+        b.add(f"{p}.mlp.fc2", _lin(h, 4 * h))
+        b.add(f"{p}.adaLN_modulation.1", _lin(2 * h, h))
+    b.add("time_in.mlp.0", _lin(h, 256))
+    b.add("time_in.mlp.2", _lin(h, h))
+    b.add("vector_in.in_layer", _lin(h, 768))
+    b.add("vector_in.out_layer", _lin(h, h))
+    b.add("guidance_in.mlp.0", _lin(h, 256))
+    b.add("guidance_in.mlp.2", _lin(h, h))
+    for i in range(20):
+        for s in ("img", "txt"):
+            p = f"double_blocks.{i}.{s}"
+            b.add(f"{p}_mod.linear", _lin(6 * h, h))
+            b.add(f"{p}_attn_qkv", _lin(3 * h, h))
+            b.add(f"{p}_attn_q_norm", [("weight", (128,))])
+            b.add(f"{p}_attn_k_norm", [("weight", (128,))])
+            b.add(f"{p}_attn_proj", _lin(h, h))
+            b.add(f"{p}_mlp.fc1", _lin(4 * h, h))
+            b.add(f"{p}_mlp.fc2", _lin(h, 4 * h))
+    for i in range(40):
+        p = f"single_blocks.{i}"
+        b.add(f"{p}.linear1", _lin(7 * h, h))
+        b.add(f"{p}.linear2", _lin(h, 5 * h))
+        b.add(f"{p}.q_norm", [("weight", (128,))])
+        b.add(f"{p}.k_norm", [("weight", (128,))])
+        b.add(f"{p}.modulation.linear", _lin(3 * h, h))
+    b.add("final_layer.linear", _lin(64, h))
+    b.add("final_layer.adaLN_modulation.1", _lin(2 * h, h))
+    return b.spec
+
+
+def _mochi() -> Spec:
+    hx, hy = 3072, 1536
+    b = _Builder("model.diffusion_model.")
+    b.add("x_embedder.proj", _lin(hx, 48))
+    b.add("t_embedder.mlp.0", _lin(hx, 256))
+    b.add("t_embedder.mlp.2", _lin(hx, hx))
+    b.add("t5_y_embedder.to_kv", _lin(2 * hx, 4096))
+    b.add("t5_y_embedder.to_q", _lin(hx, 4096))
+    b.add("t5_y_embedder.to_out", _lin(hx, hx))
+    b.add("t5_yproj", _lin(hy, 4096))
+    b.add("", [("pos_frequencies", (3, 24, 64))])
+    for i in range(48):
+        p = f"blocks.{i}"
+        b.add(f"{p}.mod_x", _lin(4 * hx, hx))
+        b.add(f"{p}.mod_y", _lin(4 * hy if i < 47 else hy, hx))
+        b.add(f"{p}.attn.qkv_x", _lin(3 * hx, hx, False))
+        b.add(f"{p}.attn.qkv_y", _lin(3 * hx, hy, False))
+        b.add(f"{p}.attn.proj_x", _lin(hx, hx))
+        b.add(f"{p}.mlp_x.w1", _lin(2 * 8192, hx, False))
+        b.add(f"{p}.mlp_x.w2", _lin(hx, 8192, False))
+    b.add("final_layer.mod", _lin(2 * hx, hx))
+    b.add("final_layer.linear", _lin(48, hx))
+    return b.spec
+
+
+def _cosmos(predict2: bool) -> Spec:
+    h = 2048 if predict2 else 4096
+    b = _Builder("model.diffusion_model.")
+    b.add("x_embedder.proj.1", _lin(h, 68, False))
+    b.add("t_embedder.1.linear_1", _lin(h, h, False))
+    b.add("t_embedder.1.linear_2", _lin(3 * h, h, False))
+    n = 28
+    for i in range(n):
+        if predict2:
+            p = f"blocks.{i}"
+            for a, ctx in (("self_attn", h), ("cross_attn", 1024)):
+                b.add(f"{p}.{a}.q_proj", _lin(h, h, False))
+                b.add(f"{p}.{a}.k_proj", _lin(h, ctx, False))
+                b.add(f"{p}.{a}.v_proj", _lin(h, ctx, False))
+                b.add(f"{p}.{a}.output_proj", _lin(h, h, False))
+                b.add(f"{p}.{a}.q_norm", [("weight", (128,))])
+                b.add(f"{p}.{a}.k_norm", [("weight", (128,))])
+            b.add(f"{p}.mlp.layer1", _lin(4 * h, h, False))
+            b.add(f"{p}.mlp.layer2", _lin(h, 4 * h, False))
+            for m in ("self_attn", "cross_attn", "mlp"):
+                b.add(f"{p}.adaln_modulation_{m}.1", _lin(256, h, False))
+                b.add(f"{p}.adaln_modulation_{m}.2", _lin(3 * h, 256, False))
+        else:
+            p = f"blocks.block{i}.blocks"
+            for j, ctx in ((0, h), (1, 1024)):
+                for n_ in ("to_q", "to_k", "to_v"):
+                    b.add(f"{p}.{j}.block.attn.{n_}.0", _lin(h, h if n_ == "to_q" else ctx, False))
+                    b.add(f"{p}.{j}.block.attn.{n_}.1", [("weight", (128,))])
+                b.add(f"{p}.{j}.block.attn.to_out.0", _lin(h, h, False))
+                b.add(f"{p}.{j}.adaLN_modulation.1", _lin(256, h, False))
+                b.add(f"{p}.{j}.adaLN_modulation.2", _lin(3 * h, 256, False))
+            b.add(f"{p}.2.block.layer1", _lin(4 * h, h, False))
+            b.add(f"{p}.2.block.layer2", _lin(h, 4 * h, False))
+    b.add("final_layer.linear", _lin(64, h, False))
+    return b.spec
+
+
+def _svd() -> Spec:
+    cfg = dict(in_channels=8, out_channels=4, model_channels=320, channel_mult=(1, 2, 4, 4), num_res_blocks=2,
+               transformer_depth=(1, 1, 1, 0), transformer_depth_middle=1, context_dim=1024,
+               use_linear_in_transformer=True, adm_in_channels=768)
+    spec = _unet_spec("model.diffusion_model.", cfg)
+    extra: Spec = {}
+    for k, s in spec.items():
+        m = k.split(".")
+        if k.endswith(".in_layers.0.weight"):          # every ResBlock becomes a VideoResBlock
+            base = k[:-len("in_layers.0.weight")]
+            c = s[0]
+            extra[base + "time_mixer.mix_factor"] = (1,)
+            extra[base + "time_stack.in_layers.0.weight"] = (c,)
+            extra[base + "time_stack.out_layers.0.weight"] = (spec[base + "out_layers.0.weight"][0],)
+        if k.endswith(".proj_in.weight") and len(m) > 3:
+            base = k[:-len("proj_in.weight")]
+            c = s[0]
+            extra[base + "time_mixer.mix_factor"] = (1,)
+            extra[base + "time_pos_embed.0.weight"] = (4 * c, c)
+            for a in ("attn1", "attn2"):
+                extra[base + f"time_stack.0.{a}.to_q.weight"] = (c, c)
+                extra[base + f"time_stack.0.{a}.to_k.weight"] = (c, c if a == "attn1" else 1024)
+                extra[base + f"time_stack.0.{a}.to_v.weight"] = (c, c if a == "attn1" else 1024)
+            extra[base + "time_stack.0.ff.net.0.proj.weight"] = (8 * c, c)
+    spec.update(extra)
+    return spec
+
+
+def _sdxl_like(**overrides) -> Spec:
+    cfg = {**_UNET["sdxl"], **overrides}
+    spec = _unet_spec("model.diffusion_model.", cfg)
+    spec.update(_hf_clip_spec("conditioner.embedders.0.transformer.text_model.", _TEXT["clip_l"]))
+    spec.update(_open_clip_spec("conditioner.embedders.1.model.", _TEXT["clip_g"]))
+    spec.update(_vae_spec("first_stage_model.", _VAE))
+    return spec
+
+
+def _lora_kohya_sdxl(rank: int = 16) -> Spec:
+    unet = _unet_spec("", _UNET["sdxl"])
+    spec: Spec = {}
+    for k, s in unet.items():
+        if len(s) == 2 and any(a in k for a in ("attn1", "attn2")) and k.endswith(".weight"):
+            name = "lora_unet_" + k[:-len(".weight")].replace(".", "_")
+            spec[name + ".lora_down.weight"] = (rank, s[1])
+            spec[name + ".lora_up.weight"] = (s[0], rank)
+            spec[name + ".alpha"] = ()
+    for i in range(12):
+        for p in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            n = f"lora_te1_text_model_encoder_layers_{i}_self_attn_{p}"
+            spec[n + ".lora_down.weight"] = (rank, 768)
+            spec[n + ".lora_up.weight"] = (768, rank)
+    return spec
+
+
+def _lycoris_sd1(rank: int = 8) -> Spec:
+    unet = _unet_spec("", _UNET["sd1"])
+    spec: Spec = {}
+    for k, s in unet.items():
+        if len(s) == 2 and "attn2" in k and k.endswith(".weight"):
+            name = "lora_unet_" + k[:-len(".weight")].replace(".", "_")
+            for p in ("hada_w1_a", "hada_w2_a"):
+                spec[f"{name}.{p}"] = (s[0], rank)
+            for p in ("hada_w1_b", "hada_w2_b"):
+                spec[f"{name}.{p}"] = (rank, s[1])
+            spec[name + ".alpha"] = ()
+    return spec
+
+
+def _controlnet_sd1() -> Spec:
+    cfg = dict(_UNET["sd1"])
+    unet = _unet_spec("control_model.", cfg)
+    spec = {k: s for k, s in unet.items() if not k.startswith("control_model.output_blocks") and
+            not k.startswith("control_model.out.")}
+    b = _Builder("control_model.")
+    for i, (o, c) in enumerate(((16, 3), (16, 16), (32, 16), (32, 32), (96, 32), (96, 96), (256, 96))):
+        b.add(f"input_hint_block.{2 * i}", _conv(o, c, 3))
+    b.add("input_hint_block.14", _conv(320, 256, 3))
+    for i, c in enumerate((320, 320, 320, 320, 640, 640, 640, 1280, 1280, 1280, 1280, 1280)):
+        b.add(f"zero_convs.{i}.0", _conv(c, c, 1))
+    b.add("middle_block_out.0", _conv(1280, 1280, 1))
+    spec.update(b.spec)
+    return spec
+
+
+_EXTRA_BUILDERS = {
+    # denoiser checkpoints
+    "ssd1b": lambda: _sdxl_like(transformer_depth=(0, 2, 4), transformer_depth_middle=0),
+    "segmind_vega": lambda: _sdxl_like(transformer_depth=(0, 1, 2), transformer_depth_middle=0),
+    "koala_700m": lambda: _sdxl_like(num_res_blocks=1, transformer_depth=(0, 2, 5), transformer_depth_middle=0),
+    "koala_1b": lambda: _sdxl_like(num_res_blocks=1, transformer_depth=(0, 2, 6), transformer_depth_middle=6),
+    "kolors": lambda: _unet_spec("", {**_UNET["sdxl"], "adm_in_channels": 5632}),
+    "playground_v2.5": lambda: {**_sdxl_like(), "edm_mean": (1, 4, 1, 1), "edm_std": (1, 4, 1, 1)},
+    "sdxl_vpred": lambda: {**_sdxl_like(), "v_pred": (), "ztsnr": ()},
+    "sd3_medium": lambda: _sd3(24),
+    "sd3.5_medium": lambda: _sd3_dit("model.diffusion_model.", 24, qk_norm=True, attn2_layers=13),
+    "sd3.5_large": lambda: _sd3_dit("", 38, qk_norm=True),
+    "flux_dev": lambda: {**_flux_dit("model.diffusion_model."),
+                         **_clip_hf("text_encoders.clip_l.transformer.", "clip_l"),
+                         **_T5_spec("text_encoders.t5xxl.transformer."), **_vae16("vae.")},
+    "flux_schnell": lambda: _flux_dit("", guidance=False),
+    "flux_fill": lambda: _flux_dit("model.diffusion_model.", in_ch=384),
+    "flux2": lambda: _flux_dit("", h=6144, double=8, single=48, in_ch=128, flux2=True),
+    "chroma": lambda: _flux_dit("", chroma=True),
+    "auraflow": _auraflow,
+    "hunyuan_dit": _hunyuan_dit,
+    "pixart_alpha": lambda: _pixart(False),
+    "pixart_sigma": lambda: _pixart(True),
+    "stable_cascade_c": lambda: _cascade("c"),
+    "stable_cascade_b": lambda: _cascade("b"),
+    "lumina2": _lumina2,
+    "hidream": _hidream,
+    "qwen_image": _qwen_image,
+    "wan_t2v_14b": _wan,
+    "wan_t2v_1.3b": lambda: _wan(1536, 30, 8960),
+    "wan_i2v_14b": lambda: _wan(in_dim=36, i2v=True),
+    "wan_vace_14b": lambda: _wan(vace=True),
+    "wan2.2_ti2v_5b": lambda: _wan(3072, 30, 14336, in_dim=48, out_dim=48),
+    "ltxv": _ltxv,
+    "hunyuan_video": _hunyuan_video,
+    "mochi": _mochi,
+    "cosmos_predict1": lambda: _cosmos(False),
+    "cosmos_predict2": lambda: _cosmos(True),
+    "svd": _svd,
+    # partial files
+    "te_clip_l": lambda: _clip_hf("", "clip_l"),
+    "te_clip_g": lambda: _clip_hf("", "clip_g", projection=True),
+    "te_clip_h": lambda: _open_clip_spec("", _TEXT["clip_h"]),
+    "te_t5xxl": lambda: _T5_spec(""),
+    "te_umt5": lambda: _T5_spec("", umt5=True, vocab=256384),
+    "vae_sd": lambda: _vae_spec("", _VAE),
+    "vae_flux": lambda: _vae16(""),
+    "vae_flux2": lambda: _vae16("", z=32),
+    "lora_sdxl": _lora_kohya_sdxl,
+    "lycoris_sd1": _lycoris_sd1,
+    "ti_sd1": lambda: {"emb_params": (4, 768)},
+    "ti_sdxl": lambda: {"clip_l": (2, 768), "clip_g": (2, 1280)},
+    "controlnet_sd1": _controlnet_sd1,
+}
+
+#: names accepted by extra_spec()
+EXTRA_SPECS = tuple(_EXTRA_BUILDERS)
+
+
+def extra_spec(name: str) -> Spec:
+    """Full-size key -> shape of a family or partial file beyond checkpoint_spec's SD ones."""
+    if name not in _EXTRA_BUILDERS:
+        raise ValueError(f"unknown spec {name!r}; known: {EXTRA_SPECS}")
+    return dict(_EXTRA_BUILDERS[name]())
