@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from . import __version__
@@ -42,9 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--no-cache", action="store_true", help="always hash, never use the store")
 
+    s = sub.add_parser("scan", help="identify every model under a folder; duplicates, merges, family tree")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("--json", action="store_true", help="print {reports, groups} (CONTRACT.md)")
+    s.add_argument("--write-tags", action="store_true", help="write the <model>.json tag sidecars")
+    s.add_argument("--dry-run", action="store_true", help="with --write-tags: show what would change, write nothing")
+    s.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report")
+    s.add_argument("--refs", metavar="DIR")
+    s.add_argument("--no-cache", action="store_true")
+
     c = sub.add_parser("cache", help="the shared fingerprint store ($FPCORE_CACHE)")
     c.add_argument("action", choices=["info", "prune", "clear"])
     c.add_argument("--json", action="store_true")
+
+    u = sub.add_parser("ui", help="the 'Identify base model' web UI, standalone (needs gradio)")
+    u.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    u.add_argument("--port", type=int, default=None, help="port (default: gradio's, 7860 or the next free)")
+    u.add_argument("--share", choices=["never", "always"], default="never",
+                   help="gradio share link (default never: the UI stays on this machine)")
+    u.add_argument("--models-dir", metavar="DIR", help="folder whose checkpoints the dropdown lists and scans")
+    u.add_argument("--refs", metavar="DIR")
 
     r = sub.add_parser("refs", help="manage reference models")
     rs = r.add_subparsers(dest="refcmd", required=True, parser_class=_Parser)
@@ -164,6 +182,21 @@ def _run(args) -> int:
             print(json.dumps(reports, indent=2, default=str))
         return 3 if bad else 0
 
+    if args.cmd == "scan":
+        return _scan_cmd(args)
+
+    if args.cmd == "ui":
+        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+        try:
+            import gradio as gr
+        except ImportError:
+            raise UsageError("the UI needs gradio: pip install gradio") from None
+        from . import ui
+        logging.getLogger("fpcore").setLevel(logging.INFO)
+        ui.launch(gr, host=args.host, port=args.port, share=args.share == "always",
+                  models_dir=args.models_dir, refs_dir=args.refs)
+        return 0
+
     if args.cmd == "cache":
         from .store import Store
         store = Store()
@@ -232,3 +265,63 @@ def _emit_text(args, rep: dict) -> None:
     else:
         print(f"{rep['sha256']}  AutoV2 {rep['autov2'].upper()}"
               + (f"  AutoV3 {rep['autov3'].upper()}" if rep.get("autov3") else "") + f"  {rep['path']}")
+
+
+def _scan_cmd(args) -> int:
+    from . import report_html, scan
+    from .refs import RefDB
+    db = RefDB(args.refs)
+    bar = None
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc="scan", smoothing=0.1)
+        except ImportError:
+            bar = None
+
+    def byte_cb(done, total):
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    def file_cb(done, total, path):
+        if bar is not None:
+            bar.set_postfix_str(f"{done}/{total} files")
+    try:
+        res = scan.scan_folder(args.dir, db=db, use_cache=not args.no_cache, progress=file_cb, byte_progress=byte_cb,
+                               write_tags=args.write_tags, dry_run=args.dry_run)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.report:
+        from .paths import atomic_write
+        atomic_write(args.report, report_html.render(res, db).encode("utf-8"))
+    bad = any(r.get("error") for r in res["reports"]) or bool(res["errors"])
+    for e in res["errors"]:
+        print(f"fpcore: {e['error']}", file=sys.stderr)
+    for r in res["reports"]:
+        if r.get("error"):
+            print(f"fpcore: {r['error']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(scan.public(res), indent=2, default=str))
+        return 3 if bad else 0
+    for r in res["reports"]:
+        if r.get("error"):
+            continue
+        v, a, f = r["verdict"], r["architecture"], r.get("folder") or {}
+        peer = f" | folder: {f['relation']} {os.path.relpath(f['peer'], args.dir)}" if f.get("peer") else ""
+        print(f"{os.path.relpath(r['path'], args.dir)}: {a['family']} | {v['relation']}"
+              + (f" {v['base']}" if v.get("base") else "") + peer)
+    for g in res["groups"]:
+        print(f"{g['relation']} group ({g['reclaimable_bytes'] / 1e6:.1f} MB reclaimable): "
+              + ", ".join(os.path.relpath(p, args.dir) for p in g["paths"]))
+    for t in res["tags"]:
+        if t.get("error"):
+            print(f"tags: {t['error']}", file=sys.stderr)
+        elif t["changes"]:
+            verb = "would set" if args.dry_run else "set"
+            print(f"{t['path']}: {verb} " + ", ".join(f"{k}={v[1]!r}" for k, v in t["changes"].items()))
+    if args.report:
+        print(f"report: {args.report}")
+    return 3 if bad else 0

@@ -67,6 +67,7 @@ class Fingerprint:
     _vals: np.ndarray | None = field(default=None, repr=False)
     _offs: np.ndarray | None = field(default=None, repr=False)
     _index: dict | None = field(default=None, repr=False)
+    _views: dict | None = field(default=None, repr=False)
 
     # -- access -----------------------------------------------------------------
     @property
@@ -91,6 +92,20 @@ class Fingerprint:
         if self._vals is None:
             self._decode_all()
         return self._vals[self._offs[i]:self._offs[i + 1]]
+
+    def view(self, comp: str, min_ndim: int = 0) -> "ComponentView":
+        """The sampled float tensors of one component as flat arrays (cached)."""
+        if self._views is None:
+            self._views = {}
+        key = (comp, min_ndim)
+        if key not in self._views:
+            if self._vals is None:
+                self._decode_all()
+            idx = [i for i, k in enumerate(self.keys)
+                   if self.counts[i] > 0 and k.startswith(comp + ":") and len(self.shapes[i]) >= min_ndim
+                   and dtypes.DTYPES[self.dtypes[i]].is_float]
+            self._views[key] = ComponentView(self, idx)
+        return self._views[key]
 
     def shape_map(self) -> dict[str, tuple[int, ...]]:
         return dict(zip(self.keys, self.shapes))
@@ -131,6 +146,49 @@ class Fingerprint:
                 int(n) * dtypes.DTYPES[d].itemsize for n, d in zip(fp.counts, fp.dtypes)):
             raise BadFileError("damaged fingerprint (inconsistent sizes)", source)
         return fp
+
+
+class ComponentView:
+    """Flat arrays over a subset of a fingerprint's tensors (all in key order)."""
+
+    def __init__(self, fp: Fingerprint, idx: list[int]):
+        self.keys = [fp.keys[i] for i in idx]
+        self.key_index = {k: j for j, k in enumerate(self.keys)}
+        self.shapes = [fp.shapes[i] for i in idx]
+        self.dtypes = [fp.dtypes[i] for i in idx]
+        self.counts = np.array([int(fp.counts[i]) for i in idx], np.int64)
+        self.h_raw = np.array([fp.h_raw[i] for i in idx], np.uint64)
+        self.offs = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+        src = [np.arange(fp._offs[i], fp._offs[i + 1]) for i in idx]
+        gather = np.concatenate(src) if src else np.zeros(0, np.int64)
+        self.vals = fp._vals[gather]
+        self.tid = np.repeat(np.arange(len(idx)), self.counts)
+        self._rvar = None
+        self._elem_dtype = None
+
+    @property
+    def rvar(self) -> np.ndarray:
+        """Per-element variance of the rounding to this file's dtype."""
+        if self._rvar is None:
+            out = np.zeros(len(self.vals), np.float64)
+            for dt in set(self.dtypes):
+                m = self.elem_dtype_is(dt)
+                out[m] = dtypes.rounding_var(self.vals[m], dt)
+            self._rvar = out
+        return self._rvar
+
+    def elem_dtype_is(self, dt: str) -> np.ndarray:
+        tmask = np.array([d == dt for d in self.dtypes], bool)
+        return tmask[self.tid] if len(self.tid) else np.zeros(0, bool)
+
+    def elements(self, tensor_idx: np.ndarray) -> np.ndarray:
+        """Flat element indices of the given tensors, in order."""
+        if len(tensor_idx) == 0:
+            return np.zeros(0, np.int64)
+        cnt = self.counts[tensor_idx]
+        starts = self.offs[tensor_idx]
+        rel = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        return np.repeat(starts, cnt) + rel
 
 
 def canonical_tensors(tensors: dict, path: str | None = None) -> dict[str, object]:

@@ -5,7 +5,7 @@ import logging
 import os
 import time
 
-from . import arch, known, layout, match, provenance
+from . import arch, known, layout, provenance
 from .errors import FpError
 from .fingerprint import Fingerprint, canonical_tensors, fingerprint_source
 from .hashing import hash_file
@@ -89,6 +89,8 @@ def _same_layout(fp: Fingerprint, ref: Fingerprint, comp: str) -> bool:
 
 def identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str | None = None) -> dict:
     """Verdict, components and candidates for a fingerprint against ``db`` (a RefDB)."""
+    from . import match  # numerical part, loaded only when there is something to match
+
     comps = a.components
     main = _denoiser(comps)
     refs = list(db.refs.values())

@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import nnls
 
 from . import dtypes, layout
 from .fingerprint import Fingerprint
@@ -99,55 +98,61 @@ def _comp_indices(fp: Fingerprint, comp: str, min_ndim: int = 0) -> list[int]:
             and dtypes.DTYPES[fp.dtypes[i]].is_float]
 
 
-def align(fp: Fingerprint, refs: list[Fingerprint], comp: str, min_ndim: int = 2) -> Aligned | None:
-    """Stack the samples of the tensors the file and every reference share."""
-    idx = _comp_indices(fp, comp, min_ndim)
-    keys, fi, ri = [], [], []
-    for i in idx:
-        k = fp.keys[i]
+def _common(vf, vrs) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Tensor indices (in the file's view, and in each reference's) shared by all."""
+    if all(vr.keys == vf.keys and vr.shapes == vf.shapes and np.array_equal(vr.counts, vf.counts) for vr in vrs):
+        t = np.arange(len(vf.keys))
+        return t, [t] * len(vrs)
+    keep, per = [], [[] for _ in vrs]
+    for t, k in enumerate(vf.keys):
         js = []
-        for r in refs:
-            j = r.index.get(k)
-            if j is None or r.shapes[j] != fp.shapes[i] or r.counts[j] != fp.counts[i]:
+        for vr in vrs:
+            j = vr.key_index.get(k)
+            if j is None or vr.shapes[j] != vf.shapes[t] or vr.counts[j] != vf.counts[t]:
                 break
             js.append(j)
         else:
-            keys.append(k)
-            fi.append(i)
-            ri.append(js)
-    if not keys:
+            keep.append(t)
+            for lst, j in zip(per, js):
+                lst.append(j)
+    return np.array(keep, np.int64), [np.array(p, np.int64) for p in per]
+
+
+def align(fp: Fingerprint, refs: list[Fingerprint], comp: str, min_ndim: int = 2) -> Aligned | None:
+    """Stack the samples of the tensors the file and every reference share."""
+    vf = fp.view(comp, min_ndim)
+    vrs = [r.view(comp, min_ndim) for r in refs]
+    tf, trs = _common(vf, vrs)
+    if len(tf) == 0:
         return None
-    xs, rs, nx, nr, tid = [], [], [], [], []
-    for t, (i, js) in enumerate(zip(fi, ri)):
-        v = fp.values(i).astype(np.float64)
-        cols = [r.values(j).astype(np.float64) for r, j in zip(refs, js)]
-        stack = np.stack([v] + cols)
-        ok = np.all(np.isfinite(stack), axis=0)
-        if not ok.all():
-            stack = stack[:, ok]
-        if stack.shape[1] == 0:
-            continue
-        s = math.sqrt(float(np.mean(stack * stack))) or 1.0
-        stack = stack / s
-        xs.append(stack[0])
-        rs.append(stack[1:].T)
-        nx.append(dtypes.rounding_var(stack[0] * s, fp.dtypes[i]) / (s * s))
-        nr.append(np.stack([dtypes.rounding_var(stack[1 + c] * s, r.dtypes[j]) / (s * s)
-                            for c, (r, j) in enumerate(zip(refs, js))], axis=1) if refs else np.zeros((stack.shape[1], 0)))
-        tid.append(np.full(stack.shape[1], t, np.int32))
-    if not xs:
+    ef = vf.elements(tf)
+    ers = [vr.elements(t) for vr, t in zip(vrs, trs)]
+    x = vf.vals[ef].astype(np.float64)
+    R = np.stack([vr.vals[e] for vr, e in zip(vrs, ers)], axis=1).astype(np.float64) if refs else np.zeros((len(x), 0))
+    nx = vf.rvar[ef]
+    nR = np.stack([vr.rvar[e] for vr, e in zip(vrs, ers)], axis=1) if refs else np.zeros((len(x), 0))
+    tid = np.repeat(np.arange(len(tf)), vf.counts[tf])
+    ok = np.isfinite(x) & np.all(np.isfinite(R), axis=1)
+    if not ok.all():
+        x, R, nx, nR, tid = x[ok], R[ok], nx[ok], nR[ok], tid[ok]
+    if len(x) == 0:
         return None
-    x = np.concatenate(xs)
-    R = np.concatenate(rs) if refs else np.zeros((len(x), 0))
-    tensor_of = np.concatenate(tid)
-    # centre per tensor for cosines
-    counts = np.bincount(tensor_of)
+    nt = len(tf)
+    cnt = np.bincount(tid, minlength=nt).astype(np.float64)
+    ss = np.bincount(tid, weights=x * x, minlength=nt) + sum(
+        np.bincount(tid, weights=R[:, c] * R[:, c], minlength=nt) for c in range(R.shape[1]))
+    s = np.sqrt(ss / np.maximum(cnt * (1 + R.shape[1]), 1))
+    s[s == 0] = 1.0
+    se = s[tid]
+    x, R = x / se, R / se[:, None]
+    nx, nR = nx / (se * se), nR / (se * se)[:, None]
+
     def centred(v):
-        m = np.bincount(tensor_of, weights=v) / np.maximum(counts, 1)
-        return v - m[tensor_of]
+        m = np.bincount(tid, weights=v, minlength=nt) / np.maximum(cnt, 1)
+        return v - m[tid]
     xc = centred(x)
     Rc = np.stack([centred(R[:, c]) for c in range(R.shape[1])], axis=1) if R.shape[1] else R
-    return Aligned(keys, tensor_of, x, R, np.concatenate(nx), np.concatenate(nr) if refs else R, xc, Rc)
+    return Aligned([vf.keys[t] for t in tf], tid, x, R, nx, nR, xc, Rc)
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -157,35 +162,42 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 def mismatch_fraction(fp: Fingerprint, ref: Fingerprint, comp: str) -> tuple[float | None, float]:
     """(fraction of shared sampled elements that differ beyond precision rounding, coverage)."""
-    idx = _comp_indices(fp, comp)
-    total = sum(int(fp.counts[i]) for i in idx)
+    vf, vr = fp.view(comp, 0), ref.view(comp, 0)
+    total = int(vf.counts.sum())
     if total == 0:
         return None, 0.0
-    differ = compared = 0
-    for i in idx:
-        j = ref.index.get(fp.keys[i])
-        if j is None or ref.shapes[j] != fp.shapes[i] or ref.counts[j] != fp.counts[i]:
-            continue
-        if fp.dtypes[i] == ref.dtypes[j] and fp.h_raw[i] == ref.h_raw[j]:
-            compared += int(fp.counts[i])
-            continue
-        a, b = fp.values(i), ref.values(j)
-        same = dtypes.same_after_rounding(a, fp.dtypes[i], b, ref.dtypes[j])
-        differ += int(a.size - np.count_nonzero(same))
-        compared += int(a.size)
-    if compared == 0:
+    tf, (tr,) = _common(vf, [vr])
+    if len(tf) == 0:
         return None, 0.0
+    compared = int(vf.counts[tf].sum())
+    df = np.array(vf.dtypes, object)[tf]
+    dr = np.array(vr.dtypes, object)[tr]
+    exact = (df == dr) & (vf.h_raw[tf] == vr.h_raw[tr])
+    differ = 0
+    todo = ~exact
+    if todo.any():
+        pairs = {(a, b) for a, b in zip(df[todo], dr[todo])}
+        for da, db in pairs:
+            sel = todo & (df == da) & (dr == db)
+            ea, eb = vf.elements(tf[sel]), vr.elements(tr[sel])
+            a, b = vf.vals[ea], vr.vals[eb]
+            same = dtypes.same_after_rounding(a, da, b, db)
+            differ += int(a.size - np.count_nonzero(same))
     return differ / compared, compared / total
 
 
 # -- fits --------------------------------------------------------------------------------
 def affine_nnls(R: np.ndarray, x: np.ndarray) -> np.ndarray:
     """min |x - R w| with w >= 0 and sum(w) = 1 (the sum enforced by a heavy extra row)."""
+    from scipy.optimize import nnls  # imported here: scipy costs 0.3 s of start-up on a cache hit
+
     n, k = R.shape
     lam = 1e3 * math.sqrt(max(n, 1))
-    A = np.vstack([R, np.full((1, k), lam)])
-    b = np.concatenate([x, [lam]])
-    w, _ = nnls(A, b, maxiter=50 * k + 100)
+    M = np.vstack([np.column_stack([R, x]), np.append(np.full(k, lam), lam)])
+    # |A w - b| equals |T[:, :k] w - T[:, k]| up to a constant, T from the QR of [A | b]:
+    # the same NNLS on a (k+1) x k system instead of n x k
+    T = np.linalg.qr(M, mode="r")
+    w, _ = nnls(T[:, :k], T[:, k], maxiter=50 * k + 100)
     s = w.sum()
     return w / s if s > 0 else w
 
@@ -271,8 +283,8 @@ def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool
             blocks = _block_fits(al, names, list(range(len(names))))
             eb = sum(e * n for e, n, _ in blocks.values()) / max(1, sum(n for _, n, _ in blocks.values())) if blocks else em
             block_used = {c for _, _, wb in blocks.values() for c in range(len(names)) if wb[c] >= MERGE_MIN_WEIGHT}
-            is_global = len(used) >= 2 and em <= MERGE_MAX_RATIO * e1
-            is_block = (len(block_used) >= 2 and blocks and eb <= MERGE_MAX_RATIO * e1
+            is_global = len(used) >= 2 and em <= MERGE_MAX_RATIO * e1 and e1 > 0
+            is_block = (len(block_used) >= 2 and blocks and e1 > 0 and eb <= MERGE_MAX_RATIO * e1
                         and eb <= BLOCK_GAIN * em and len(blocks) >= 2)
             if is_global or is_block:
                 if is_block:
@@ -287,7 +299,7 @@ def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool
                 out.merge = [(n, round(v / tot, 3)) for n, v in recipe]
                 out.relation, out.ref = "merge", out.merge[0][0]
                 out.confidence = round(float(min(0.99, 1.0 - em / e1)) if e1 > 0 else 0.9, 3)
-                out.reason = (f"a {'block-weighted ' if is_block else ''}merge leaves {em / e1 * 100:.1f}% of the "
+                out.reason = (f"a {'block-weighted ' if is_block else ''}merge leaves {em / max(e1, 1e-30) * 100:.1f}% of the "
                               f"difference the best single reference ({names[int(np.argmin(singles))]}) leaves")
                 return out
     # 4. derivative: descend the reference tree

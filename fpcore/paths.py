@@ -28,15 +28,25 @@ def cache_dir() -> Path:
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write via a temp file in the same directory, fsync, then os.replace."""
+    """Write via a temp file in the same directory, fsync, then os.replace.
+
+    The new file keeps the permissions of the one it replaces (else 0644 less umask)."""
+    import stat
     import tempfile
     path = Path(path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o644 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -1,0 +1,119 @@
+"""Self-contained HTML report of a scan: models, duplicate groups, family tree (SVG).
+
+The family tree is a hierarchical clustering (scipy, average linkage) of the files'
+denoiser fingerprints together with the registered references of the same
+architecture; references are marked. Nothing is loaded from the network.
+"""
+from __future__ import annotations
+
+import html
+import os
+
+import numpy as np
+
+from . import scan as _scan
+from .refs import RefDB
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n} B"
+
+
+def _tree_svg(labels: list[str], is_ref: list[bool], X: np.ndarray) -> str:
+    from scipy.cluster.hierarchy import dendrogram, linkage
+    from scipy.spatial.distance import pdist
+    n = len(labels)
+    if n < 2:
+        return ""
+    Z = linkage(pdist(X, "euclidean") / np.sqrt(X.shape[1]), "average")
+    d = dendrogram(Z, no_plot=True, labels=list(range(n)), orientation="left")
+    row_h, left, width = 22, 10, 360
+    height = n * row_h + 20
+    maxd = max(max(dc) for dc in d["dcoord"]) or 1.0
+    sx = lambda v: left + width - (v / maxd) * width  # noqa: E731  distance 0 at the right edge
+    sy = lambda v: 10 + (v / 10.0) * row_h - row_h / 2  # noqa: E731  dendrogram leaves at 5, 15, 25 ...
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 420}" height="{height}" '
+             f'font-family="sans-serif" font-size="12">']
+    for ic, dc in zip(d["icoord"], d["dcoord"]):
+        pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for y, x in zip(ic, dc))
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="#555"/>')
+    for pos, leaf in enumerate(d["leaves"]):
+        y = sy(5 + 10 * pos)
+        color = "#b5179e" if is_ref[leaf] else "#222"
+        mark = "★ " if is_ref[leaf] else ""
+        parts.append(f'<text x="{left + width + 6}" y="{y + 4:.1f}" fill="{color}">{html.escape(mark + labels[leaf])}</text>')
+    parts.append(f'<text x="{left}" y="{height - 2}" fill="#888">0 (right) … {maxd:.2f} relative distance (left)</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def family_trees(result: dict, db: RefDB | None) -> list[tuple[str, str]]:
+    """(family, svg) per architecture with at least two models (files + references)."""
+    reports = {r["path"]: r for r in result["reports"]}
+    fps = dict(result.get("_fingerprints") or {})
+    out = []
+    for (family, comp), paths in _scan.family_groups(reports, fps).items():
+        # one leaf per distinct file content
+        seen, leaves = set(), []
+        for p in paths:
+            key = reports[p].get("sha256") or p
+            if key not in seen:
+                seen.add(key)
+                leaves.append(p)
+        labels = [os.path.relpath(p, result["root"]) for p in leaves]
+        is_ref = [False] * len(leaves)
+        ref_names = []
+        if db is not None:
+            for r in db.refs.values():
+                if r.family == family and r.sha256 not in seen:
+                    fps[f"ref:{r.name}"] = r.fp
+                    ref_names.append(r.name)
+        all_keys = leaves + [f"ref:{n}" for n in ref_names]
+        X = _scan._quick_vectors(all_keys, fps, comp)
+        if X is None or len(all_keys) < 2:
+            continue
+        out.append((family, _tree_svg(labels + ref_names, is_ref + [True] * len(ref_names), X)))
+    return out
+
+
+CSS = """body{font-family:sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left} th{background:#f3f3f3}
+.err{color:#b00} .muted{color:#777} h2{margin-top:1.6em}"""
+
+
+def render(result: dict, db: RefDB | None = None) -> str:
+    rows = []
+    for r in result["reports"]:
+        rel = os.path.relpath(r["path"], result["root"])
+        if r.get("error"):
+            rows.append(f"<tr><td>{html.escape(rel)}</td><td colspan=5 class=err>{html.escape(r['error'])}</td></tr>")
+            continue
+        a, v = r["architecture"], r["verdict"]
+        folder = r.get("folder") or {}
+        peer = folder.get("peer")
+        peer_txt = f"{folder.get('relation')} {os.path.relpath(peer, result['root'])}" if peer else ""
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in (
+            rel, a.get("family"), v.get("base") or "—", v.get("relation"), f"{v.get('confidence', 0):.2f}", peer_txt)) + "</tr>")
+    groups = []
+    for g in result["groups"]:
+        paths = "<br>".join(html.escape(os.path.relpath(p, result["root"])) for p in g["paths"])
+        groups.append(f"<tr><td>{g['relation']}</td><td>{paths}</td><td>{_fmt_bytes(g['reclaimable_bytes'])}</td></tr>")
+    total = sum(g["reclaimable_bytes"] for g in result["groups"])
+    trees = "".join(f"<h3>{html.escape(f)}</h3>{svg}" for f, svg in family_trees(result, db)) or \
+        "<p class=muted>Not enough models of one architecture for a tree.</p>"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Model Fingerprint scan</title>
+<style>{CSS}</style></head><body>
+<h1>Model Fingerprint — {html.escape(result['root'])}</h1>
+<p>{len(result['reports'])} model files; {sum(1 for r in result['reports'] if r.get('error'))} could not be read.</p>
+<h2>Models</h2><table><tr><th>file</th><th>architecture</th><th>base</th><th>relation</th><th>confidence</th>
+<th>in this folder</th></tr>{''.join(rows)}</table>
+<h2>Duplicates and same weights</h2>
+<p>{_fmt_bytes(total)} could be reclaimed by keeping one file per group.</p>
+<table><tr><th>relation</th><th>files</th><th>reclaimable</th></tr>{''.join(groups) or '<tr><td colspan=3 class=muted>none</td></tr>'}</table>
+<h2>Family tree</h2><p class=muted>★ registered reference. Clustering of weight fingerprints (average linkage).</p>
+{trees}
+</body></html>"""
