@@ -233,13 +233,28 @@ class SafetensorsFile:
 
 
 def open_model(path: str | os.PathLike):
-    """Open a model file of any supported format (more formats arrive with the formats issue)."""
+    """Open a model of any supported format: safetensors, torch checkpoint (.ckpt/.pt/.pth/.bin,
+    read without running pickle code), GGUF, or a diffusers folder (the folder itself or its
+    model_index.json). Files are recognised by their first bytes, then by extension."""
     p = os.fspath(path)
+    if os.path.basename(p) == "model_index.json" or (os.path.isdir(p) and any(
+            os.path.exists(os.path.join(p, n)) for n in ("model_index.json", "unet", "transformer", "vae"))):
+        from .formats.diffusers import DiffusersFolder
+        return DiffusersFolder(p)
     check_regular_file(p)
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise BadFileError(f"cannot open: {e.strerror or e}", p) from None
     ext = os.path.splitext(p)[1].lower()
-    if ext in (".safetensors", ".sft"):
-        return SafetensorsFile(p)
-    if ext in (".ckpt", ".pt", ".pth", ".bin", ".gguf"):
-        raise UnsupportedError(f"{ext} files are not supported yet; convert to .safetensors", p)
-    # unknown extension: try safetensors, it is self-describing
+    if magic == b"GGUF":
+        from .formats.gguf import GGUFFile
+        return GGUFFile(p)
+    if magic == b"PK\x03\x04" or (ext in (".ckpt", ".pt", ".pth", ".bin") and magic[:1] == b"\x80"):
+        from .formats.ckpt import CkptFile
+        return CkptFile(p)
+    if ext == ".gguf":
+        raise HeaderError("no GGUF magic number: not a GGUF file (truncated or renamed?)", p)
+    # safetensors is self-describing; its reader says precisely what is wrong
     return SafetensorsFile(p)
