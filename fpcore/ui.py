@@ -1,0 +1,344 @@
+"""The "Identify base model" UI, one builder for A1111 (gradio 3.41), Forge (gradio 4.40) and
+``python -m fpcore ui``.
+
+This module never imports gradio: :func:`build_ui` receives it as an argument, and uses only
+what both gradio versions share (Blocks, Tab, Row, Button, Dropdown, Textbox, Dataframe,
+JSON, Markdown, Accordion, ``gr.update``, ``.click``, ``gr.Progress``). What differs between
+hosts is behind a *host* object:
+
+- ``current_checkpoint() -> (path, sha256 or None) or None``: the checkpoint the UI has
+  loaded (or selected); ``None`` when the host has no such notion (standalone);
+- ``list_checkpoints(models_dir=None) -> [name]`` and ``resolve(name, models_dir=None) -> path``;
+- ``models_dir() -> str``: the default folder to list and scan;
+- optionally ``refs_dir()`` / ``cache_dir()``: user settings (``None``: FPCORE_REFS / FPCORE_CACHE).
+
+The handlers (``identify_current``, ``identify_named``, ``scan``, ``add_reference``…) are plain
+functions returning plain data, so they are tested without gradio.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+
+from . import api
+from .identify import family_name
+
+log = logging.getLogger(__name__)
+
+TAB_TITLE = "Identify base model"
+TAB_ID = "model_fingerprint"
+TABLE_HEADERS = ["path", "architecture", "base", "relation", "confidence"]
+MODEL_EXTS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+
+
+class StandaloneHost:
+    """Host for ``python -m fpcore ui``: no loaded model; checkpoints are files under a folder."""
+
+    has_current = False
+
+    def __init__(self, models_dir: str | os.PathLike | None = None, refs_dir=None, cache_dir=None):
+        self._models_dir = os.fspath(models_dir) if models_dir else os.getcwd()
+        self._refs_dir, self._cache_dir = refs_dir, cache_dir
+
+    def current_checkpoint(self):
+        return None
+
+    def models_dir(self) -> str:
+        return self._models_dir
+
+    def list_checkpoints(self, models_dir: str | None = None) -> list[str]:
+        root = models_dir or self._models_dir
+        out: list[str] = []
+        if not root or not os.path.isdir(root):
+            return out
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for f in sorted(filenames):
+                if f.lower().endswith(MODEL_EXTS):
+                    out.append(os.path.relpath(os.path.join(dirpath, f), root))
+        return out
+
+    def resolve(self, name: str, models_dir: str | None = None) -> str:
+        if os.path.isabs(name):
+            return name
+        return os.path.join(models_dir or self._models_dir, name)
+
+    def refs_dir(self):
+        return self._refs_dir
+
+    def cache_dir(self):
+        return self._cache_dir
+
+
+def _setting(host, name: str):
+    f = getattr(host, name, None)
+    v = f() if callable(f) else None
+    return v or None
+
+
+# ---------------------------------------------------------------- handlers (no gradio)
+
+def format_report(rep: dict) -> str:
+    """Markdown summary of one identify report."""
+    if rep.get("error"):
+        return f"**Error** — `{rep.get('path')}`: {rep['error']}"
+    a, v = rep.get("architecture") or {}, rep.get("verdict") or {}
+    fam = family_name(a.get("family") or "unknown") + (f" ({a['variant']})" if a.get("variant") else "")
+    lines = [f"**{os.path.basename(rep.get('path') or '')}** — {api.summary_line(rep)}", "",
+             f"- architecture: {fam}, {a.get('dtype') or '?'}; components: {', '.join(a.get('components') or [])}",
+             f"- relation: **{v.get('relation')}**" + (f", base **{v['base']}**" if v.get("base") else "")
+             + f" (confidence {float(v.get('confidence') or 0):.2f})"]
+    if v.get("lineage"):
+        lines.append("- lineage: " + " → ".join(v["lineage"]))
+    for m in rep.get("merge") or []:
+        lines.append(f"- merge: {m['ref']} {float(m['weight']):.2f}")
+    if rep.get("sha256"):
+        lines.append(f"- sha256: `{rep['sha256']}` (AutoV2 `{(rep.get('autov2') or '').upper()}`)")
+    return "\n".join(lines)
+
+
+def identify_path(host, path: str, sha256: str | None = None, progress=None) -> dict:
+    """Identify one file with the host's settings. ``progress(done_bytes, total_bytes)``."""
+    return api.identify_file(path, sha256=sha256, progress=progress, refs_dir=_setting(host, "refs_dir"),
+                             cache_dir=_setting(host, "cache_dir"))
+
+
+def identify_current(host, progress=None) -> dict:
+    cur = host.current_checkpoint()
+    if not cur or not cur[0]:
+        return {"path": None, "error": "no checkpoint is loaded or selected in the UI", "verdict": None}
+    path, sha = cur
+    return identify_path(host, path, sha256=sha, progress=progress)
+
+
+def identify_named(host, name: str | None, models_dir: str | None = None, progress=None) -> dict:
+    if not name:
+        return {"path": None, "error": "choose a checkpoint first", "verdict": None}
+    path = host.resolve(name, models_dir) if models_dir else host.resolve(name)
+    if not path:
+        return {"path": None, "error": f"checkpoint {name!r} not found", "verdict": None}
+    return identify_path(host, path, progress=progress)
+
+
+def table_rows(result: dict, root: str | None = None) -> list[list]:
+    """The results table of a scan: path (relative to root), architecture, base, relation, confidence."""
+    rows = []
+    for r in result.get("reports") or []:
+        p = r.get("path") or ""
+        rel = os.path.relpath(p, root) if root and p.startswith(os.fspath(root)) else p
+        if r.get("error"):
+            rows.append([rel, "error", "", r["error"], ""])
+            continue
+        a, v = r.get("architecture") or {}, r.get("verdict") or {}
+        rows.append([rel, family_name(a.get("family") or "unknown"), v.get("base") or "",
+                     v.get("relation") or "", f"{float(v.get('confidence') or 0):.2f}"])
+    return rows
+
+
+def scan_summary(result: dict, write_tags: bool) -> str:
+    reps = result.get("reports") or []
+    bad = sum(1 for r in reps if r.get("error")) + len(result.get("errors") or [])
+    lines = [f"Scanned **{len(reps)}** model files" + (f", {bad} with errors" if bad else "") + "."]
+    for g in result.get("groups") or []:
+        lines.append(f"- {g['relation']}: " + ", ".join(os.path.basename(p) for p in g["paths"])
+                     + f" ({g.get('reclaimable_bytes', 0) / 1e6:.1f} MB reclaimable)")
+    if write_tags:
+        tags = result.get("tags") or []
+        written = sum(1 for t in tags if t.get("written") or (t.get("changes") and not t.get("error")))
+        errs = [t for t in tags if t.get("error")]
+        lines.append(f"- tags: {written} sidecar(s) written" + (f", {len(errs)} failed" if errs else ""))
+        for t in errs:
+            lines.append(f"  - {t.get('path')}: {t['error']}")
+    return "\n".join(lines)
+
+
+def scan(host, folder: str, write_tags: bool = False, progress=None) -> dict:
+    """``fpcore.scan.scan_folder`` with the host's settings; ``progress(done, total, path)``."""
+    from . import scan as _scan
+    kw = {}
+    if _setting(host, "cache_dir"):
+        kw["cache_dir"] = _setting(host, "cache_dir")
+    return _scan.scan_folder(folder, refs_dir=_setting(host, "refs_dir"), progress=progress,
+                             write_tags=write_tags, **kw)
+
+
+def add_reference(host, path: str, name: str, parent: str | None = None, note: str | None = None) -> str:
+    from .errors import FpError
+    if not path:
+        return "Identify a model first (or type its path)."
+    if not (name or "").strip():
+        return "Give the reference a name."
+    try:
+        info = api.add_reference(path, name.strip(), parent=parent or None, note=note or None,
+                                 refs_dir=_setting(host, "refs_dir"))
+    except FpError as e:
+        return f"**Error**: {e}"
+    return f"Added reference **{info.get('name', name)}**" + (f" (parent {parent})" if parent else "") + "."
+
+
+def reference_names(host) -> list[str]:
+    try:
+        return sorted(r["name"] for r in api.list_references(_setting(host, "refs_dir")))
+    except Exception as e:  # a broken reference dir must not break the tab
+        log.warning("cannot list references: %s", e)
+        return []
+
+
+def run_with_progress(fn, on_progress, poll: float = 0.1):
+    """Run ``fn(report)`` in a worker thread; ``report(*args)`` may be called from any thread, and
+    ``on_progress(*args)`` is called with the latest values on *this* thread (gradio's progress
+    tracker belongs to the request's thread). Returns fn's result or raises its exception."""
+    q: queue.Queue = queue.Queue()
+    box: dict = {}
+
+    def work():
+        try:
+            box["result"] = fn(lambda *a: q.put(a))
+        except BaseException as e:  # re-raised below on the caller's thread
+            box["error"] = e
+    t = threading.Thread(target=work, name="fpcore-ui-job", daemon=True)
+    t.start()
+    while True:
+        t.join(poll)
+        latest = None
+        try:
+            while True:
+                latest = q.get_nowait()
+        except queue.Empty:
+            pass
+        if latest is not None and on_progress is not None:
+            try:
+                on_progress(*latest)
+            except Exception:  # a UI glitch must not lose the result
+                log.debug("progress update failed", exc_info=True)
+        if not t.is_alive():
+            break
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+# ---------------------------------------------------------------- the gradio part
+
+def _byte_progress(progress, label: str):
+    def cb(done, total):
+        progress(done / total if total else 0.0, desc=f"{label}: {done / 1e6:.0f} / {total / 1e6:.0f} MB")
+    return cb
+
+
+def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title: str = "Model Fingerprint"):
+    """Build the tab as a ``gr.Blocks`` (A1111/Forge: return ``[(blocks, TAB_TITLE, TAB_ID)]`` from
+    on_ui_tabs; standalone: ``.queue().launch()`` it). ``gr`` is the gradio module."""
+    host = host or StandaloneHost(refs_dir=refs_dir, cache_dir=cache_dir)
+    standalone = not getattr(host, "has_current", True)
+    kw = {"analytics_enabled": False, "title": title}
+    if theme is not None:
+        kw["theme"] = theme
+    with gr.Blocks(**kw) as blocks:
+        gr.Markdown("Identify a Stable Diffusion checkpoint from its weights: architecture, the registered base "
+                    "model, and whether it is identical, the same weights, a fine-tune or a merge.")
+        with gr.Tab("Identify", elem_id="mfp_tab_identify"):
+            with gr.Row():
+                btn_current = gr.Button("Identify the loaded checkpoint", variant="primary",
+                                        visible=not standalone, elem_id="mfp_identify_current")
+            with gr.Row():
+                models_dir = gr.Textbox(label="Models folder", value=host.models_dir(), visible=standalone,
+                                        elem_id="mfp_models_dir")
+            with gr.Row():
+                ckpt = gr.Dropdown(label="Checkpoint", choices=host.list_checkpoints(), interactive=True,
+                                   elem_id="mfp_checkpoint")
+                btn_refresh = gr.Button("Refresh list", elem_id="mfp_refresh")
+                btn_identify = gr.Button("Identify", variant="primary", elem_id="mfp_identify")
+            summary = gr.Markdown(elem_id="mfp_summary")
+            with gr.Row():
+                ref_path = gr.Textbox(label="Model file (for 'add as reference')", elem_id="mfp_ref_path")
+                ref_name = gr.Textbox(label="Reference name", elem_id="mfp_ref_name")
+                ref_parent = gr.Dropdown(label="Parent reference (optional)", choices=[""] + reference_names(host),
+                                         value="", interactive=True, elem_id="mfp_ref_parent")
+                btn_add = gr.Button("Add as reference", elem_id="mfp_add_ref")
+            add_status = gr.Markdown(elem_id="mfp_add_status")
+            with gr.Accordion("Full report (JSON)", open=False):
+                report = gr.JSON(label="Report", elem_id="mfp_report")
+
+        with gr.Tab("Scan a folder", elem_id="mfp_tab_scan"):
+            with gr.Row():
+                folder = gr.Textbox(label="Folder", value=host.models_dir(), elem_id="mfp_folder")
+            with gr.Row():
+                btn_scan = gr.Button("Scan", variant="primary", elem_id="mfp_scan")
+                btn_tags = gr.Button("Scan and write tags", elem_id="mfp_scan_tags")
+            scan_status = gr.Markdown(elem_id="mfp_scan_status")
+            table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str"] * len(TABLE_HEADERS),
+                                 interactive=False, elem_id="mfp_table")
+
+        # -- handlers: gradio needs gr.Progress() as a default argument value
+        def _identify_out(rep):
+            return format_report(rep), rep, rep.get("path") or ""
+
+        def do_current(progress=gr.Progress()):
+            rep = run_with_progress(lambda cb: identify_current(host, progress=cb),
+                                    _byte_progress(progress, "hashing"))
+            return _identify_out(rep)
+
+        def do_named(name, mdir, progress=gr.Progress()):
+            rep = run_with_progress(lambda cb: identify_named(host, name, mdir if standalone else None, progress=cb),
+                                    _byte_progress(progress, "hashing"))
+            return _identify_out(rep)
+
+        def do_refresh(mdir):
+            return gr.update(choices=host.list_checkpoints(mdir) if standalone else host.list_checkpoints())
+
+        def do_add(path, name, parent):
+            msg = add_reference(host, path, name, parent)
+            return msg, gr.update(choices=[""] + reference_names(host))
+
+        def _scan(folder_, write_tags, progress):
+            if not folder_ or not os.path.isdir(folder_):
+                return f"**Error**: not a folder: `{folder_}`", [["", "", "", "", ""]]
+            t0 = time.monotonic()
+            progress(0.0, desc="finding models")
+
+            def on_prog(done, total, path):
+                progress((done, total), desc=f"identified {os.path.basename(path)}", unit="files")
+            try:
+                res = run_with_progress(lambda cb: scan(host, folder_, write_tags=write_tags, progress=cb), on_prog)
+            except Exception as e:  # an unexpected engine failure: show it, keep the UI alive
+                log.exception("scan failed")
+                return f"**Error**: {type(e).__name__}: {e}", [["", "", "", "", ""]]
+            rows = table_rows(res, folder_) or [["(no model files found)", "", "", "", ""]]
+            return scan_summary(res, write_tags) + f"\n\n({time.monotonic() - t0:.1f} s)", rows
+
+        def do_scan(folder_, progress=gr.Progress()):
+            return _scan(folder_, False, progress)
+
+        def do_scan_tags(folder_, progress=gr.Progress()):
+            return _scan(folder_, True, progress)
+
+        btn_current.click(do_current, inputs=[], outputs=[summary, report, ref_path])
+        btn_identify.click(do_named, inputs=[ckpt, models_dir], outputs=[summary, report, ref_path])
+        btn_refresh.click(do_refresh, inputs=[models_dir], outputs=[ckpt])
+        btn_add.click(do_add, inputs=[ref_path, ref_name, ref_parent], outputs=[add_status, ref_parent])
+        btn_scan.click(do_scan, inputs=[folder], outputs=[scan_status, table])
+        btn_tags.click(do_scan_tags, inputs=[folder], outputs=[scan_status, table])
+    return blocks
+
+
+def local_theme(gr):
+    """The default theme with system fonts: no request to a font CDN (offline machines, CI)."""
+    try:
+        return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                                 font_mono=["ui-monospace", "Consolas", "monospace"])
+    except Exception:  # very old or new gradio without themes: its default is fine
+        return None
+
+
+def launch(gr, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+           models_dir=None, refs_dir=None, cache_dir=None):
+    """``python -m fpcore ui``: build and serve (blocks until interrupted)."""
+    h = StandaloneHost(models_dir, refs_dir=refs_dir, cache_dir=cache_dir)
+    blocks = build_ui(gr, host=h, theme=local_theme(gr))
+    blocks.queue()
+    log.info("serving on http://%s:%s", host, port or 7860)
+    blocks.launch(server_name=host, server_port=port, share=share, inbrowser=False)
