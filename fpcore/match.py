@@ -91,6 +91,15 @@ class Aligned:
     xc: np.ndarray             # centred per tensor (for cosines)
     Rc: np.ndarray
 
+    def __post_init__(self):
+        self.RT = np.ascontiguousarray(self.R.T)     # one contiguous row per reference
+        self.RcT = np.ascontiguousarray(self.Rc.T)
+
+    def cols(self, cols: list[int]) -> "Aligned":
+        """The same alignment restricted to some references."""
+        return Aligned(self.keys, self.tensor_of, self.x, self.R[:, cols], self.noise_x, self.noise_R[:, cols],
+                       self.xc, self.Rc[:, cols])
+
 
 def _comp_indices(fp: Fingerprint, comp: str, min_ndim: int = 0) -> list[int]:
     return [i for i, k in enumerate(fp.keys)
@@ -204,7 +213,7 @@ def affine_nnls(R: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def _excess(al: Aligned, rows: np.ndarray | slice, w: np.ndarray) -> float:
     """Mean squared residual of x - R w beyond the expected rounding noise."""
-    res = al.x[rows] - al.R[rows] @ w
+    res = al.x[rows] - (w @ al.RT[:, rows] if isinstance(rows, slice) else al.R[rows] @ w)
     noise = al.noise_x[rows] + al.noise_R[rows] @ (w * w)
     return max(float(np.mean(res * res) - np.mean(noise)), 0.0)
 
@@ -237,17 +246,25 @@ def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool
     n_file = sum(int(fp.counts[i]) for i in _comp_indices(fp, comp))
     if not pool:
         return CompVerdict(comp, "unknown", reason="no reference has this component", n_values=n_file)
-    # 1. per-reference statistics
+    # 1. per-reference statistics, on one alignment over every reference that covers the file
     cands: list[Candidate] = []
+    covered = []
     for r in pool:
         mm, cov = mismatch_fraction(fp, r.fp, comp)
-        al = align(fp, [r.fp], comp)
-        if al is None or cov < 0.5:
+        covered.append((r, mm, cov))
+    ok = [r for r, _, cov in covered if cov >= 0.5]
+    al_all = align(fp, [r.fp for r in ok], comp) if ok else None
+    col_of = {r.name: i for i, r in enumerate(ok)}
+    for r, mm, cov in covered:
+        if al_all is None or r.name not in col_of:
             cands.append(Candidate(r.name, 0.0, 0.0, 0.0, float("inf"), mm, cov))
             continue
-        c = _cos(al.xc, al.Rc[:, 0])
-        z = c * math.sqrt(len(al.x))
-        dist = math.sqrt(_excess(al, slice(None), np.array([1.0])))
+        ci = col_of[r.name]
+        c = _cos(al_all.xc, al_all.RcT[ci])
+        z = c * math.sqrt(len(al_all.x))
+        unit = np.zeros(len(ok))
+        unit[ci] = 1.0
+        dist = math.sqrt(_excess(al_all, slice(None), unit))
         cands.append(Candidate(r.name, max(0.0, 1.0 - dist), c, z, dist, mm, cov,
                                related=(z >= RELATED_MIN_Z and c >= RELATED_MIN_COS)))
     by_name = {c.ref: c for c in cands}
@@ -274,8 +291,8 @@ def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool
     # 3. merge of several related references
     if allow_merge and len(related) >= 2:
         names = [c.ref for c in related]
-        al = align(fp, [refs_by_name[n].fp for n in names], comp)
-        if al is not None and len(al.x) > 0:
+        al = al_all.cols([col_of[n] for n in names])
+        if len(al.x) > 0:
             singles = [_excess(al, slice(None), np.eye(len(names))[c]) for c in range(len(names))]
             e1 = min(singles)
             w, em = fit_merge(al, list(range(len(names))))
@@ -303,7 +320,8 @@ def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool
                               f"difference the best single reference ({names[int(np.argmin(singles))]}) leaves")
                 return out
     # 4. derivative: descend the reference tree
-    base, conf, reason = _descend(fp, comp, related, refs_by_name, by_name, tree)
+    base, conf, reason = _descend(fp, comp, related, refs_by_name, by_name, tree,
+                                  al_all.cols([col_of[c.ref] for c in related]))
     if base is None:
         out.confidence = 0.5
         out.reason = reason
@@ -330,7 +348,7 @@ def _block_fits(al: Aligned, names: list[str], cols: list[int]) -> dict:
     return out
 
 
-def _descend(fp, comp, related, refs_by_name, by_name, tree):
+def _descend(fp, comp, related, refs_by_name, by_name, tree, al_rel=None):
     """Find the deepest registered reference the file descends from."""
     names = [c.ref for c in related]
     rel_names = set(names)
@@ -343,7 +361,7 @@ def _descend(fp, comp, related, refs_by_name, by_name, tree):
             children.setdefault(p, []).append(n)
     # roots of the related forest: related refs whose registered parent is not related
     roots = [n for n in names if parent(n) not in rel_names]
-    al = align(fp, [refs_by_name[n].fp for n in names], comp) if children else None
+    al = (al_rel if al_rel is not None else align(fp, [refs_by_name[n].fp for n in names], comp)) if children else None
     col = {n: i for i, n in enumerate(names)}
     edges = [(parent(n), n) for n in names if parent(n) in rel_names]
 
@@ -359,11 +377,11 @@ def _descend(fp, comp, related, refs_by_name, by_name, tree):
     for root in roots:
         node, conf, notes, path = root, 0.9, [], [root]
         while al is not None:
-            v = al.x - al.R[:, col[node]]
+            v = al.x - al.RT[col[node]]
             nv = float(np.linalg.norm(v))
             step = None
             for c in children.get(node, []):
-                d = al.R[:, col[c]] - al.R[:, col[node]]
+                d = al.RT[col[c]] - al.RT[col[node]]
                 nd = float(np.linalg.norm(d))
                 if nd == 0 or nv == 0:
                     continue
@@ -373,7 +391,7 @@ def _descend(fp, comp, related, refs_by_name, by_name, tree):
                 skip = set(path) | subtree(c)
                 others = [(q, r) for q, r in edges if r not in skip]
                 if others:
-                    rho = max(0.0, float(np.mean([_cos(v, al.R[:, col[r]] - al.R[:, col[q]]) for q, r in others])))
+                    rho = max(0.0, float(np.mean([_cos(v, al.RT[col[r]] - al.RT[col[q]]) for q, r in others])))
                     rho += 3.0 / math.sqrt(len(v))
                 else:
                     rho = RHO_MAX

@@ -128,7 +128,7 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
             for path in files:
                 reports[path] = one(path)
         fps = _fingerprints(reports, store)
-        _peer_relations(reports, fps)
+        _peer_relations(reports, fps, store)
         groups = _groups(reports, sizes)
         tag_results = []
         if write_tags:
@@ -200,20 +200,35 @@ def family_groups(reports: dict, fps: dict) -> dict[tuple[str, str], list[str]]:
     return groups
 
 
-def _peer_relations(reports: dict, fps: dict) -> None:
-    """Add a ``folder`` entry to each report: its relation to the other files."""
+def _peer_relations(reports: dict, fps: dict, store=None) -> None:
+    """Add a ``folder`` entry to each report: its relation to the other files.
+
+    Cached in the store per file content and set of peer contents, so a rescan of an
+    unchanged folder does no matching."""
+    import hashlib
+
     from . import match
     for (family, comp), paths in family_groups(reports, fps).items():
         shas = {p: reports[p].get("sha256") for p in paths}
+        peers_key = "peers:" + hashlib.sha256("|".join(sorted({s or p for p, s in shas.items()})).encode()).hexdigest()[:32]
         # one representative per distinct content
         uniq: dict[str, str] = {}
         for p in paths:
             uniq.setdefault(shas[p] or p, p)
         reps_ = list(uniq.values())
         X = _quick_vectors(reps_, fps, comp) if len(reps_) > 1 else None
+        path_of_sha = {s: p for p, s in shas.items() if s}
         for p in paths:
             dup = [q for q in paths if q != p and shas[q] and shas[q] == shas[p]]
             entry: dict = {"duplicates": dup}
+            hit = store.get_report(shas[p], peers_key) if store is not None and shas[p] else None
+            if hit and (hit.get("peer_sha") is None or hit["peer_sha"] in path_of_sha):
+                entry.update(relation=hit["relation"], confidence=hit["confidence"],
+                             peer=path_of_sha.get(hit.get("peer_sha")),
+                             merge=[{"ref": path_of_sha[m["sha"]], "weight": m["weight"]} for m in hit["merge"]
+                                    if m["sha"] in path_of_sha])
+                reports[p]["folder"] = entry
+                continue
             others = [q for q in reps_ if q != uniq[shas[p] or p]]
             if others:
                 if X is not None and len(others) > PEER_CANDIDATES:
@@ -228,6 +243,11 @@ def _peer_relations(reports: dict, fps: dict) -> None:
             else:
                 entry.update(relation="unknown", peer=None, confidence=0.0, merge=[])
             reports[p]["folder"] = entry
+            if store is not None and shas[p] and all(shas.get(m["ref"]) for m in entry["merge"]):
+                store.put_report(shas[p], peers_key, {
+                    "relation": entry["relation"], "confidence": entry["confidence"],
+                    "peer_sha": shas.get(entry["peer"]) if entry["peer"] else None,
+                    "merge": [{"sha": shas[m["ref"]], "weight": m["weight"]} for m in entry["merge"]]})
 
 
 def _groups(reports: dict, sizes: dict) -> list[dict]:

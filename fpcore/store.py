@@ -221,8 +221,10 @@ class Store:
 
         def q(con):
             with con:
-                con.execute("DELETE FROM reports WHERE sha256=? AND version=? AND refs_token<>?",
-                            (sha256, ALGO_VERSION, refs_token))
+                # one identify report per file content (stale ones go), peer entries kept apart
+                con.execute("DELETE FROM reports WHERE sha256=? AND version=? AND refs_token<>? "
+                            "AND (refs_token LIKE 'peers:%') = (? LIKE 'peers:%')",
+                            (sha256, ALGO_VERSION, refs_token, refs_token))
                 con.execute("INSERT OR REPLACE INTO reports VALUES (?,?,?,?,?)",
                             (sha256, ALGO_VERSION, refs_token, text, time.time()))
         self._run(q, write=True)
