@@ -178,6 +178,15 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
     is answered from it without hashing or reading weights."""
     p = os.fspath(path)
     t0 = time.perf_counter()
+    if os.path.isdir(p):  # a diffusers folder: several files, no single hash to key a cache by
+        fp, a, meta, stats = fingerprint_path(p)
+        rep = {"path": p, "sha256": None, "autov2": None, "autov3": None, "format": stats["format"],
+               "architecture": a.to_json()}
+        rep.update(identify_fingerprint(fp, a, db, None))
+        rep["metadata"] = provenance.extract(meta)
+        rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
+        rep["error"] = None
+        return rep
     ident = file_identity(p)
     sha, autov3, source = (sha256.lower(), None, "host") if sha256 else (None, None, None)
     if store is not None and not sha:

@@ -47,6 +47,10 @@ def find_models(root: str | os.PathLike) -> tuple[list[str], list[dict]]:
             dirnames[:] = []
             continue
         seen.add(real)
+        if "model_index.json" in filenames and dirpath != root:  # a diffusers folder is one model
+            files.append(dirpath)
+            dirnames[:] = []
+            continue
         dirnames.sort()
         for f in sorted(filenames):
             if f.lower().endswith(MODEL_EXTS):
@@ -93,7 +97,8 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
         sizes = {}
         for f in files:
             try:
-                sizes[f] = os.stat(f).st_size
+                sizes[f] = os.stat(f).st_size if not os.path.isdir(f) else sum(
+                    os.path.getsize(os.path.join(dp, n)) for dp, _, ns in os.walk(f) for n in ns)
             except OSError:
                 sizes[f] = 0
         total_bytes, done = sum(sizes.values()), {"bytes": 0, "files": 0}

@@ -166,3 +166,20 @@ def test_empty_folder(tmp_path, capsys):
     assert main(["scan", str(tmp_path / "e"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["reports"] == []
     assert main(["scan", str(tmp_path / "missing")]) == 3
+
+
+def test_scan_sees_other_formats(tmp_path, lineage):
+    """A diffusers folder is one model, a .ckpt copy is the same weights as its .safetensors."""
+    d = tmp_path / "m"
+    d.mkdir()
+    synth.write_safetensors(d / "child.safetensors", lineage["Child"], "F16")
+    synth.write_torch_ckpt(d / "child.ckpt", lineage["Child"], "F16")
+    synth.write_diffusers(d / "child_diffusers", lineage["Child"], "sd1")
+    refs = tmp_path / "r"
+    res = scan_folder(d, db=RefDB(refs, builtin_dir=refs / "n"), cache_dir=tmp_path / "c")
+    r = by_name(res)
+    assert set(r) == {"child.safetensors", "child.ckpt", "child_diffusers"}
+    assert all(x["error"] is None for x in r.values()), [x["error"] for x in r.values()]
+    assert r["child_diffusers"]["format"] == "diffusers" and r["child.ckpt"]["format"] == "ckpt"
+    same = [g for g in res["groups"] if g["relation"] == "same_weights"]
+    assert len(same) == 1 and len(same[0]["paths"]) == 3
