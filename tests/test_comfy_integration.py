@@ -11,7 +11,9 @@ The checkpoint is an SD1 checkpoint that ComfyUI's own model detection accepts:
 ``synth``'s tiny widths are refused (SD15 requires model_channels 320 and context 768,
 and the text encoder and VAE must have their real widths to load), so it keeps the real
 widths with one UNet level and one resblock; the text encoder and the VAE are complete
-(~230 M parameters, ~460 MB in fp16, two files in the temporary folder).
+(~230 M parameters, ~460 MB in fp16, two files in the temporary folder). A one-weight
+LoRA checks that patches are listed and left out, also once a sampler has merged them
+into the loaded weights.
 """
 from __future__ import annotations
 
@@ -150,6 +152,14 @@ def comfy(tmp_path_factory):
     synth.write_safetensors(ckpts / "fp_base.safetensors", sd, "F16")
     synth.write_safetensors(ckpts / "fp_tuned.safetensors", synth.finetune(sd, 0.3, 7), "F16")
     del sd
+    # a LoRA on one UNet weight, in kohya's key format (ComfyUI keeps it as a patch)
+    import numpy as np
+    (base / "models" / "loras").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    synth.write_safetensors(base / "models" / "loras" / "fp_lora.safetensors", {
+        "lora_unet_input_blocks_1_1_proj_in.lora_down.weight": rng.standard_normal((4, 320, 1, 1), np.float32) * 0.05,
+        "lora_unet_input_blocks_1_1_proj_in.lora_up.weight": rng.standard_normal((320, 4, 1, 1), np.float32) * 0.05,
+        "lora_unet_input_blocks_1_1_proj_in.alpha": np.array(4.0, np.float32)}, "F16")
     # the default reference dir of the nodes under ComfyUI: <user dir>/model_fingerprint/refs
     refs = base / "user" / "model_fingerprint" / "refs"
     api.add_reference(ckpts / "fp_base.safetensors", "Base", refs_dir=refs)
@@ -215,6 +225,39 @@ def test_workflow_with_both_nodes(comfy):
         assert out["5"]["text"][0] == "Base"
     # the cache went where the nodes put it by default: under ComfyUI's user directory
     assert (comfy.base / "user" / "model_fingerprint" / "cache").is_dir()
+
+
+def test_lora_patches_are_listed_not_identified(comfy):
+    """LoraLoaderModelOnly adds a patch: the verdict describes the weights without it and says so,
+    also after a sampler ran and ComfyUI patched the loaded weights in place (originals in backup)."""
+    loader = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "fp_base.safetensors"}},
+        "2": {"class_type": "LoraLoaderModelOnly",
+              "inputs": {"model": ["1", 0], "lora_name": "fp_lora.safetensors", "strength_model": 1.0}},
+    }
+    identify = {"3": {"class_type": "ModelFingerprintIdentifyLoadedModel", "inputs": {"model": ["2", 0]}}}
+    hist = comfy.run({**loader, **identify})
+    text = hist["outputs"]["3"]["text"][0]
+    print(f"\nLoRA workflow ran in {hist['seconds']:.1f} s\n{text}")
+    assert "Same weights as Base" in text or "Identical to Base" in text, text
+    assert "+ 1 patched weights (LoRA/merge) not included" in text, text
+    # sample one step: the LoRA is now merged into the loaded weights
+    sample = {
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "6": {"class_type": "KSampler", "inputs": {
+            "model": ["2", 0], "seed": 1, "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal",
+            "positive": ["4", 0], "negative": ["4", 0], "latent_image": ["5", 0], "denoise": 1.0}},
+        "7": {"class_type": "PreviewAny", "inputs": {"source": ["6", 0]}},
+    }
+    hist = comfy.run({**loader, **sample})
+    print(f"one sampling step in {hist['seconds']:.1f} s")
+    identify["3"]["inputs"]["vae"] = ["1", 2]      # a changed input: the node runs again, on the same MODEL
+    hist = comfy.run({**loader, **identify})
+    text = hist["outputs"]["3"]["text"][0]
+    print(f"after sampling:\n{text}")
+    assert "Same weights as Base" in text or "Identical to Base" in text, text
+    assert "+ 1 patched weights (LoRA/merge) not included" in text, text
 
 
 def test_bad_checkpoint_name_is_rejected_by_validation(comfy):
