@@ -106,7 +106,8 @@ def _emit_text_identify(rep: dict) -> None:
     a, v = rep["architecture"], rep["verdict"]
     fam = a["family"] + (f" ({a['variant']})" if a.get("variant") else "")
     print(f"{rep['path']}")
-    print(f"  architecture: {fam}, {a.get('dtype')}, components: {', '.join(a['components'])}"
+    kind = f", {a['kind']}" if a.get("kind") not in (None, "checkpoint") else ""
+    print(f"  architecture: {fam}{kind}, {a.get('dtype')}, components: {', '.join(a['components']) or '-'}"
           + (f", prediction: {a['prediction']}" if a.get("prediction") else ""))
     if rep.get("sha256"):
         print(f"  sha256: {rep['sha256']}  (AutoV2 {rep['autov2'].upper()}"

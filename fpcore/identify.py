@@ -27,6 +27,10 @@ FAMILY_NAMES = {
 }
 
 
+KIND_NAMES = {"lora": "LoRA", "lycoris": "LyCORIS", "textual_inversion": "textual-inversion embedding",
+              "controlnet": "ControlNet", "vae": "VAE", "text_encoder": "text encoder"}
+
+
 def family_name(family: str) -> str:
     return FAMILY_NAMES.get(family, family)
 
@@ -114,8 +118,11 @@ def identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str | 
                 result["merge_blocks"] = {g: [{"ref": n, "weight": w} for n, w in ws] for g, ws in v.merge_blocks.items()}
             main_v, n_family = entry, len(pool)
     if main is None:
+        kind = a.kind or "file"
+        what = KIND_NAMES.get(kind, kind)
+        fam = f" for {family_name(a.family)}" if a.family not in (None, "unknown") else ""
         result["verdict"] = {"relation": "unknown", "base": None, "lineage": [], "confidence": 0.0,
-                             "summary": "No weights that fpcore can compare."}
+                             "summary": f"A {what}{fam}; it has no denoiser weights to compare with references."}
         return result
     rel, base = main_v["relation"], main_v["ref"]
     lineage = db.lineage(base) if base else []
