@@ -8,7 +8,8 @@ hosts is behind a *host* object:
 
 - ``current_checkpoint() -> (path, sha256 or None) or None``: the checkpoint the UI has
   loaded (or selected); ``None`` when the host has no such notion (standalone);
-- ``list_checkpoints(models_dir=None) -> [name]`` and ``resolve(name, models_dir=None) -> path``;
+- ``list_checkpoints(models_dir=None) -> [name]`` and ``resolve(name, models_dir=None) -> path``
+  or ``(path, sha256 or None)``;
 - ``models_dir() -> str``: the default folder to list and scan;
 - optionally ``refs_dir()`` / ``cache_dir()``: user settings (``None``: FPCORE_REFS / FPCORE_CACHE).
 
@@ -84,7 +85,7 @@ def _setting(host, name: str):
 def format_report(rep: dict) -> str:
     """Markdown summary of one identify report."""
     if rep.get("error"):
-        return f"**Error** — `{rep.get('path')}`: {rep['error']}"
+        return f"**Error** — `{rep['path']}`: {rep['error']}" if rep.get("path") else f"**Error**: {rep['error']}"
     a, v = rep.get("architecture") or {}, rep.get("verdict") or {}
     fam = family_name(a.get("family") or "unknown") + (f" ({a['variant']})" if a.get("variant") else "")
     lines = [f"**{os.path.basename(rep.get('path') or '')}** — {api.summary_line(rep)}", "",
@@ -117,10 +118,11 @@ def identify_current(host, progress=None) -> dict:
 def identify_named(host, name: str | None, models_dir: str | None = None, progress=None) -> dict:
     if not name:
         return {"path": None, "error": "choose a checkpoint first", "verdict": None}
-    path = host.resolve(name, models_dir) if models_dir else host.resolve(name)
-    if not path:
+    found = host.resolve(name, models_dir) if models_dir else host.resolve(name)
+    if not found:
         return {"path": None, "error": f"checkpoint {name!r} not found", "verdict": None}
-    return identify_path(host, path, progress=progress)
+    path, sha = found if isinstance(found, tuple) else (found, None)
+    return identify_path(host, path, sha256=sha, progress=progress)
 
 
 def table_rows(result: dict, root: str | None = None) -> list[list]:

@@ -1,0 +1,131 @@
+"""A1111 / Forge glue for Model Fingerprint: the "Identify base model" tab, its settings, and
+identify-on-load. The UI itself is fpcore.ui.build_ui (shared with ``python -m fpcore ui``);
+this file only adapts the host (which checkpoint is loaded, its known SHA-256, the list).
+
+A1111 runs every file in scripts/ as a script (never the extension's __init__.py) and puts
+the extension root on sys.path only while loading it; the root is added here as well so
+that fpcore stays importable from callbacks in any host version.
+"""
+import logging
+import os
+import sys
+import threading
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import gradio as gr  # noqa: E402
+from modules import script_callbacks, sd_models, shared  # noqa: E402
+
+from fpcore import api, ui  # noqa: E402
+
+log = logging.getLogger("model_fingerprint")
+if not log.handlers:  # the webui does not always configure logging: show our one-line summaries
+    _h = logging.StreamHandler()
+    _h.setFormatter(logging.Formatter("Model Fingerprint: %(message)s"))
+    log.addHandler(_h)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+SECTION = ("model_fingerprint", "Model Fingerprint")
+OPT_REFS, OPT_CACHE, OPT_ON_LOAD = ("model_fingerprint_refs_dir", "model_fingerprint_cache_dir",
+                                    "model_fingerprint_identify_on_load")
+
+
+def _opt(key, default=None):
+    return getattr(shared.opts, "data", {}).get(key, default)
+
+
+def _sha(info):
+    """The SHA-256 the host already computed for a CheckpointInfo (None if it has not)."""
+    sha = getattr(info, "sha256", None)
+    if sha:
+        return sha
+    try:
+        from modules import hashes
+        return hashes.sha256_from_cache(info.filename, f"checkpoint/{info.name}")
+    except Exception:  # an older or different host: we hash it ourselves
+        return None
+
+
+class WebuiHost:
+    """fpcore.ui host adapter for A1111 and Forge."""
+
+    has_current = True
+
+    def current_checkpoint(self):
+        """(path, sha256) of the loaded checkpoint; Forge before its first generation: the one it
+        will load; else the checkpoint selected in the UI (or the first, which the host would load)."""
+        md = getattr(sd_models, "model_data", None)
+        model = getattr(md, "sd_model", None)  # the attribute, not shared.sd_model: that would load one
+        info = getattr(model, "sd_checkpoint_info", None)
+        if info is None and md is not None:  # Forge loads lazily
+            info = (getattr(md, "forge_loading_parameters", None) or {}).get("checkpoint_info")
+        if info is None:  # none loaded yet (or loading failed): what the host would load, as select_checkpoint
+            title = getattr(shared.opts, "sd_model_checkpoint", None)
+            if title:
+                info = sd_models.checkpoint_aliases.get(title) or sd_models.get_closet_checkpoint_match(title)
+            if info is None:
+                info = next(iter(sd_models.checkpoints_list.values()), None)
+        if info is None:
+            return None
+        return info.filename, _sha(info)
+
+    def list_checkpoints(self, models_dir=None):
+        return sorted(sd_models.checkpoints_list)
+
+    def resolve(self, name, models_dir=None):
+        info = sd_models.checkpoints_list.get(name) or sd_models.get_closet_checkpoint_match(name)
+        return (info.filename, _sha(info)) if info is not None else None
+
+    def models_dir(self):
+        return getattr(shared.cmd_opts, "ckpt_dir", None) or sd_models.model_path
+
+    def refs_dir(self):
+        return _opt(OPT_REFS) or None
+
+    def cache_dir(self):
+        return _opt(OPT_CACHE) or None
+
+
+HOST = WebuiHost()
+
+
+def on_ui_tabs():
+    return [(ui.build_ui(gr, host=HOST), ui.TAB_TITLE, ui.TAB_ID)]
+
+
+def on_ui_settings():
+    opts = [
+        (OPT_REFS, "", "References folder (empty: $FPCORE_REFS or the per-user default)"),
+        (OPT_CACHE, "", "Fingerprint cache folder (empty: $FPCORE_CACHE or the per-user default)"),
+        (OPT_ON_LOAD, False, "Identify each checkpoint when it is loaded (in the background; summary in the console)"),
+    ]
+    for key, default, label in opts:
+        shared.opts.add_option(key, shared.OptionInfo(default, label, section=SECTION))
+
+
+def _identify_loaded(path, sha, name):
+    try:
+        rep = api.identify_file(path, sha256=sha, refs_dir=HOST.refs_dir(), cache_dir=HOST.cache_dir())
+        log.info("%s: %s", name, api.summary_line(rep))
+    except Exception:  # never disturb the host's model loading
+        log.exception("identifying %s failed", path)
+
+
+def on_model_loaded(sd_model):
+    if not _opt(OPT_ON_LOAD, False):
+        return
+    info = getattr(sd_model, "sd_checkpoint_info", None)
+    if info is None or not getattr(info, "filename", None):
+        return
+    t = threading.Thread(target=_identify_loaded, args=(info.filename, _sha(info), getattr(info, "title", info.filename)),
+                         name="model-fingerprint-on-load", daemon=True)
+    t.start()
+    return t
+
+
+script_callbacks.on_ui_tabs(on_ui_tabs)
+script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_model_loaded(on_model_loaded)
