@@ -61,18 +61,36 @@ def inspect(path: str | os.PathLike, why: bool = False) -> dict:
         return rep
 
 
+def fingerprint_open(src) -> tuple[Fingerprint, arch.ArchResult, dict, dict]:
+    """(fingerprint, architecture, raw metadata, read stats) of an open source (file, folder, memory)."""
+    ct = canonical_tensors(src.tensors, src.path)
+    _, _, a = _header_facts(src, ct)
+    t0 = time.perf_counter()
+    fp = fingerprint_source(src, ct)
+    stats = {"fingerprint_seconds": round(time.perf_counter() - t0, 4),
+             "bytes_read": getattr(src, "bytes_read", None), "file_size": src.size, "format": src.format}
+    fp.info["family"] = a.family
+    return fp, a, dict(src.metadata), stats
+
+
 def fingerprint_path(path: str | os.PathLike) -> tuple[Fingerprint, arch.ArchResult, dict, dict]:
-    """(fingerprint, architecture, raw metadata, read stats) of a model file."""
-    p = os.fspath(path)
-    with open_model(p) as src:
-        ct = canonical_tensors(src.tensors, src.path)
-        _, _, a = _header_facts(src, ct)
-        t0 = time.perf_counter()
-        fp = fingerprint_source(src, ct)
-        stats = {"fingerprint_seconds": round(time.perf_counter() - t0, 4),
-                 "bytes_read": getattr(src, "bytes_read", None), "file_size": src.size, "format": src.format}
-        fp.info["family"] = a.family
-        return fp, a, dict(src.metadata), stats
+    """(fingerprint, architecture, raw metadata, read stats) of a model file or folder."""
+    with open_model(os.fspath(path)) as src:
+        return fingerprint_open(src)
+
+
+def identify_source(src, db) -> dict:
+    """Report for a source with no file hash (a diffusers folder, weights in memory):
+    everything but ``identical``, which needs the bytes of one file."""
+    t0 = time.perf_counter()
+    fp, a, meta, stats = fingerprint_open(src)
+    rep = {"path": src.path, "sha256": None, "autov2": None, "autov3": None, "format": stats["format"],
+           "architecture": a.to_json()}
+    rep.update(identify_fingerprint(fp, a, db, None))
+    rep["metadata"] = provenance.extract(meta)
+    rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
+    rep["error"] = None
+    return rep
 
 
 def _denoiser(components: list[str]) -> str | None:
@@ -186,14 +204,8 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
     p = os.fspath(path)
     t0 = time.perf_counter()
     if os.path.isdir(p):  # a diffusers folder: several files, no single hash to key a cache by
-        fp, a, meta, stats = fingerprint_path(p)
-        rep = {"path": p, "sha256": None, "autov2": None, "autov3": None, "format": stats["format"],
-               "architecture": a.to_json()}
-        rep.update(identify_fingerprint(fp, a, db, None))
-        rep["metadata"] = provenance.extract(meta)
-        rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
-        rep["error"] = None
-        return rep
+        with open_model(p) as src:
+            return identify_source(src, db)
     ident = file_identity(p)
     sha, autov3, source = (sha256.lower(), None, "host") if sha256 else (None, None, None)
     if store is not None and not sha:

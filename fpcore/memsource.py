@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -204,23 +203,9 @@ def identify_tensors(tensors: Mapping[str, Any], db, name: str = "<memory>", met
                      ) -> dict:
     """Report (CONTRACT.md identify fields) for tensors in memory, against ``db`` (a RefDB).
     No SHA-256 exists for weights in memory, so ``identical`` is never claimed."""
-    from . import arch, provenance
-    from .fingerprint import canonical_tensors, fingerprint_source
-    from .identify import identify_fingerprint
+    from .identify import identify_source
 
-    t0 = time.perf_counter()
     with MemorySource(tensors, name, metadata) as src:
-        ct = canonical_tensors(src.tensors, src.path)
-        shapes = {k: tuple(t.shape) for k, t in ct.items()}
-        a = arch.detect(shapes, {k: t.dtype for k, t in ct.items()}, src.metadata)
-        fp = fingerprint_source(src, ct)
-        fp.info["family"] = a.family
-        rep = {"path": name, "sha256": None, "autov2": None, "autov3": None, "format": src.format,
-               "architecture": a.to_json()}
-        rep.update(identify_fingerprint(fp, a, db, None))
-        rep["metadata"] = provenance.extract(src.metadata)
-        rep["stats"] = {"format": src.format, "tensor_bytes": src.size, "bytes_read": src.bytes_read,
-                        "tensors": len(src.tensors), "skipped_tensors": len(src.skipped),
-                        "fingerprint_bytes": len(fp.raw), "seconds": round(time.perf_counter() - t0, 4)}
-        rep["error"] = None
+        rep = identify_source(src, db)
+        rep["stats"].update(tensors=len(src.tensors), skipped_tensors=len(src.skipped), tensor_bytes=src.size)
     return rep

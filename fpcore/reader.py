@@ -13,7 +13,7 @@ import math
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import dtypes
 from .errors import BadFileError, HeaderError, UnsupportedError

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 
-import numpy as np
-
-from .. import dtypes
 from ..errors import BadFileError, UnsupportedError
-from ..reader import SafetensorsFile, TensorInfo
+from ..reader import TensorInfo
 from .base import Source
 
 log = logging.getLogger(__name__)
