@@ -54,6 +54,7 @@ class Case:
     order: str = "sorted"
     metadata: dict | None = None
     refset: str = "full"      # which registered references the case is scored against
+    members: set | None = None  # merge scored on its members only (weights not checked)
 
 
 def build(out: Path, family: str = "sdxl", size: str = "tiny", log=print):
@@ -118,6 +119,12 @@ def build(out: Path, family: str = "sdxl", size: str = "tiny", log=print):
         merge([(sd["Pony"], 0.5), (sd["Illustrious"], 0.5)], bw))
     add(Case("merge_then_ft", "merge (then fine-tuned 1%)", "merge", "Illustrious", {"Pony": 0.4, "Illustrious": 0.6}),
         finetune(merge([(sd["Pony"], 0.4), (sd["Illustrious"], 0.6)]), 0.01, 900))
+    # merge methods that do not mix whole weights: DARE (random drop + rescale) is unbiased,
+    # TIES (trim, elect sign, disjoint mean) biases weights low: only its members are scored
+    add(Case("dare_Pony0.5_Ill0.5", "merge (DARE, drop 0.9)", "merge", None, {"Pony": 0.5, "Illustrious": 0.5}),
+        synth.dare_merge(sd["Base"], [(sd["Pony"], 0.5), (sd["Illustrious"], 0.5)], 0.9, 31))
+    add(Case("ties_Pony_Ill", "merge (TIES, members only)", "merge", None, members={"Pony", "Illustrious"}),
+        synth.ties_merge(sd["Base"], [sd["Pony"], sd["Illustrious"]]))
     # add-difference: A + (B - parent(B)) is a derivative of A
     add(Case("adddiff_Pony+Noob-Ill", "add-difference", "derivative", "Pony"),
         {k: (sd["Pony"][k] + sd["NoobAI"][k] - sd["Illustrious"][k]) if _is_weight(sd["Pony"][k]) else sd["Pony"][k]
@@ -172,6 +179,9 @@ def score(out: Path, cases: list[Case], dbs: dict[str, RefDB]) -> list[dict]:
             got = {m["ref"]: m["weight"] for m in rep["merge"]}
             err = max(abs(got.get(k, 0) - w) for k, w in {**{k: 0 for k in got}, **c.merge}.items())
             ok = ok and err <= 0.05
+        if c.members is not None:
+            got_members = {m["ref"] for m in rep["merge"]}
+            ok = v["relation"] == "merge" and c.members <= got_members
         if c.blocks and v["relation"] == "merge":
             got = {g: {m["ref"]: m["weight"] for m in ws} for g, ws in (rep.get("merge_blocks") or {}).items()}
             err = 1.0 if not got else max(abs(got.get(g, {}).get(k, 0) - w) for g, ws in c.blocks.items()

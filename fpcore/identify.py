@@ -106,7 +106,7 @@ def _same_layout(fp: Fingerprint, ref: Fingerprint, comp: str) -> bool:
     if not mine:
         return False
     same = sum(1 for k, s in mine.items() if theirs.get(k) == s)
-    return same >= 0.95 * len(mine)
+    return same >= 0.5 * len(mine)   # same_weights still needs 95 % coverage (match.SAME_MIN_COVERAGE)
 
 
 def identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str | None = None) -> dict:

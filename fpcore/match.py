@@ -319,6 +319,17 @@ def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool
                 out.reason = (f"a {'block-weighted ' if is_block else ''}merge leaves {em / max(e1, 1e-30) * 100:.1f}% of the "
                               f"difference the best single reference ({names[int(np.argmin(singles))]}) leaves")
                 return out
+    # 3b. merges that do not mix whole weights (TIES, DARE, merged then trained): several
+    # references' own training is present, each far beyond what shared directions explain
+    if allow_merge and tree is not None and len(related) >= 2:
+        dm = _delta_merge(al_all, [c.ref for c in related], col_of, tree)
+        if dm is not None:
+            recipe, root, reason = dm
+            out.merge = recipe
+            out.relation, out.ref = "merge", recipe[0][0]
+            out.confidence = 0.7
+            out.reason = reason
+            return out
     # 4. derivative: descend the reference tree
     base, conf, reason = _descend(fp, comp, related, refs_by_name, by_name, tree,
                                   al_all.cols([col_of[c.ref] for c in related]))
@@ -391,8 +402,9 @@ def _descend(fp, comp, related, refs_by_name, by_name, tree, al_rel=None):
                 skip = set(path) | subtree(c)
                 others = [(q, r) for q, r in edges if r not in skip]
                 if others:
-                    rho = max(0.0, float(np.mean([_cos(v, al.RT[col[r]] - al.RT[col[q]]) for q, r in others])))
-                    rho += 3.0 / math.sqrt(len(v))
+                    # the least of them (others may be merged in for real), never above the bound
+                    rho = max(0.0, float(min(_cos(v, al.RT[col[r]] - al.RT[col[q]]) for q, r in others)))
+                    rho = min(rho + 3.0 / math.sqrt(len(v)), RHO_MAX)
                 else:
                     rho = RHO_MAX
                 shared = rho * nv / nd
@@ -425,3 +437,50 @@ def _descend(fp, comp, related, refs_by_name, by_name, tree, al_rel=None):
     if notes:
         reason += "; " + "; ".join(notes)
     return node, round(conf, 3), reason
+
+
+DELTA_MERGE_MIN = 0.1       # a reference's share must exceed the shared-direction bound by this much
+
+
+def _delta_merge(al: Aligned, names: list[str], col_of: dict, tree):
+    """Regress the file's change from the root of the related tree on each reference's
+    change from that root. Least squares is unbiased under the elementwise noise of TIES
+    and DARE merges, where a weighted average of whole weights fits badly."""
+    rel = set(names)
+    nearest = names[0]
+    root = nearest
+    while tree.parent(root) in rel:
+        root = tree.parent(root)
+    members = [n for n in names if n != root and _root_of(n, rel, tree) == root]
+    if len(members) < 2:
+        return None
+    r0 = al.RT[col_of[root]]
+    v = al.x - r0
+    D = np.stack([al.RT[col_of[n]] - r0 for n in members], axis=1)
+    a, *_ = np.linalg.lstsq(D, v, rcond=None)
+    nv = float(np.linalg.norm(v))
+    bounds = [RHO_MAX * nv / (float(np.linalg.norm(D[:, i])) or 1.0) for i in range(len(members))]
+    sig = [i for i, (ai, b) in enumerate(zip(a, bounds)) if ai > b + DELTA_MERGE_MIN]
+    if len(sig) < 2:
+        return None
+    if any(ai < -(b + DELTA_MERGE_MIN) for ai, b in zip(a, bounds)):
+        return None        # a subtracted model: add-difference, a derivative
+    total = float(sum(a[i] for i in sig))
+    if max(a[i] for i in sig) >= 0.9 or total > 1.5:
+        return None        # one whole model plus part of another: add-difference, a derivative
+    recipe = [(members[i], float(a[i])) for i in sig]
+    if 1.0 - total >= MERGE_MIN_WEIGHT:
+        recipe.append((root, 1.0 - total))
+    tot = sum(w for _, w in recipe)
+    recipe = sorted(((n, round(w / tot, 3)) for n, w in recipe), key=lambda t: -t[1])
+    shares = ", ".join(f"{members[i]} {a[i]:.2f}" for i in sig)
+    reason = (f"the file carries large shares of several references' training on top of {root} ({shares}), "
+              f"but no weighted average of whole models matches it elementwise: a TIES/DARE-style merge, "
+              f"or a merge trained further")
+    return recipe, root, reason
+
+
+def _root_of(name: str, rel: set, tree) -> str:
+    while tree.parent(name) in rel:
+        name = tree.parent(name)
+    return name

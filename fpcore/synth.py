@@ -1596,3 +1596,40 @@ def write_gguf(path, tensors: Mapping[str, np.ndarray], quant: str = "Q8_0", arc
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def ties_merge(base: dict, models: list[dict], density: float = 0.2, lam: float = 1.0) -> dict:
+    """TIES merge (trim to the top ``density`` of each delta, elect signs, disjoint mean)."""
+    out = {}
+    for k, b in base.items():
+        if not _is_weight(b) or b.size == 0:
+            out[k] = b
+            continue
+        ds = []
+        for m in models:
+            d = m[k] - b
+            if d.size > 1:
+                cut = np.quantile(np.abs(d), 1 - density)
+                d = np.where(np.abs(d) >= cut, d, 0)
+            ds.append(d)
+        D = np.stack(ds)
+        sign = np.sign(D.sum(0))
+        agree = (np.sign(D) == sign) & (D != 0)
+        n = np.maximum(agree.sum(0), 1)
+        out[k] = b + lam * (np.where(agree, D, 0).sum(0) / n)
+    return out
+
+
+def dare_merge(base: dict, models: list[tuple[dict, float]], drop: float = 0.9, seed: int = 0) -> dict:
+    """DARE: drop each delta element with probability ``drop``, rescale the rest, weighted sum."""
+    out = {}
+    for k, b in base.items():
+        if not _is_weight(b) or b.size == 0:
+            out[k] = b
+            continue
+        acc = b.copy()
+        for i, (m, w) in enumerate(models):
+            keep = _rng(seed + i, k).random(b.shape) >= drop
+            acc = acc + w * np.where(keep, (m[k] - b) / (1 - drop), 0)
+        out[k] = acc
+    return out

@@ -175,3 +175,28 @@ def test_no_references_says_so(zoo_dir, tmp_path):
     rep = verdict(zoo_dir / "Base.safetensors", RefDB(tmp_path / "empty", builtin_dir=tmp_path / "none"), hashes=False)
     assert rep["verdict"]["relation"] == "unknown"
     assert "no SD1.x reference is registered" in rep["verdict"]["summary"]
+
+
+@pytest.mark.parametrize("method", ["dare", "ties"])
+def test_elementwise_merges(tmp_path, lineage, db, method):
+    """TIES and DARE merges do not average whole weights; they are still merges of Child and Other."""
+    if method == "dare":
+        m = synth.dare_merge(lineage["Base"], [(lineage["Child"], 0.5), (lineage["Other"], 0.5)], 0.9, 3)
+    else:
+        m = synth.ties_merge(lineage["Base"], [lineage["Child"], lineage["Other"]])
+    synth.write_safetensors(tmp_path / "m.safetensors", m, "F16")
+    rep = verdict(tmp_path / "m.safetensors", db, hashes=False)
+    assert rep["verdict"]["relation"] == "merge"
+    got = {x["ref"]: x["weight"] for x in rep["merge"]}
+    assert {"Child", "Other"} <= set(got)
+    if method == "dare":        # DARE is unbiased: the weights come back
+        assert abs(got["Child"] - 0.5) <= 0.05 and abs(got["Other"] - 0.5) <= 0.05
+
+
+def test_add_difference_is_a_derivative(tmp_path, lineage, db):
+    """Child + 0.5 (Other - Base): all of Child plus half of Other's training."""
+    ad = {k: (v + 0.5 * (lineage["Other"][k] - lineage["Base"][k])) if v.dtype == np.float32 else v
+          for k, v in lineage["Child"].items()}
+    synth.write_safetensors(tmp_path / "ad.safetensors", ad, "F16")
+    rep = verdict(tmp_path / "ad.safetensors", db, hashes=False)
+    assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("derivative", "Child")
