@@ -145,7 +145,17 @@ def build(out: Path, family: str = "sdxl", size: str = "tiny", log=print):
         add(Case(f"independent_{seed}", "independent (same architecture)", "unknown", None), ind)
         add(Case(f"independent_{seed}_ft", "independent (same architecture)", "unknown", None), finetune(ind, 0.05, seed + 1))
     log(f"built {len(cases)} cases + {len(refs)} references in {time.time() - t0:.0f} s under {out}")
+    from dataclasses import asdict
+    (out / "cases.json").write_text(json.dumps({"refs": refs, "cases": [
+        {**asdict(c), "members": sorted(c.members) if c.members else None} for c in cases]}, indent=1))
     return refs, cases
+
+
+def load(out: Path):
+    """The reference list and cases of a zoo built before (``--rescore``)."""
+    data = json.loads((out / "cases.json").read_text())
+    cases = [Case(**{**c, "members": set(c["members"]) if c.get("members") else None}) for c in data["cases"]]
+    return [tuple(r) for r in data["refs"]], cases
 
 
 #: reference subsets: name -> references registered (a parent may be named but absent)
@@ -218,10 +228,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="directory for the zoo (default: a temp dir, removed afterwards)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     ap.add_argument("--json", help="also write the per-case rows to this file")
+    ap.add_argument("--rescore", action="store_true", help="score the zoo already in --out without rebuilding it")
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fpzoo-"))
     try:
-        refs, cases = build(out / "models", args.family, args.size)
+        if args.rescore:
+            refs, cases = load(out / "models")
+            shutil.rmtree(out / "refs", ignore_errors=True)
+        else:
+            refs, cases = build(out / "models", args.family, args.size)
         dbs = register(out / "models", refs, out / "refs")
         rows = score(out / "models", cases, dbs)
         print_table(rows)

@@ -443,38 +443,39 @@ DELTA_MERGE_MIN = 0.1       # a reference's share must exceed the shared-directi
 
 
 def _delta_merge(al: Aligned, names: list[str], col_of: dict, tree):
-    """Regress the file's change from the root of the related tree on each reference's
-    change from that root. Least squares is unbiased under the elementwise noise of TIES
-    and DARE merges, where a weighted average of whole weights fits badly."""
+    """Regress the file's change from the root of the related tree on the references' own
+    trainings (the edge deltas child - parent, nearly orthogonal to each other). Least
+    squares is unbiased under the elementwise noise of TIES and DARE merges, where a
+    weighted average of whole weights fits badly. A reference's weight is the share of its
+    edge that is not continued into its registered children."""
     rel = set(names)
-    nearest = names[0]
-    root = nearest
-    while tree.parent(root) in rel:
-        root = tree.parent(root)
+    root = _root_of(names[0], rel, tree)
     members = [n for n in names if n != root and _root_of(n, rel, tree) == root]
     if len(members) < 2:
         return None
-    r0 = al.RT[col_of[root]]
-    v = al.x - r0
-    D = np.stack([al.RT[col_of[n]] - r0 for n in members], axis=1)
-    a, *_ = np.linalg.lstsq(D, v, rcond=None)
+    v = al.x - al.RT[col_of[root]]
+    E = np.stack([al.RT[col_of[n]] - al.RT[col_of[tree.parent(n)]] for n in members], axis=1)
+    b, *_ = np.linalg.lstsq(E, v, rcond=None)
     nv = float(np.linalg.norm(v))
-    bounds = [RHO_MAX * nv / (float(np.linalg.norm(D[:, i])) or 1.0) for i in range(len(members))]
-    sig = [i for i, (ai, b) in enumerate(zip(a, bounds)) if ai > b + DELTA_MERGE_MIN]
-    if len(sig) < 2:
-        return None
-    if any(ai < -(b + DELTA_MERGE_MIN) for ai, b in zip(a, bounds)):
-        return None        # a subtracted model: add-difference, a derivative
-    total = float(sum(a[i] for i in sig))
-    if max(a[i] for i in sig) >= 0.9 or total > 1.5:
-        return None        # one whole model plus part of another: add-difference, a derivative
-    recipe = [(members[i], float(a[i])) for i in sig]
-    if 1.0 - total >= MERGE_MIN_WEIGHT:
-        recipe.append((root, 1.0 - total))
-    tot = sum(w for _, w in recipe)
-    recipe = sorted(((n, round(w / tot, 3)) for n, w in recipe), key=lambda t: -t[1])
-    shares = ", ".join(f"{members[i]} {a[i]:.2f}" for i in sig)
-    reason = (f"the file carries large shares of several references' training on top of {root} ({shares}), "
+    bounds = np.array([RHO_MAX * nv / (float(np.linalg.norm(E[:, i])) or 1.0) for i in range(len(members))])
+    if np.any(b < -(bounds + DELTA_MERGE_MIN)):
+        return None        # a subtracted training: add-difference, a derivative
+    b = np.where(b > bounds + DELTA_MERGE_MIN, b, 0.0)
+    coef = dict(zip(members, b))
+    weights = {}
+    for n in [root] + members:
+        kids = [m for m in members if tree.parent(m) == n]
+        own = 1.0 if n == root else coef[n]
+        weights[n] = own - sum(coef[k] for k in kids)
+    if any(w < -DELTA_MERGE_MIN for n, w in weights.items() if n != root):
+        return None        # (the root may go below zero: TIES adds the trimmed trainings up)
+    parts = {n: w for n, w in weights.items() if w >= DELTA_MERGE_MIN}
+    if len([n for n in parts if n != root]) < 2 or max(parts.values()) >= 0.9 or sum(b) > 1.5:
+        return None        # one model (plus noise), or one whole model plus part of another
+    tot = sum(parts.values())
+    recipe = sorted(((n, round(float(w / tot), 3)) for n, w in parts.items()), key=lambda t: -t[1])
+    shares = ", ".join(f"{n} {coef[n]:.2f}" for n in members if coef[n] > 0)
+    reason = (f"the file carries large shares of several references' own training on top of {root} ({shares}), "
               f"but no weighted average of whole models matches it elementwise: a TIES/DARE-style merge, "
               f"or a merge trained further")
     return recipe, root, reason
