@@ -214,7 +214,7 @@ def _peer_relations(reports: dict, fps: dict, store=None) -> None:
     from . import match
     for (family, comp), paths in family_groups(reports, fps).items():
         shas = {p: reports[p].get("sha256") for p in paths}
-        peers_key = "peers:" + hashlib.sha256("|".join(sorted({s or p for p, s in shas.items()})).encode()).hexdigest()[:32]
+        peers_key = "peers:" + hashlib.sha256("|".join(["v2", *sorted({s or p for p, s in shas.items()})]).encode()).hexdigest()[:32]
         # one representative per distinct content
         uniq: dict[str, str] = {}
         for p in paths:
@@ -242,7 +242,10 @@ def _peer_relations(reports: dict, fps: dict, store=None) -> None:
                     order = [reps_[j] for j in np.argsort(-cos) if reps_[j] in others]
                     others = order[:PEER_CANDIDATES]
                 v = match.analyse(fps[p], comp, [_Peer(q, fps[q]) for q in others], tree=None)
-                entry.update(relation=v.relation, peer=v.ref, confidence=v.confidence,
+                # files in a folder form no tree: the nearest related file may be a parent, a child
+                # or a sibling, so it is only called "related"
+                rel = "related" if v.relation == "derivative" else v.relation
+                entry.update(relation=rel, peer=v.ref, confidence=v.confidence,
                              merge=[{"ref": n, "weight": w} for n, w in v.merge])
             else:
                 entry.update(relation="unknown", peer=None, confidence=0.0, merge=[])

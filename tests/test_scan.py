@@ -96,9 +96,9 @@ def test_relations_within_the_folder(result):
     assert abs(got["child.safetensors"] - 0.4) <= 0.05 or abs(got.get("child_bf16.safetensors", 0) - 0.4) <= 0.05
     assert abs(got["other.safetensors"] - 0.6) <= 0.05
     ft = r["sub/deeper/ft3.safetensors"]["folder"]
-    assert ft["relation"] == "derivative" and os.path.basename(ft["peer"]).startswith("child")
+    assert ft["relation"] == "related" and os.path.basename(ft["peer"]).startswith("child")
     assert r["indep_ft.safetensors"]["folder"]["peer"].endswith("indep.safetensors")
-    assert r["base.safetensors"]["folder"]["relation"] in ("derivative", "unknown")
+    assert r["base.safetensors"]["folder"]["relation"] in ("related", "unknown")
 
 
 def test_tags_merge_into_existing_sidecar(folder, tmp_path):
