@@ -27,15 +27,7 @@ from fpcore.hashing import hash_file  # noqa: E402
 from fpcore.identify import identify  # noqa: E402
 from fpcore.refs import RefDB  # noqa: E402
 from fpcore.store import Store  # noqa: E402
-
-
-def drop_cache(path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+from speed import drop_cache  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def plain(path) -> str:

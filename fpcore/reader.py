@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from . import dtypes
 from .errors import BadFileError, HeaderError, UnsupportedError
+from .formats.base import Source
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def check_regular_file(path: str | os.PathLike) -> os.stat_result:
     return st
 
 
-class SafetensorsFile:
+class SafetensorsFile(Source):
     """A safetensors file with a validated header. Use as a context manager."""
 
     format = "safetensors"
@@ -218,18 +219,6 @@ class SafetensorsFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def open_model(path: str | os.PathLike):
