@@ -161,10 +161,20 @@ class ComponentView:
         self.offs = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
         src = [np.arange(fp._offs[i], fp._offs[i + 1]) for i in idx]
         gather = np.concatenate(src) if src else np.zeros(0, np.int64)
-        self.vals = fp._vals[gather]
+        self.raw_vals = fp._vals[gather]      # as stored
         self.tid = np.repeat(np.arange(len(idx)), self.counts)
+        # ComfyUI "fp8 scaled" files store round(w / s) in fp8 next to a scalar ``scale_weight``
+        tscale = np.ones(len(idx), np.float32)
+        for j, i in enumerate(idx):
+            k = fp.keys[i]
+            if k.endswith(".weight") and fp.dtypes[i].startswith("F8"):
+                si = fp.index.get(k[:-len("weight")] + "scale_weight")
+                if si is not None and fp.counts[si] == 1:
+                    tscale[j] = fp.values(si)[0]
+        self.scaled = bool(np.any(tscale != 1))
+        self.scale = tscale[self.tid] if self.scaled else None
+        self.vals = self.raw_vals * self.scale if self.scaled else self.raw_vals
         self._rvar = None
-        self._elem_dtype = None
 
     @property
     def rvar(self) -> np.ndarray:
@@ -173,7 +183,9 @@ class ComponentView:
             out = np.zeros(len(self.vals), np.float64)
             for dt in set(self.dtypes):
                 m = self.elem_dtype_is(dt)
-                out[m] = dtypes.rounding_var(self.vals[m], dt)
+                out[m] = dtypes.rounding_var(self.raw_vals[m], dt)
+            if self.scaled:
+                out *= self.scale.astype(np.float64) ** 2
             self._rvar = out
         return self._rvar
 

@@ -190,6 +190,13 @@ def mismatch_fraction(fp: Fingerprint, ref: Fingerprint, comp: str) -> tuple[flo
             sel = todo & (df == da) & (dr == db)
             ea, eb = vf.elements(tf[sel]), vr.elements(tr[sel])
             a, b = vf.vals[ea], vr.vals[eb]
+            # fp8 "scaled": compare in the stored domain, the other side divided by the scale
+            if vf.scaled and not vr.scaled:
+                a, b = vf.raw_vals[ea], b / vf.scale[ea]
+            elif vr.scaled and not vf.scaled:
+                a, b = a / vr.scale[eb], vr.raw_vals[eb]
+            elif vf.scaled and vr.scaled and np.array_equal(vf.scale[ea], vr.scale[eb]):
+                a, b = vf.raw_vals[ea], vr.raw_vals[eb]
             same = dtypes.same_after_rounding(a, da, b, db)
             differ += int(a.size - np.count_nonzero(same))
     return differ / compared, compared / total

@@ -200,3 +200,29 @@ def test_add_difference_is_a_derivative(tmp_path, lineage, db):
     synth.write_safetensors(tmp_path / "ad.safetensors", ad, "F16")
     rep = verdict(tmp_path / "ad.safetensors", db, hashes=False)
     assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("derivative", "Child")
+
+
+def write_fp8_scaled(path, sd):
+    """ComfyUI's "fp8 scaled" layout: round(w / s) as e4m3 plus a scalar scale_weight per weight."""
+    out, dt = {}, {}
+    for k, v in sd.items():
+        if v.dtype == np.float32 and v.ndim >= 2 and k.startswith("model.diffusion_model."):
+            s = np.float32(max(float(np.abs(v).max()), 1e-12) / 448.0)
+            out[k], dt[k] = v / s, "F8_E4M3"
+            out[k[:-len("weight")] + "scale_weight"], dt[k[:-len("weight")] + "scale_weight"] = np.array(s, np.float32), "F32"
+        else:
+            out[k], dt[k] = v, "F16"
+    out["model.diffusion_model.scaled_fp8"], dt["model.diffusion_model.scaled_fp8"] = np.zeros(0, np.float32), "F8_E4M3"
+    synth.write_safetensors(path, out, dt)
+
+
+def test_fp8_scaled_copy_is_same_weights(tmp_path, lineage, db):
+    sd16 = {k: synth._convert(v, "F16").astype(np.float32) if v.dtype == np.float32 else v
+            for k, v in lineage["Child"].items()}
+    write_fp8_scaled(tmp_path / "s.safetensors", sd16)
+    rep = verdict(tmp_path / "s.safetensors", db, hashes=False)
+    assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("same_weights", "Child")
+    # and a fine-tune stored the same way is still a derivative
+    write_fp8_scaled(tmp_path / "f.safetensors", synth.finetune(lineage["Child"], 0.03, 8))
+    rep = verdict(tmp_path / "f.safetensors", db, hashes=False)
+    assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("derivative", "Child")
