@@ -232,3 +232,23 @@ def test_shipped_known_hashes_have_sources():
     t = known.table()
     assert t["31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b"]["variant"] == "SDXL base 1.0"
     assert known.parent_of(t["67ab2fd8ec439a89b3fedb15cc65f54336af163c7eb5e4f2acc98f090a29b0b3"]) == "SDXL base 1.0"
+
+
+def test_cache_commands(zoo_dir, tmp_path, monkeypatch, capsys):
+    from fpcore.cli import main
+    monkeypatch.setenv("FPCORE_CACHE", str(tmp_path / "c"))
+    copy = tmp_path / "m.safetensors"
+    copy.write_bytes((zoo_dir / "Base.safetensors").read_bytes())
+    assert main(["hash", str(copy), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)[0]
+    assert first["cached"] is False
+    assert main(["hash", str(copy), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0] == dict(first, cached=True)
+    assert main(["cache", "info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == 1
+    copy.unlink()                                      # the file is gone: prune forgets it
+    assert main(["cache", "prune", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == 1
+    assert main(["cache", "info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == 0
+    assert main(["cache", "clear"]) == 0
