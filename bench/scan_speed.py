@@ -1,5 +1,5 @@
 """Folder scan speed: first scan (cold page cache, empty store) with 1 and 2 hashing
-workers, and the rescan of the unchanged folder.
+workers and with the adaptive choice, and the rescan of the unchanged folder.
 
     python bench/scan_speed.py DIR
 
@@ -25,21 +25,22 @@ def main(argv=None) -> int:
     root = (argv or sys.argv[1:])[0]
     files, _ = find_models(root)
     size = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
-    print(f"{root}: {len(files)} files, {size / 1e9:.2f} GB; default workers here: {_disk_workers(root)}")
+    print(f"{root}: {len(files)} files, {size / 1e9:.2f} GB; default workers by /sys: {_disk_workers(root)}")
     print("\n| run | workers | time | throughput |\n|---|---|---|---|")
     tmp = Path(tempfile.mkdtemp(prefix="fpscan-"))
     db = RefDB(tmp / "refs", builtin_dir=tmp / "none")
-    for workers in (1, 2):
+    for workers in (1, 2, None):
         for f in files:
             if os.path.isfile(f):
                 drop_cache(f)
         cache = tmp / f"cache{workers}"
         t = time.perf_counter()
-        scan_folder(root, db=db, cache_dir=cache, workers=workers)
+        res = scan_folder(root, db=db, cache_dir=cache, workers=workers)
         dt = time.perf_counter() - t
-        print(f"| first scan (cold) | {workers} | {dt:.1f} s | {size / dt / 1e6:.0f} MB/s |")
+        label = workers or f"adaptive (chose {res['workers']})"
+        print(f"| first scan (cold) | {label} | {dt:.1f} s | {size / dt / 1e6:.0f} MB/s |")
     t = time.perf_counter()
-    scan_folder(root, db=db, cache_dir=tmp / "cache2")
+    scan_folder(root, db=db, cache_dir=tmp / "cacheNone")
     dt = time.perf_counter() - t
     print(f"| rescan (unchanged) | default | {dt:.2f} s | – |")
     return 0
