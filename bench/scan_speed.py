@@ -22,6 +22,9 @@ from speed import drop_cache  # noqa: E402
 
 
 def main(argv=None) -> int:
+    import logging
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("fpcore.scan").setLevel(logging.INFO)   # shows the adaptive choice
     root = (argv or sys.argv[1:])[0]
     files, _ = find_models(root)
     size = sum(os.path.getsize(f) for f in files if os.path.isfile(f))

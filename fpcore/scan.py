@@ -269,39 +269,41 @@ def _peer_relations(reports: dict, fps: dict, store=None) -> None:
         reps_ = list(uniq.values())
         X = _quick_vectors(reps_, fps, comp) if len(reps_) > 1 else None
         path_of_sha = {s: p for p, s in shas.items() if s}
-        for p in paths:
-            dup = [q for q in paths if q != p and shas[q] and shas[q] == shas[p]]
-            entry: dict = {"duplicates": dup}
-            hit = store.get_report(shas[p], peers_key) if store is not None and shas[p] else None
+
+        def relation_of(u: str) -> dict:
+            """The folder relation of one distinct content (``u`` represents it)."""
+            hit = store.get_report(shas[u], peers_key) if store is not None and shas[u] else None
             if hit and (hit.get("peer_sha") is None or hit["peer_sha"] in path_of_sha):
-                entry.update(relation=hit["relation"], confidence=hit["confidence"],
-                             peer=path_of_sha.get(hit.get("peer_sha")),
-                             merge=[{"ref": path_of_sha[m["sha"]], "weight": m["weight"]} for m in hit["merge"]
-                                    if m["sha"] in path_of_sha])
-                reports[p]["folder"] = entry
-                continue
-            others = [q for q in reps_ if q != uniq[shas[p] or p]]
-            if others:
-                if X is not None and len(others) > PEER_CANDIDATES:
-                    i = reps_.index(uniq[shas[p] or p])
-                    norms = np.linalg.norm(X, axis=1) * np.linalg.norm(X[i]) + 1e-30
-                    cos = (X @ X[i]) / norms
-                    order = [reps_[j] for j in np.argsort(-cos) if reps_[j] in others]
-                    others = order[:PEER_CANDIDATES]
-                v = match.analyse(fps[p], comp, [_Peer(q, fps[q]) for q in others], tree=None)
-                # files in a folder form no tree: the nearest related file may be a parent, a child
-                # or a sibling, so it is only called "related"
-                rel = "related" if v.relation == "derivative" else v.relation
-                entry.update(relation=rel, peer=v.ref, confidence=v.confidence,
-                             merge=[{"ref": n, "weight": w} for n, w in v.merge])
-            else:
-                entry.update(relation="unknown", peer=None, confidence=0.0, merge=[])
-            reports[p]["folder"] = entry
-            if store is not None and shas[p] and all(shas.get(m["ref"]) for m in entry["merge"]):
-                store.put_report(shas[p], peers_key, {
+                return {"relation": hit["relation"], "confidence": hit["confidence"],
+                        "peer": path_of_sha.get(hit.get("peer_sha")),
+                        "merge": [{"ref": path_of_sha[m["sha"]], "weight": m["weight"]} for m in hit["merge"]
+                                  if m["sha"] in path_of_sha]}
+            others = [q for q in reps_ if q != u]
+            if not others:
+                return {"relation": "unknown", "peer": None, "confidence": 0.0, "merge": []}
+            if X is not None and len(others) > PEER_CANDIDATES:
+                i = reps_.index(u)
+                norms = np.linalg.norm(X, axis=1) * np.linalg.norm(X[i]) + 1e-30
+                cos = (X @ X[i]) / norms
+                others = [reps_[j] for j in np.argsort(-cos) if reps_[j] != u][:PEER_CANDIDATES]
+            v = match.analyse(fps[u], comp, [_Peer(q, fps[q]) for q in others], tree=None)
+            # files in a folder form no tree: the nearest related file may be a parent, a child
+            # or a sibling, so it is only called "related"
+            entry = {"relation": "related" if v.relation == "derivative" else v.relation, "peer": v.ref,
+                     "confidence": v.confidence, "merge": [{"ref": n, "weight": w} for n, w in v.merge]}
+            if store is not None and shas[u] and all(shas.get(m["ref"]) for m in entry["merge"]):
+                store.put_report(shas[u], peers_key, {
                     "relation": entry["relation"], "confidence": entry["confidence"],
                     "peer_sha": shas.get(entry["peer"]) if entry["peer"] else None,
                     "merge": [{"sha": shas[m["ref"]], "weight": m["weight"]} for m in entry["merge"]]})
+            return entry
+
+        # numpy releases the GIL in the large products, so two threads use both cores
+        with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as ex:
+            found = dict(zip(reps_, ex.map(relation_of, reps_)))
+        for p in paths:
+            dup = [q for q in paths if q != p and shas[q] and shas[q] == shas[p]]
+            reports[p]["folder"] = {"duplicates": dup, **found[uniq[shas[p] or p]]}
 
 
 def _groups(reports: dict, sizes: dict) -> list[dict]:
