@@ -121,6 +121,9 @@ def _emit_text_identify(rep: dict) -> None:
         print(f"    {g} blocks: " + ", ".join(f"{m['ref']} {m['weight']:.2f}" for m in ws))
     for c, e in rep["components"].items():
         print(f"  {c:7s} {e['relation']}" + (f" {e['ref']}" if e.get("ref") else ""))
+    if v["relation"] == "unknown" and rep.get("candidates"):
+        c = rep["candidates"][0]
+        print(f"  closest reference: {c['ref']} (cosine {c['cos']:.3f}, z {c['z']:.0f}; related models score far higher)")
     if rep.get("metadata"):
         from .provenance import summary
         s = summary(rep["metadata"])
