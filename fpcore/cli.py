@@ -250,8 +250,8 @@ def _run(args) -> int:
             print(f"added reference {r.name!r} ({r.family}, {len(r.fp.keys)} tensors) -> {r.path}")
             if not args.parent:
                 print("note: no --parent given, so it is treated as a model trained from scratch. If it is a "
-                      "fine-tune, add it again with --parent NAME (the parent need not be registered): then a "
-                      "model that only shares its ancestry is not called its derivative.", file=sys.stderr)
+                      "fine-tune, `refs remove` it and add it again with --parent NAME (the parent need not be registered): a "
+                      "model that only shares its ancestry is then not called its derivative.", file=sys.stderr)
             return 0
     raise UsageError(f"unknown command {args.cmd}")
 
