@@ -24,7 +24,7 @@ from .errors import BadFileError
 log = logging.getLogger(__name__)
 
 #: bump when sampling or the stored format changes; stored with every fingerprint
-ALGO_VERSION = 1
+ALGO_VERSION = 2
 
 #: sample run length by tensor rank: (minimum ndim, elements per run)
 RUN_LENGTH: list[tuple[int, int]] = [(2, 128), (0, 32)]
@@ -40,12 +40,16 @@ def run_length(shape: tuple[int, ...]) -> int:
 
 
 def run_start(ckey: str, shape: tuple[int, ...], length: int) -> int:
-    """Deterministic start element of the sample run, from canonical key and shape only."""
+    """Start element of the sample run, from the shape only (never from the file order).
+
+    Weights (>= 2-D) are sampled at their end and 1-D tensors at their start: in
+    safetensors files (tensors sorted by name) the end of a weight is usually followed by
+    the biases and norms of the same layer, so one read covers them all and a cold read
+    touches about one page per weight matrix."""
     numel = math.prod(shape)
-    if numel <= length:
+    if numel <= length or len(shape) < 2:
         return 0
-    h = hashlib.blake2b(f"{ckey}|{','.join(map(str, shape))}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") % (numel - length + 1)
+    return numel - length
 
 
 def _h64(b: bytes) -> int:
@@ -233,11 +237,10 @@ def fingerprint_source(src, ct: dict | None = None) -> Fingerprint:
     blobs = iter(src.read_elements(requests))
     raws, h_raw, h_val = [], [], []
     for ck, n in zip(keys, plan):
-        t = ct[ck]
         b = next(blobs) if n else b""
         raws.append(b)
         h_raw.append(_h64(b))
-        h_val.append(_h64(dtypes.decode(b, t.dtype).tobytes()) if n else _h64(b""))
+        h_val.append(_h64(dtypes.decode(b, ct[ck].dtype).tobytes()) if n else _h64(b""))
     return Fingerprint(
         keys=keys, shapes=[tuple(ct[k].shape) for k in keys], dtypes=[ct[k].dtype for k in keys],
         counts=np.array(plan, np.int32), raw=b"".join(raws),

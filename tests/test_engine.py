@@ -24,11 +24,12 @@ def test_sample_is_deterministic(zoo_dir):
     assert Fingerprint.deserialize(a).serialize() == a
 
 
-def test_positions_come_from_key_and_shape_only():
+def test_positions_come_from_shape_only():
+    """Weights are sampled at their end, 1-D tensors at their start: never from file order."""
     s1 = run_start("unet:input_blocks.1.1.proj_in.weight", (320, 320, 1, 1), 128)
-    assert s1 == run_start("unet:input_blocks.1.1.proj_in.weight", (320, 320, 1, 1), 128)
-    assert s1 != run_start("unet:input_blocks.2.1.proj_in.weight", (320, 320, 1, 1), 128)
-    assert 0 <= s1 <= 320 * 320 - 128
+    assert s1 == 320 * 320 - 128
+    assert run_start("unet:input_blocks.1.1.norm.bias", (320,), 32) == 0
+    assert run_start("unet:x", (8, 8), 128) == 0                     # smaller than a run: all of it
     assert run_length((7,)) == 7 and run_length((4096,)) == 32 and run_length((64, 64)) == 128
 
 
