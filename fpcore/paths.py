@@ -27,9 +27,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FPCORE_CACHE") or _base("cache"))
 
 
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write(path: str | os.PathLike, data) -> None:
     """Write via a temp file in the same directory, fsync, then os.replace.
 
+    ``data``: bytes, or a function that writes to the open file (large files).
     The new file keeps the permissions of the one it replaces (else 0644 less umask)."""
     import stat
     import tempfile
@@ -43,7 +44,10 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)

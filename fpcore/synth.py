@@ -603,20 +603,8 @@ def _header_bytes(entries: list[tuple[str, str, tuple[int, ...], int]],
 
 
 def _atomic_write(path, writer) -> None:
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".synth-", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from .paths import atomic_write
+    atomic_write(path, writer)
 
 
 def write_safetensors(path, tensors: Mapping[str, np.ndarray], dtype: str | Mapping[str, str] = "F16",
