@@ -105,6 +105,8 @@ class SafetensorsFile(Source):
         raw = self._pread(n, 8)
         try:
             header = json.loads(raw.decode("utf-8"))
+        except RecursionError:  # [[[[... thousands deep: json gives up on the C stack's behalf
+            raise HeaderError("header JSON is nested too deeply to be a safetensors header", p) from None
         except (UnicodeDecodeError, ValueError) as e:
             raise HeaderError(f"header is not valid UTF-8 JSON ({type(e).__name__}: {str(e)[:80]})", p) from None
         if not isinstance(header, dict):
@@ -240,10 +242,11 @@ def open_model(path: str | os.PathLike):
     if magic == b"GGUF":
         from .formats.gguf import GGUFFile
         return GGUFFile(p)
+    from .formats.textenc import wrap
     if magic == b"PK\x03\x04" or (ext in (".ckpt", ".pt", ".pth", ".bin") and magic[:1] == b"\x80"):
         from .formats.ckpt import CkptFile
-        return CkptFile(p)
+        return wrap(CkptFile(p))
     if ext == ".gguf":
         raise HeaderError("no GGUF magic number: not a GGUF file (truncated or renamed?)", p)
     # safetensors is self-describing; its reader says precisely what is wrong
-    return SafetensorsFile(p)
+    return wrap(SafetensorsFile(p))

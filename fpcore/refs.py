@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -94,6 +95,7 @@ class RefDB:
         self.user_dir = Path(user_dir) if user_dir else paths.user_refs_dir()
         self.builtin_dir = Path(builtin_dir) if builtin_dir else paths.BUILTIN_REFS
         self._refs: dict[str, Reference] | None = None
+        self._lock = threading.Lock()
         self.problems: list[str] = []
 
     def _files(self):
@@ -119,21 +121,27 @@ class RefDB:
     def refs(self) -> dict[str, Reference]:
         """name -> Reference, loaded on first use (a user name shadows a built-in one)."""
         if self._refs is None:
-            self._refs = {}
-            for p, origin in self._files():
-                try:
-                    r = load_reference(p, origin)
-                except BadFileError as e:
-                    log.warning("skipping reference: %s", e)
-                    self.problems.append(str(e))
-                    continue
-                if r.fp.version != ALGO_VERSION:
-                    msg = f"{p}: reference made by fingerprint version {r.fp.version}, this is {ALGO_VERSION}; re-add it"
-                    log.warning(msg)
-                    self.problems.append(msg)
-                    continue
-                self._refs[r.name] = r
+            with self._lock:   # scans identify from several threads: load once, publish when complete
+                if self._refs is None:
+                    self._refs = self._load()
         return self._refs
+
+    def _load(self) -> dict[str, Reference]:
+        refs: dict[str, Reference] = {}
+        for p, origin in self._files():
+            try:
+                r = load_reference(p, origin)
+            except BadFileError as e:
+                log.warning("skipping reference: %s", e)
+                self.problems.append(str(e))
+                continue
+            if r.fp.version != ALGO_VERSION:
+                msg = f"{p}: reference made by fingerprint version {r.fp.version}, this is {ALGO_VERSION}; re-add it"
+                log.warning(msg)
+                self.problems.append(msg)
+                continue
+            refs[r.name] = r
+        return refs
 
     # -- tree ----------------------------------------------------------------------------
     def parent(self, name: str) -> str | None:

@@ -148,3 +148,23 @@ def test_inspect_why_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "flux (fill)" in r.stdout and "matched rule: flux_fill" in r.stdout
     assert "rejected sd3_medium: missing dit:joint_blocks.0.context_block.attn.qkv.weight" in r.stdout
+
+
+def test_standalone_hf_clip_g_matches_the_checkpoint_clip_g(tmp_path):
+    """clip_g.safetensors (HF layout) fingerprints like the CLIP-G inside an SDXL checkpoint."""
+    from fpcore.identify import add_reference, identify
+    from fpcore.refs import RefDB
+    sd = synth.random_state_dict(synth.checkpoint_spec("sdxl", "tiny"), 3)
+    synth.write_safetensors(tmp_path / "sdxl.safetensors", sd, "F16")
+    pre = "conditioner.embedders.1.model."
+    hf = {}
+    for k, v in sd.items():
+        if k.startswith(pre):
+            hf.update(synth._openclip_to_hf(k[len(pre):], v))
+    synth.write_safetensors(tmp_path / "clip_g.safetensors", hf, "BF16")
+    db = RefDB(tmp_path / "r", builtin_dir=tmp_path / "n")
+    add_reference(db, tmp_path / "sdxl.safetensors", "SDXL", hashes=False)
+    rep = identify(tmp_path / "clip_g.safetensors", db, hashes=False)
+    assert rep["error"] is None
+    assert rep["architecture"]["components"] == ["clip_g"]
+    assert rep["components"]["clip_g"]["relation"] == "same_weights" and rep["components"]["clip_g"]["ref"] == "SDXL"
