@@ -19,7 +19,7 @@ MAX_VALUE = 500
 def _json(v: str):
     try:
         return json.loads(v)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):   # RecursionError: a value nested thousands deep
         return v
 
 

@@ -65,7 +65,7 @@ def _read(sc: Path) -> dict:
         return {}
     try:
         data = json.loads(sc.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise BadFileError(f"existing sidecar is not valid JSON ({type(e).__name__}); left untouched", sc) from None
     if not isinstance(data, dict):
         raise BadFileError("existing sidecar is not a JSON object; left untouched", sc)

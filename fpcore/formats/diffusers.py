@@ -180,7 +180,7 @@ class DiffusersFolder(Source):
                     for k in ("_class_name", "_diffusers_version"):
                         if isinstance(mi.get(k), str):
                             self.metadata[f"diffusers.{k}"] = mi[k]
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, RecursionError) as e:
                 raise BadFileError(f"model_index.json is not valid JSON ({e})", root) from None
         unet, vae = self._weights("unet"), self._weights("vae")
         te, te2 = self._weights("text_encoder"), self._weights("text_encoder_2")
