@@ -17,6 +17,7 @@ import os
 import pickle
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -219,7 +220,7 @@ class CkptFile(Source):
         p = self.path
         try:
             zf = zipfile.ZipFile(p)
-        except (zipfile.BadZipFile, OSError, ValueError) as e:
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:  # NotImplementedError: zip version
             raise BadFileError(f"damaged zip checkpoint ({e})", p) from None
         with zf:
             infos = {i.filename: i for i in zf.infolist()}
@@ -234,8 +235,10 @@ class CkptFile(Source):
             try:
                 with zf.open(pi) as f:
                     raw = f.read(MAX_PICKLE_BYTES + 1)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as e:
                 raise BadFileError(f"cannot read data.pkl ({e})", p) from None
+            except (NotImplementedError, RuntimeError) as e:   # unknown compression method; encrypted entry
+                raise UnsupportedError(f"cannot read data.pkl ({e})", p) from None
             if len(raw) > MAX_PICKLE_BYTES:
                 raise HeaderError(f"data.pkl expands past the {MAX_PICKLE_BYTES}-byte limit (zip bomb?)", p)
             up = RestrictedUnpickler(io.BytesIO(raw), p)
