@@ -169,12 +169,21 @@ class RestrictedUnpickler(pickle.Unpickler):
         return st
 
 
+#: dicts nested deeper than this hold no tensors in any real checkpoint
+MAX_NESTING = 64
+
+
 def _flatten(obj, prefix: str, out: dict) -> None:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _flatten(v, f"{prefix}{k}.", out)
-    elif isinstance(obj, _Tensor):
-        out[prefix[:-1]] = obj
+    """Without recursion, and a dict seen before is not entered again: a pickle can build
+    a dict that contains itself, or nests thousands deep."""
+    stack, seen = [(obj, prefix, 0)], set()
+    while stack:
+        o, pre, depth = stack.pop()
+        if isinstance(o, _Tensor):
+            out[pre[:-1]] = o
+        elif isinstance(o, dict) and id(o) not in seen and depth <= MAX_NESTING:
+            seen.add(id(o))
+            stack.extend((v, f"{pre}{k}.", depth + 1) for k, v in reversed(list(o.items())))
 
 
 def state_dict_of(obj) -> dict:
