@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
@@ -109,8 +110,24 @@ def _same_layout(fp: Fingerprint, ref: Fingerprint, comp: str) -> bool:
     return same >= 0.5 * len(mine)   # same_weights still needs 95 % coverage (match.SAME_MIN_COVERAGE)
 
 
+def _json_safe(obj):
+    """Non-finite floats (a distance of inf when nothing is comparable: NaN weights) as null,
+    so reports are strict JSON (json.dumps(..., allow_nan=False))."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str | None = None) -> dict:
     """Verdict, components and candidates for a fingerprint against ``db`` (a RefDB)."""
+    return _json_safe(_identify_fingerprint(fp, a, db, sha256))
+
+
+def _identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str | None = None) -> dict:
     from . import match  # numerical part, loaded only when there is something to match
 
     comps = a.components
