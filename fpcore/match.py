@@ -164,6 +164,12 @@ def align(fp: Fingerprint, refs: list[Fingerprint], comp: str, min_ndim: int = 2
     return Aligned([vf.keys[t] for t in tf], tid, x, R, nx, nR, xc, Rc)
 
 
+def _finite_share(fp: Fingerprint, comp: str) -> float:
+    """Fraction of the sampled values of ``comp`` (2-D and up, as aligned) that are finite."""
+    v = fp.view(comp, 2).vals
+    return float(np.isfinite(v).mean()) if len(v) else 0.0
+
+
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     return float(a @ b) / (na * nb) if na > 0 and nb > 0 else 0.0
@@ -259,7 +265,9 @@ def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool
     for r in pool:
         mm, cov = mismatch_fraction(fp, r.fp, comp)
         covered.append((r, mm, cov))
-    ok = [r for r, _, cov in covered if cov >= 0.5]
+    # the joint alignment keeps only rows finite in every reference: one reference of NaN/Inf
+    # weights would leave no rows and make the file unrelated to all of them
+    ok = [r for r, _, cov in covered if cov >= 0.5 and _finite_share(r.fp, comp) >= 0.5]
     al_all = align(fp, [r.fp for r in ok], comp) if ok else None
     col_of = {r.name: i for i, r in enumerate(ok)}
     for r, mm, cov in covered:
