@@ -3,12 +3,15 @@
     python bench/fuzz.py [--cases 10000] [--seed 0]
 
 Each case writes a file made by mutating a valid one (bit flips, truncation, lying header
-length, JSON-level changes to dtype/shape/offsets, random bytes, trailing junk) and runs
-the whole fingerprint pipeline on it. Allowed outcomes: a fingerprint, or an
+length, JSON-level changes to dtype/shape/offsets, huge numbers, JSON nested thousands deep,
+random bytes, trailing junk; for .ckpt: bytes of the pickle, zip directory fields such as
+version / compression method / flags, pickles whose dict contains itself or nests deep) and
+runs the whole fingerprint pipeline on it. Allowed outcomes: a fingerprint, or an
 fpcore.errors.FpError whose message is one line naming the file. Anything else (another
-exception, more than MAX_SECONDS for one file, memory growth past MAX_RSS_GROWTH_MB) is a
-failure. Prints the outcome counts, the slowest case and the peak RSS.
-The tests run a smaller seeded set of the same cases (tests/test_hostile_inputs.py).
+exception, more than MAX_SECONDS for one file: a SIGALRM interrupts a hang, memory growth
+past MAX_RSS_GROWTH_MB) is a failure. Prints the outcome counts, the time per case (max,
+median), the slowest case and the peak RSS. The same seed gives the same cases.
+The tests run a smaller seeded set of the same cases (tests/test_robustness.py).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ import io
 import json
 import os
 import resource
+import signal
+import statistics
 import struct
 import sys
 import tempfile
@@ -63,11 +68,21 @@ def valid_ckpt() -> bytes:
 
 JUNK = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=True), st.text(max_size=8), st.none(),
                  st.lists(st.integers(-2**64, 2**64), max_size=4), st.booleans())
+JSON_VALUE = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False), st.text(max_size=6)),
+    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=6), kids, max_size=4)),
+    max_leaves=20)
+
+#: pickles a torch checkpoint never holds, but an attacker can write
+#: (a dict that contains itself; dicts nested 5,000 deep)
+CYCLIC_PICKLE = b"\x80\x02}q\x00X\x01\x00\x00\x00xh\x00s."
+DEEP_PICKLE = b"\x80\x02" + b"}X\x01\x00\x00\x00x" * 5000 + b"}" + b"s" * 5000 + b"."
 
 
 @st.composite
 def safetensors_case(draw, base: bytes):
-    kind = draw(st.sampled_from(["flip", "truncate", "length", "json", "random", "append", "json_raw"]))
+    kind = draw(st.sampled_from(["flip", "truncate", "length", "json", "random", "append", "json_raw", "nest",
+                                 "json_random"]))
     data = bytearray(base)
     n = int.from_bytes(base[:8], "little")
     if kind == "flip":
@@ -82,6 +97,16 @@ def safetensors_case(draw, base: bytes):
         data += draw(st.binary(min_size=1, max_size=64))
     elif kind == "random":
         data = bytearray(draw(st.binary(max_size=512)))
+    elif kind == "nest":      # JSON nested far past any real header: [[[[... or {"a":{"a":...
+        depth = draw(st.sampled_from([10, 1000, 100_000]))
+        opener, closer = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]))
+        h = opener * depth + b"1" + closer * depth
+        if draw(st.booleans()):   # inside __metadata__ instead of at the top
+            h = b'{"__metadata__":' + h + b"}"
+        data = bytearray(struct.pack("<Q", len(h)) + h + bytes(data[8 + n:]))
+    elif kind == "json_random":   # any JSON value as the whole header, with a true length
+        h = json.dumps(draw(JSON_VALUE)).encode()
+        data = bytearray(struct.pack("<Q", len(h)) + h + bytes(data[8 + n:]))
     else:
         header = json.loads(bytes(data[8:8 + n]))
         key = draw(st.sampled_from(sorted(header)))
@@ -103,7 +128,7 @@ def safetensors_case(draw, base: bytes):
 
 @st.composite
 def ckpt_case(draw, base: bytes):
-    kind = draw(st.sampled_from(["flip_pickle", "flip", "truncate", "random"]))
+    kind = draw(st.sampled_from(["flip_pickle", "flip", "truncate", "random", "zipdir", "pickle"]))
     data = bytearray(base)
     if kind in ("flip_pickle", "flip"):
         lo, hi = (0, len(data) - 1)
@@ -117,22 +142,54 @@ def ckpt_case(draw, base: bytes):
             data[i] = draw(st.integers(0, 255))
     elif kind == "truncate":
         data = data[:draw(st.integers(0, len(data) - 1))]
+    elif kind == "zipdir":     # a field of a central-directory entry: version, flags, method, sizes
+        entries = [i for i in range(len(data)) if data[i:i + 4] == b"PK\x01\x02"]
+        at = draw(st.sampled_from(entries))
+        off, width = draw(st.sampled_from([(4, 2), (6, 2), (8, 2), (10, 2), (20, 4), (24, 4), (28, 2), (42, 4)]))
+        value = draw(st.one_of(st.integers(0, 2 ** (8 * width) - 1), st.sampled_from([0, 1, 8, 12, 14, 99, 2 ** (8 * width) - 1])))
+        data[at + off:at + off + width] = value.to_bytes(width, "little")
+    elif kind == "pickle":     # a whole data.pkl replaced
+        pkl = draw(st.sampled_from([CYCLIC_PICKLE, DEEP_PICKLE, b"", b"\x80\x02.", b"\x80\x02N."]))
+        out = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(base)) as zi, zipfile.ZipFile(out, "w") as zo:
+            for info in zi.infolist():
+                zo.writestr(info, pkl if info.filename.endswith("data.pkl") else zi.read(info))
+        data = bytearray(out.getvalue())
     else:
         data = bytearray(b"PK\x03\x04" + draw(st.binary(max_size=512)))
     return bytes(data)
 
 
+class Hang(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Hang()
+
+
 def check_file(path: Path) -> str:
-    """Run the pipeline on one file; return the outcome, or raise AssertionError."""
+    """Run the pipeline on one file; return the outcome, or raise AssertionError.
+    A case still running after MAX_SECONDS is interrupted (SIGALRM) and fails."""
     t = time.perf_counter()
+    use_alarm = hasattr(signal, "setitimer")
+    if use_alarm:
+        old = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, MAX_SECONDS)
     try:
         fingerprint_path(path)
         outcome = "fingerprinted"
+    except Hang:
+        raise AssertionError(f"{path}: still running after {MAX_SECONDS} s (hang)") from None
     except FpError as e:
         msg = str(e)
         assert "\n" not in msg, f"multi-line error: {msg!r}"
         assert str(path) in msg, f"error does not name the file: {msg!r}"
         outcome = type(e).__name__
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
     dt = time.perf_counter() - t
     assert dt < MAX_SECONDS, f"{path}: took {dt:.2f} s"
     return outcome
@@ -144,7 +201,7 @@ def rss_mb() -> float:
 
 def run(cases: int, seed: int, workdir: Path, report=print) -> dict:
     """Run ``cases`` safetensors and ``cases // 4`` ckpt cases; returns the statistics."""
-    stats = {"outcomes": collections.Counter(), "max_seconds": 0.0, "slowest": None, "cases": 0}
+    stats = {"outcomes": collections.Counter(), "max_seconds": 0.0, "slowest": None, "cases": 0, "times": []}
     rss0 = rss_mb()
     bases = {"safetensors": valid_safetensors(), "ckpt": valid_ckpt()}
 
@@ -155,6 +212,7 @@ def run(cases: int, seed: int, workdir: Path, report=print) -> dict:
         outcome = check_file(p)
         dt = time.perf_counter() - t
         stats["cases"] += 1
+        stats["times"].append(dt)
         stats["outcomes"][f"{ext}: {outcome}"] += 1
         if dt > stats["max_seconds"]:
             stats["max_seconds"], stats["slowest"] = dt, data[:64]
@@ -179,6 +237,7 @@ def run(cases: int, seed: int, workdir: Path, report=print) -> dict:
     fuzz_st()
     fuzz_ckpt()
     stats["seconds"] = time.perf_counter() - t
+    stats["median_seconds"] = statistics.median(stats["times"])
     stats["peak_rss_mb"] = rss_mb()
     stats["rss_growth_mb"] = rss_mb() - rss0
     return stats
@@ -191,8 +250,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as d:
         s = run(args.cases, args.seed, Path(d))
-    print(f"{s['cases']} cases in {s['seconds']:.0f} s; slowest {s['max_seconds'] * 1000:.1f} ms; "
+    print(f"seed {args.seed}: {s['cases']} cases in {s['seconds']:.0f} s; per case: median "
+          f"{s['median_seconds'] * 1000:.2f} ms, max {s['max_seconds'] * 1000:.1f} ms; "
           f"peak RSS {s['peak_rss_mb']:.0f} MB (grew {s['rss_growth_mb']:.0f} MB)")
+    print(f"slowest case starts with {s['slowest'][:32]!r}")
     print("\n| outcome | cases |\n|---|---|")
     for k, v in sorted(s["outcomes"].items()):
         print(f"| {k} | {v} |")
