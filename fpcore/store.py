@@ -62,10 +62,11 @@ class Store:
     def enabled(self) -> bool:
         return self._con is not None
 
-    def _connect(self, readonly: bool) -> sqlite3.Connection:
+    def _connect(self, readonly: bool, immutable: bool = False) -> sqlite3.Connection:
         if readonly:
-            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.timeout,
-                                  check_same_thread=False)
+            # immutable: a WAL database on a read-only file system, closed cleanly (no -shm to map)
+            con = sqlite3.connect(f"file:{self.path}?mode=ro{'&immutable=1' if immutable else ''}", uri=True,
+                                  timeout=self.timeout, check_same_thread=False)
         else:
             con = sqlite3.connect(str(self.path), timeout=self.timeout, check_same_thread=False)
         con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
@@ -97,14 +98,15 @@ class Store:
 
     def _open_readonly(self, why) -> None:
         if self.path.exists():
-            try:
-                con = self._connect(readonly=True)
-                con.execute("SELECT count(*) FROM files").fetchone()
-                self._con, self.readonly = con, True
-                log.warning("%s: fingerprint store is read-only (%s); results will not be cached", self.path, why)
-                return
-            except sqlite3.DatabaseError:
-                pass
+            for immutable in (False, True):
+                try:
+                    con = self._connect(readonly=True, immutable=immutable)
+                    con.execute("SELECT count(*) FROM files").fetchone()
+                    self._con, self.readonly = con, True
+                    log.warning("%s: fingerprint store is read-only (%s); results will not be cached", self.path, why)
+                    return
+                except sqlite3.DatabaseError:
+                    pass
         self._disable(f"fingerprint store {self.path} is not writable ({why}); working without a cache")
 
     def _check_schema(self, con: sqlite3.Connection) -> None:
