@@ -114,7 +114,9 @@ def hash_file(path: str | os.PathLike, progress=None, autov3: bool = True) -> Ha
         if err:
             raise BadFileError(f"read failed while hashing: {err.strerror or err}", p)
         st1 = os.stat(p)
-        if done != size or st1.st_size != size or st1.st_mtime_ns != st0.st_mtime_ns or st1.st_ino != st0.st_ino:
+        # ctime too: a rewrite in place that sets the mtime back (cp --preserve) changes only that
+        if (done != size or st1.st_size != size or st1.st_mtime_ns != st0.st_mtime_ns or st1.st_ino != st0.st_ino
+                or st1.st_ctime_ns != st0.st_ctime_ns):
             raise BadFileError("file changed while it was being hashed; try again when it is complete", p)
     finally:
         os.close(fd)
