@@ -306,12 +306,16 @@ def _scan_cmd(args) -> int:
     if args.report:
         from .paths import atomic_write
         atomic_write(args.report, report_html.render(res, db).encode("utf-8"))
-    bad = any(r.get("error") for r in res["reports"]) or bool(res["errors"])
+    bad = (any(r.get("error") for r in res["reports"]) or bool(res["errors"])
+           or any(t.get("error") for t in res["tags"]))
     for e in res["errors"]:
         print(f"fpcore: {e['error']}", file=sys.stderr)
     for r in res["reports"]:
         if r.get("error"):
             print(f"fpcore: {r['error']}", file=sys.stderr)
+    for t in res["tags"]:
+        if t.get("error"):
+            print(f"fpcore: {t['error']}", file=sys.stderr)
     if args.json:
         print(json.dumps(scan.public(res), indent=2, default=str))
         return 3 if bad else 0
@@ -326,9 +330,7 @@ def _scan_cmd(args) -> int:
         print(f"{g['relation']} group ({g['reclaimable_bytes'] / 1e6:.1f} MB reclaimable): "
               + ", ".join(os.path.relpath(p, args.dir) for p in g["paths"]))
     for t in res["tags"]:
-        if t.get("error"):
-            print(f"tags: {t['error']}", file=sys.stderr)
-        elif t["changes"]:
+        if not t.get("error") and t["changes"]:
             verb = "would set" if args.dry_run else "set"
             print(f"{t['path']}: {verb} " + ", ".join(f"{k}={v[1]!r}" for k, v in t["changes"].items()))
     if args.report:

@@ -289,6 +289,10 @@ def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool
     out = CompVerdict(comp, "unknown", candidates=cands, n_values=n_file)
     if not related:
         best = cands[0]
+        if al_all is None:       # nothing comparable (no shared tensors, or NaN/Inf weights): no claim either way
+            out.confidence = 0.0
+            out.reason = "no weights that can be compared with any reference (none shared, or not finite)"
+            return out
         out.confidence = round(min(1.0, 1.0 - max(0.0, best.cos)), 3)
         out.reason = (f"not related to any reference (best {best.ref}: cos {best.cos:.3f}, z {best.z:.1f}, "
                       f"independent weights give |z| < {RELATED_MIN_Z:g})")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from .errors import BadFileError
@@ -84,8 +83,8 @@ def write(model_path: str | os.PathLike, new: dict) -> dict:
     try:
         if sc.exists():
             bak = sc.with_name(sc.name + ".bak")
-            if not bak.exists():
-                shutil.copy2(sc, bak)
+            if not bak.exists():   # atomic too: a kill mid-copy must not leave a short backup behind
+                atomic_write(bak, sc.read_bytes())
         atomic_write(sc, (json.dumps(merged, indent=4, ensure_ascii=False) + "\n").encode("utf-8"))
     except OSError as e:
         raise BadFileError(f"cannot write sidecar: {e.strerror or e}", sc) from None

@@ -211,7 +211,8 @@ def test_real_full_disk_under_store_and_sidecars(models, tmp_path):
             except OSError:
                 pass
         code, out, err = _scan(folder, cache, "--write-tags")
-        assert code == 0 and "Traceback" not in err, err
+        assert code == 3 and "Traceback" not in err, err           # sidecars not written: exit 3, one line each
+        assert err.count("cannot write sidecar: No space left on device") == 3
         assert "cannot use the fingerprint store" in err           # one warning, then no cache
         res = json.loads(out)
         assert [r["error"] for r in res["reports"]] == [None] * 3
