@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import layout
+from .facts import dominant_dtype
 
 U = "unet:"
 D = "dit:"
@@ -367,12 +368,6 @@ def detect(shapes: dict[str, tuple[int, ...]], dtypes_: dict[str, str] | None = 
     dt = None
     if dtypes_:
         den = [d for k, d in dtypes_.items() if layout.split(k)[0] in layout.DENOISERS] or list(dtypes_.values())
-        from . import dtypes as _dt
-        counts: dict[str, int] = {}
-        for d in den:
-            counts[d] = counts.get(d, 0) + 1
-        if counts:
-            top = max(counts, key=counts.get)
-            dt = _dt.DTYPES[top].short if top in _dt.DTYPES else top.lower()
+        dt = dominant_dtype(den)
     return ArchResult(family, variant, match.id if match else None, comps, dt, prediction, kind, notes, rejected,
                       latent)

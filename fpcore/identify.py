@@ -7,6 +7,7 @@ import os
 import time
 
 from . import arch, known, layout, provenance
+from .facts import FAMILIES, KIND_NAMES, family_name  # noqa: F401
 from .errors import FpError
 from .fingerprint import Fingerprint, canonical_tensors, fingerprint_source
 from .hashing import hash_file
@@ -15,25 +16,8 @@ from .reader import FileIdentity, check_regular_file, open_model
 
 log = logging.getLogger(__name__)
 
-FAMILY_NAMES = {
-    "sd1": "SD1.x", "sd1_inpaint": "SD1.x inpainting", "sd1_pix2pix": "SD1.x InstructPix2Pix", "sd2": "SD2.x",
-    "sd2_inpaint": "SD2.x inpainting", "sd2_depth": "SD2.x depth", "sd2_unclip": "SD2.x unCLIP", "sdxl": "SDXL",
-    "sdxl_inpaint": "SDXL inpainting", "sdxl_refiner": "SDXL refiner", "unknown": "unknown-architecture",
-    "ssd1b": "SSD-1B", "segmind_vega": "Segmind Vega", "koala": "KOALA", "kolors": "Kolors", "sd3": "SD3",
-    "flux": "Flux.1", "flux2": "Flux.2", "chroma": "Chroma", "auraflow": "AuraFlow", "hunyuan_dit": "HunyuanDiT",
-    "pixart_alpha": "PixArt-α", "pixart_sigma": "PixArt-Σ", "stable_cascade_b": "Stable Cascade stage B",
-    "stable_cascade_c": "Stable Cascade stage C", "lumina2": "Lumina 2", "hidream": "HiDream", "qwen_image": "Qwen-Image",
-    "wan": "Wan", "ltxv": "LTX-Video", "hunyuan_video": "HunyuanVideo", "mochi": "Mochi", "cosmos": "Cosmos",
-    "svd": "Stable Video Diffusion",
-}
-
-
-KIND_NAMES = {"lora": "LoRA", "lycoris": "LyCORIS", "textual_inversion": "textual-inversion embedding",
-              "controlnet": "ControlNet", "vae": "VAE", "text_encoder": "text encoder"}
-
-
-def family_name(family: str) -> str:
-    return FAMILY_NAMES.get(family, family)
+# display names, kind names: one table in fpcore.facts (kept importable from here)
+FAMILY_NAMES = {f.id: f.name for f in FAMILIES.values()}
 
 
 def _header_facts(src, ct: dict | None = None) -> tuple[dict, dict, arch.ArchResult]:

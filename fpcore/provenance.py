@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from .facts import is_model_file
+
 #: (how to select keys, report section)
 SECTIONS = [
     (lambda k: k.startswith("modelspec."), "modelspec"),
@@ -38,14 +40,14 @@ def _comfy_summary(value: str) -> dict:
         nodes = data["nodes"]
         for n in nodes:
             for w in (n.get("widgets_values") or []) if isinstance(n, dict) else []:
-                if isinstance(w, str) and w.lower().endswith((".safetensors", ".ckpt", ".pt", ".gguf", ".sft")):
+                if isinstance(w, str) and is_model_file(w):
                     models.add(w)
     elif isinstance(data, dict):                                            # API prompt
         nodes = list(data.values())
         for n in nodes:
             inputs = n.get("inputs", {}) if isinstance(n, dict) else {}
             for w in inputs.values() if isinstance(inputs, dict) else []:
-                if isinstance(w, str) and w.lower().endswith((".safetensors", ".ckpt", ".pt", ".gguf", ".sft")):
+                if isinstance(w, str) and is_model_file(w):
                     models.add(w)
     n_nodes = len(nodes)
     return {"nodes": n_nodes, "models": sorted(models)}

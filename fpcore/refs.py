@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import paths
 from .errors import BadFileError, RefError
+from .facts import dominant_dtype
 from .fingerprint import ALGO_VERSION, Fingerprint
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,7 @@ class Reference:
 
 
 def _main_dtype(fp: Fingerprint) -> str | None:
-    from . import dtypes
-    counts: dict[str, int] = {}
-    for d in fp.dtypes:
-        counts[d] = counts.get(d, 0) + 1
-    return dtypes.DTYPES[max(counts, key=counts.get)].short if counts else None
+    return dominant_dtype(fp.dtypes)
 
 
 def slug(name: str) -> str:

@@ -16,12 +16,12 @@ import numpy as np
 
 from . import identify as ident
 from . import layout, tags
+from .facts import MODEL_EXTS
 from .errors import FpError
 from .refs import RefDB
 
 log = logging.getLogger(__name__)
 
-MODEL_EXTS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 #: peers compared in full with each file (the nearest by a quick cosine)
 PEER_CANDIDATES = 8
 
@@ -180,7 +180,7 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
         chosen = _run(files, one, sizes, reports, workers, os.fspath(root))
         fps = _fingerprints(reports, store)
         _peer_relations(reports, fps, store)
-        groups = _groups(reports, sizes)
+        groups = _groups(reports, sizes, fps)
         tag_results = []
         if write_tags:
             tag_results = _write_tags(reports, dry_run)
@@ -306,17 +306,58 @@ def _peer_relations(reports: dict, fps: dict, store=None) -> None:
             reports[p]["folder"] = {"duplicates": dup, **found[uniq[shas[p] or p]]}
 
 
-def _groups(reports: dict, sizes: dict) -> list[dict]:
+def _same_component(fa, fb, comp: str) -> bool:
+    """Whether component ``comp`` holds the same weights in both fingerprints (up to precision),
+    each covering the other: the rule of a same_weights verdict, applied file to file."""
+    from . import match
+    for x, y in ((fa, fb), (fb, fa)):
+        mm, cov = match.mismatch_fraction(x, y, comp)
+        if mm is None or mm > match.SAME_MAX_MISMATCH or cov < match.SAME_MIN_COVERAGE:
+            return False
+    return True
+
+
+def _weighted_components(rep: dict) -> list[str]:
+    return [c for c in (rep.get("architecture") or {}).get("components") or [] if c not in layout.IGNORED]
+
+
+def _component_diff(reps: list[str], reports: dict, fps: dict) -> tuple[list[str], list[str], list[str]]:
+    """(components the same in every file, present in every file but not the same, missing in some)."""
+    comp_sets = [_weighted_components(reports[p]) for p in reps]
+    order = [c for c in layout.ORDER if any(c in cs for cs in comp_sets)]
+    every = [c for c in order if all(c in cs for cs in comp_sets)]
+    same = [c for c in every if all(_same_component(fps[reps[0]], fps[q], c) for q in reps[1:])]
+    return same, [c for c in every if c not in same], [c for c in order if c not in every]
+
+
+def group_label(same: list[str], differ: list[str], missing: list[str]) -> str:
+    """'same UNet and text encoders, VAE differs'."""
+    text = f"same {ident.components_phrase(same)}" if same else "same weights in part"
+    if differ:
+        text += f", {ident.components_phrase(differ)} " + ("differs" if len(differ) == 1 else "differ")
+    if missing:
+        text += f"; {ident.components_phrase(missing)} not in every file"
+    return text
+
+
+def _groups(reports: dict, sizes: dict, fps: dict | None = None) -> list[dict]:
+    """Groups of files holding the same model. Bytes are reclaimable only where every component
+    with weights is the same: ``identical`` (same SHA-256) and ``same_weights`` (every component
+    the same up to precision). Files that share the denoiser but differ elsewhere (a swapped VAE,
+    trained text encoders) form a ``same_denoiser`` group that reclaims nothing. The folder
+    relations are corrected to match: ``same_weights`` only where every component is the same."""
+    fps = fps or {}
     out = []
+    size = lambda ps: sum(sizes.get(p, 0) for p in ps) - max(sizes.get(p, 0) for p in ps)  # noqa: E731
     by_sha: dict[str, list[str]] = {}
     for p, rep in reports.items():
         if rep.get("sha256") and not rep.get("error"):
             by_sha.setdefault(rep["sha256"], []).append(p)
     for sha, paths in by_sha.items():
         if len(paths) > 1:
-            out.append({"relation": "identical", "paths": sorted(paths),
-                        "reclaimable_bytes": sum(sizes.get(p, 0) for p in paths) - max(sizes.get(p, 0) for p in paths)})
-    # same weights in another precision/format: union of same_weights peer links
+            out.append({"relation": "identical", "paths": sorted(paths), "reclaimable_bytes": size(paths),
+                        "label": "the same bytes"})
+    # files whose denoiser is the same (the folder relation says so): union of the peer links
     parent: dict[str, str] = {}
 
     def find(x):
@@ -325,26 +366,100 @@ def _groups(reports: dict, sizes: dict) -> list[dict]:
         return x
     for p, rep in reports.items():
         f = rep.get("folder") or {}
-        if f.get("relation") == "same_weights" and f.get("peer"):
+        if f.get("relation") in ("same_weights", "same_denoiser") and f.get("peer") and f["peer"] in reports:
             a, b = find(p), find(f["peer"])
             if a != b:
                 parent[a] = b
-    comps: dict[str, list[str]] = {}
-    for p in list(parent) + [v for v in parent.values()]:
-        comps.setdefault(find(p), [])
-    for p in reports:
-        r = find(p)
-        if r in comps:
-            comps[r].append(p)
-    for members in comps.values():
-        members = sorted(set(members))
-        # include exact duplicates of members
-        extra = {q for m in members for q in (reports[m].get("folder") or {}).get("duplicates", [])}
-        members = sorted(set(members) | extra)
-        if len({reports[m].get("sha256") for m in members}) > 1:
-            out.append({"relation": "same_weights", "paths": members,
-                        "reclaimable_bytes": sum(sizes.get(m, 0) for m in members) - max(sizes.get(m, 0) for m in members)})
+    classes: dict[str, list[str]] = {}
+    for p in set(parent) | set(parent.values()):
+        classes.setdefault(find(p), []).append(p)
+    # one link per file can split one set of equal denoisers in two: join classes whose denoisers match
+    roots = sorted(classes)
+    den = {}
+    for r in roots:
+        comps = (reports[r].get("architecture") or {}).get("components") or []
+        den[r] = next((c for c in comps if c in layout.DENOISERS), comps[0] if comps else None)
+    for i, r in enumerate(roots):
+        for q in roots[i + 1:]:
+            if (find(r) != find(q) and den[r] and den[r] == den[q] and r in fps and q in fps
+                    and reports[r]["architecture"].get("family") == reports[q]["architecture"].get("family")
+                    and _same_component(fps[r], fps[q], den[r])):
+                parent[find(r)] = find(q)
+    merged: dict[str, set] = {}
+    for r, members in classes.items():
+        merged.setdefault(find(r), set()).update(members)
+    for members in merged.values():
+        # exact duplicates of members belong to them; one representative per distinct content
+        members |= {q for m in list(members) for q in (reports[m].get("folder") or {}).get("duplicates", [])}
+        content = lambda p: reports[p].get("sha256") or p  # noqa: E731
+        reps: dict[str, str] = {}
+        for m in sorted(members):
+            reps.setdefault(content(m), m)
+        if len(reps) < 2 or any(r not in fps for r in reps.values()):
+            continue
+        # classes of contents where every component with weights is the same
+        full: list[list[str]] = []
+        for r in reps.values():
+            for cls in full:
+                if (set(_weighted_components(reports[r])) == set(_weighted_components(reports[cls[0]]))
+                        and all(_same_component(fps[r], fps[cls[0]], c) for c in _weighted_components(reports[r]))):
+                    cls.append(r)
+                    break
+            else:
+                full.append([r])
+        paths_of = lambda rs: sorted(m for m in members if reps[content(m)] in rs)  # noqa: E731
+        for cls in full:
+            if len(cls) > 1:
+                ps = paths_of(cls)
+                out.append({"relation": "same_weights", "paths": ps, "reclaimable_bytes": size(ps),
+                            "label": "every component the same up to precision"})
+        if len(full) > 1:
+            same, differ, missing = _component_diff([c[0] for c in full], reports, fps)
+            out.append({"relation": "same_denoiser", "paths": sorted(members), "reclaimable_bytes": 0,
+                        "label": group_label(same, differ, missing), "differs": differ + missing})
+        # the folder relation of each file follows the same rule
+        for cls in full:
+            partners = [r for r in cls]
+            others = [c[0] for c in full if c is not cls]
+            for r in cls:
+                f_paths = paths_of([r])
+                twin = next((q for q in partners if q != r), None)
+                for p in f_paths:
+                    f = reports[p].setdefault("folder", {})
+                    if twin is not None:
+                        f.update(relation="same_weights", peer=twin, differs=[], merge=[])
+                    elif others:
+                        s_, d_, m_ = _component_diff([r, others[0]], reports, fps)
+                        f.update(relation="same_denoiser", peer=others[0], differs=d_ + m_, merge=[])
     return out
+
+
+def reclaimable_total(groups: list[dict]) -> int:
+    """Bytes freed by keeping one file per group, each file counted once (an ``identical`` group
+    inside a ``same_weights`` group is already counted there)."""
+    covered: set[str] = set()
+    total = 0
+    for g in sorted(groups, key=lambda g: g["relation"] != "same_weights"):
+        if not g.get("reclaimable_bytes") or set(g["paths"]) <= covered:
+            continue
+        covered |= set(g["paths"])
+        total += g["reclaimable_bytes"]
+    return total
+
+
+def folder_text(f: dict, root: str | None = None) -> str:
+    """The "in this folder" relation of one file, for people: names a merge by its recipe."""
+    rel = lambda p: os.path.relpath(p, root) if root else p  # noqa: E731
+    if not f:
+        return ""
+    if f.get("relation") == "merge" and f.get("merge"):
+        return "merge: " + " + ".join(f"{rel(m['ref'])} {float(m['weight']) * 100:.0f}%" for m in f["merge"])
+    if not f.get("peer"):
+        return ""
+    text = f"{f['relation']} {rel(f['peer'])}"
+    if f.get("differs"):
+        text += f" ({ident.components_phrase(f['differs'])} " + ("differs)" if len(f["differs"]) == 1 else "differ)")
+    return text
 
 
 def _write_tags(reports: dict, dry_run: bool) -> list[dict]:

@@ -13,21 +13,13 @@ import os
 from pathlib import Path
 
 from .errors import BadFileError
+from .facts import LORA_KINDS, a1111_sd_version, forge_sd_version
 from .fingerprint import ALGO_VERSION
 from .paths import atomic_write
 
 log = logging.getLogger(__name__)
 
-#: architecture family -> A1111 "sd version" (LoRAs) and Forge "sd_version_str" (checkpoints)
-A1111_SD_VERSION = {"sd1": "SD1", "sd1_inpaint": "SD1", "sd1_pix2pix": "SD1", "sd2": "SD2", "sd2_inpaint": "SD2",
-                    "sd2_depth": "SD2", "sd2_unclip": "SD2", "sdxl": "SDXL", "sdxl_inpaint": "SDXL",
-                    "sdxl_refiner": "SDXL", "ssd1b": "SDXL", "segmind_vega": "SDXL", "koala": "SDXL"}
-FORGE_SD_VERSION = {"sd1": "SdVersion.SD1", "sd1_inpaint": "SdVersion.SD1", "sd1_pix2pix": "SdVersion.SD1",
-                    "sd2": "SdVersion.SD2", "sd2_inpaint": "SdVersion.SD2", "sd2_depth": "SdVersion.SD2",
-                    "sdxl": "SdVersion.SDXL", "sdxl_inpaint": "SdVersion.SDXL", "sdxl_refiner": "SdVersion.SDXL",
-                    "ssd1b": "SdVersion.SDXL", "segmind_vega": "SdVersion.SDXL", "flux": "SdVersion.Flux",
-                    "sd3": "SdVersion.SD3"}
-LORA_KINDS = ("lora", "lycoris")
+# the A1111 / Forge values per family are in fpcore.facts (one table for every module)
 
 
 def sidecar_path(model_path: str | os.PathLike) -> Path:
@@ -43,9 +35,9 @@ def tags_for(report: dict) -> dict:
     out = {"base_model": v.get("base"), "relation": v.get("relation"), "lineage": v.get("lineage") or [],
            "fingerprint_version": ALGO_VERSION}
     if a.get("kind") in LORA_KINDS:
-        out["sd version"] = A1111_SD_VERSION.get(fam, "Unknown")
+        out["sd version"] = a1111_sd_version(fam)
     else:
-        out["sd_version_str"] = FORGE_SD_VERSION.get(fam, "SdVersion.Unknown")
+        out["sd_version_str"] = forge_sd_version(fam)
     if report.get("merge"):
         out["merge"] = report["merge"]
     return out

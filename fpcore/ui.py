@@ -25,14 +25,15 @@ import threading
 import time
 
 from . import api
-from .identify import family_name
+from .identify import (CONFIDENCE_MEANING, RELATION_LEGEND, base_label, confidence_text, evidence_notes,
+                       needs_reason)
+from .facts import MODEL_EXTS, family_name
 
 log = logging.getLogger(__name__)
 
 TAB_TITLE = "Identify base model"
 TAB_ID = "model_fingerprint"
 TABLE_HEADERS = ["path", "architecture", "base", "relation", "confidence"]
-MODEL_EXTS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 
 
 class StandaloneHost:
@@ -90,15 +91,32 @@ def format_report(rep: dict) -> str:
     fam = family_name(a.get("family") or "unknown") + (f" ({a['variant']})" if a.get("variant") else "")
     lines = [f"**{os.path.basename(rep.get('path') or '')}** — {api.summary_line(rep)}", "",
              f"- architecture: {fam}, {a.get('dtype') or '?'}; components: {', '.join(a.get('components') or [])}",
-             f"- relation: **{v.get('relation')}**" + (f", base **{v['base']}**" if v.get("base") else "")
-             + f" (confidence {float(v.get('confidence') or 0):.2f})"]
+             f"- relation: **{v.get('relation')}**"
+             + (f", **{base_label(rep)}**" if v.get("relation") == "merge" and rep.get("merge")
+                else f", base **{v['base']}**" if v.get("base") else "")
+             + f" (confidence {confidence_text(v.get('confidence'))})"]
+    if needs_reason(v):
+        lines.append(f"- why: {v['reason']}")
+    if v.get("differs"):
+        lines.append("- not the same weights: " + ", ".join(v["differs"]))
     if v.get("lineage"):
-        lines.append("- lineage: " + " → ".join(v["lineage"]))
+        lines.append(("- common ancestry: " if v.get("relation") == "merge" else "- lineage: ") + " → ".join(v["lineage"]))
     for m in rep.get("merge") or []:
-        lines.append(f"- merge: {m['ref']} {float(m['weight']):.2f}")
+        chain = f" (lineage {' → '.join(m['lineage'])})" if m.get("lineage") else ""
+        lines.append(f"- merge: {m['ref']} {float(m['weight']):.2f}{chain}")
     if rep.get("sha256"):
         lines.append(f"- sha256: `{rep['sha256']}` (AutoV2 `{(rep.get('autov2') or '').upper()}`)")
+    lines += ["", legend_markdown(evidence_notes(v.get("reason") if needs_reason(v) else ""))]
     return "\n".join(lines)
+
+
+def legend_markdown(evidence: list[str] | None = None) -> str:
+    """A short legend of the relations and of confidence (and of the evidence words shown)."""
+    rel = "; ".join(f"*{k}*: {m}" for k, m in RELATION_LEGEND.items())
+    text = f"<details><summary>Legend</summary>\n\n{rel}.\n\n*confidence*: {CONFIDENCE_MEANING}"
+    if evidence:
+        text += "\n\n" + "; ".join(evidence) + "."
+    return text + "\n\n</details>"
 
 
 def identify_path(host, path: str, sha256: str | None = None, progress=None) -> dict:
@@ -135,8 +153,9 @@ def table_rows(result: dict, root: str | None = None) -> list[list]:
             rows.append([rel, "error", "", r["error"], ""])
             continue
         a, v = r.get("architecture") or {}, r.get("verdict") or {}
-        rows.append([rel, family_name(a.get("family") or "unknown"), v.get("base") or "",
-                     v.get("relation") or "", f"{float(v.get('confidence') or 0):.2f}"])
+        rows.append([rel, family_name(a.get("family") or "unknown"),
+                     base_label(r) if v.get("relation") not in (None, "unknown") else "",
+                     v.get("relation") or "", confidence_text(v.get("confidence")) if v else ""])
     return rows
 
 
@@ -145,7 +164,8 @@ def scan_summary(result: dict, write_tags: bool) -> str:
     bad = sum(1 for r in reps if r.get("error")) + len(result.get("errors") or [])
     lines = [f"Scanned **{len(reps)}** model files" + (f", {bad} with errors" if bad else "") + "."]
     for g in result.get("groups") or []:
-        lines.append(f"- {g['relation']}: " + ", ".join(os.path.basename(p) for p in g["paths"])
+        lines.append(f"- {g['relation']}" + (f" ({g['label']})" if g.get("label") else "") + ": "
+                     + ", ".join(os.path.basename(p) for p in g["paths"])
                      + f" ({g.get('reclaimable_bytes', 0) / 1e6:.1f} MB reclaimable)")
     if write_tags:
         tags = result.get("tags") or []
