@@ -56,6 +56,35 @@ def _base(report: dict) -> str:
     return ((report or {}).get("verdict") or {}).get("base") or "unknown"
 
 
+PICTURE_SCALE = 1.5   # pixels per SVG unit of the IMAGE output (760 units wide -> 1140 px)
+
+
+def _picture(report: dict):
+    """(SVG for the node, IMAGE tensor [1, H, W, 3] in 0..1) of the report's picture
+    (fpcore.picture; the IMAGE is the same scene drawn with Pillow, which ComfyUI ships).
+    A report with nothing to draw (an error) gives "" and a small blank image."""
+    from .fpcore import picture
+    try:
+        tree = picture.reference_tree(RefDB(refs_dir()))
+        sc = picture.scene(report, tree)
+    except Exception:  # the picture must never cost the user the answer
+        log.exception("Model Fingerprint: cannot draw the picture")
+        sc = None
+    svg = picture.to_svg(sc, "node") if sc is not None else ""
+    try:
+        import numpy as np
+        import torch
+        if sc is not None:
+            arr = np.asarray(picture.to_image(sc, PICTURE_SCALE), dtype=np.float32) / 255.0
+        else:
+            arr = np.ones((64, 256, 3), dtype=np.float32)
+        image = torch.from_numpy(arr)[None]
+    except ImportError as e:  # outside ComfyUI (tests without torch or Pillow): no pixels
+        log.debug("Model Fingerprint: no IMAGE output: %s", e)
+        image = None
+    return svg, image
+
+
 # -- where a loaded object came from ----------------------------------------------------------
 
 def _patcher(obj):
@@ -181,8 +210,8 @@ class IdentifyCheckpoint:
     """Identify a checkpoint file: architecture, registered base, relation."""
 
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("STRING", "STRING")
-    RETURN_NAMES = ("base", "report_json")
+    RETURN_TYPES = ("STRING", "STRING", "IMAGE")
+    RETURN_NAMES = ("base", "report_json", "picture")
     FUNCTION = "identify"
     OUTPUT_NODE = True
     DESCRIPTION = "Identify a checkpoint (architecture; base model; identical / same weights / fine-tune / merge)."
@@ -214,15 +243,16 @@ class IdentifyCheckpoint:
         else:
             report = api.identify_file(path, refs_dir=refs_dir())
         summary = api.summary_line(report)
-        return {"ui": {"text": [summary]}, "result": (_base(report), _dump(report))}
+        svg, image = _picture(report)
+        return {"ui": {"text": [summary], "picture": [svg]}, "result": (_base(report), _dump(report), image)}
 
 
 class IdentifyLoadedModel:
     """Identify the weights a MODEL (and optionally CLIP, VAE) holds."""
 
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("STRING", "STRING")
-    RETURN_NAMES = ("base", "report_json")
+    RETURN_TYPES = ("STRING", "STRING", "IMAGE")
+    RETURN_NAMES = ("base", "report_json", "picture")
     FUNCTION = "identify"
     OUTPUT_NODE = True
     DESCRIPTION = ("Identify a loaded model: the file it was loaded from where ComfyUI records it, else a sample of "
@@ -235,7 +265,9 @@ class IdentifyLoadedModel:
     def identify(self, model, clip=None, vae=None):
         ensure_cache_env()
         report = identify_loaded(model, clip, vae, refs=refs_dir())
-        return {"ui": {"text": [loaded_summary(report)]}, "result": (_base(report), _dump(report))}
+        svg, image = _picture(report)
+        return {"ui": {"text": [loaded_summary(report)], "picture": [svg]},
+                "result": (_base(report), _dump(report), image)}
 
 
 NODE_CLASS_MAPPINGS = {

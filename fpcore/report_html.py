@@ -82,10 +82,23 @@ def family_trees(result: dict, db: RefDB | None) -> list[tuple[str, str]]:
 
 CSS = """body{font-family:sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left} th{background:#f3f3f3}
-.err{color:#b00} .muted{color:#777} h2{margin-top:1.6em}"""
+.err{color:#b00} .muted{color:#777} h2{margin-top:1.6em}
+tr.pic td{border-top:none;padding:0 8px 4px;font-size:12px;color:#555} tr.pic summary{cursor:pointer}"""
+
+
+def _picture_row(report: dict, rel: str, tree: dict) -> str:
+    """A full-width row under a file's row: its picture (fpcore.picture), folded until expanded."""
+    from . import picture
+    svg = picture.svg(report, tree)
+    if not svg:
+        return ""
+    return (f'<tr class=pic><td colspan=6><details class=mfp-pic data-path="{html.escape(rel)}"><summary>picture: '
+            f'where {html.escape(os.path.basename(rel))} sits among the references</summary>{svg}</details></td></tr>')
 
 
 def render(result: dict, db: RefDB | None = None) -> str:
+    from . import picture
+    tree = picture.reference_tree(db) if db is not None else {}
     rows = []
     for r in result["reports"]:
         rel = os.path.relpath(r["path"], result["root"])
@@ -98,6 +111,8 @@ def render(result: dict, db: RefDB | None = None) -> str:
         peer_txt = f"{folder.get('relation')} {os.path.relpath(peer, result['root'])}" if peer else ""
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in (
             rel, a.get("family"), v.get("base") or "—", v.get("relation"), f"{v.get('confidence', 0):.2f}", peer_txt)) + "</tr>")
+    rows = [row + _picture_row(r, os.path.relpath(r["path"], result["root"]), tree)  # one row per report above
+            for row, r in zip(rows, result["reports"])]
     groups = []
     for g in result["groups"]:
         paths = "<br>".join(html.escape(os.path.relpath(p, result["root"])) for p in g["paths"])

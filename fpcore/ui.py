@@ -119,6 +119,18 @@ def legend_markdown(evidence: list[str] | None = None) -> str:
     return text + "\n\n</details>"
 
 
+def report_picture(host, rep: dict) -> str:
+    """The report's picture (fpcore.picture) as HTML for a gr.HTML, "" when there is none."""
+    from . import picture
+    from .refs import RefDB
+    try:
+        svg = picture.svg(rep, picture.reference_tree(RefDB(_setting(host, "refs_dir"))))
+    except Exception:  # a picture must never cost the user the text answer
+        log.exception("cannot draw the picture of %s", rep.get("path"))
+        return ""
+    return f'<div class="mfp-picture-wrap" style="background:#fff;border-radius:6px">{svg}</div>' if svg else ""
+
+
 def identify_path(host, path: str, sha256: str | None = None, progress=None) -> dict:
     """Identify one file with the host's settings. ``progress(done_bytes, total_bytes)``."""
     return api.identify_file(path, sha256=sha256, progress=progress, refs_dir=_setting(host, "refs_dir"),
@@ -274,6 +286,7 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
                                    elem_id="mfp_checkpoint")
                 btn_refresh = gr.Button("Refresh list", elem_id="mfp_refresh")
                 btn_identify = gr.Button("Identify", variant="primary", elem_id="mfp_identify")
+            picture_html = gr.HTML(elem_id="mfp_picture")
             summary = gr.Markdown(elem_id="mfp_summary")
             with gr.Row():
                 ref_path = gr.Textbox(label="Model file (for 'add as reference')", elem_id="mfp_ref_path")
@@ -297,7 +310,7 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
 
         # -- handlers: gradio needs gr.Progress() as a default argument value
         def _identify_out(rep):
-            return format_report(rep), rep, rep.get("path") or ""
+            return report_picture(host, rep), format_report(rep), rep, rep.get("path") or ""
 
         def do_current(progress=gr.Progress()):
             rep = run_with_progress(lambda cb: identify_current(host, progress=cb),
@@ -338,8 +351,8 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
         def do_scan_tags(folder_, progress=gr.Progress()):
             return _scan(folder_, True, progress)
 
-        btn_current.click(do_current, inputs=[], outputs=[summary, report, ref_path])
-        btn_identify.click(do_named, inputs=[ckpt, models_dir], outputs=[summary, report, ref_path])
+        btn_current.click(do_current, inputs=[], outputs=[picture_html, summary, report, ref_path])
+        btn_identify.click(do_named, inputs=[ckpt, models_dir], outputs=[picture_html, summary, report, ref_path])
         btn_refresh.click(do_refresh, inputs=[models_dir], outputs=[ckpt])
         btn_add.click(do_add, inputs=[ref_path, ref_name, ref_parent], outputs=[add_status, ref_parent])
         btn_scan.click(do_scan, inputs=[folder], outputs=[scan_status, table])

@@ -130,7 +130,7 @@ def test_pack_imports_under_a_path_made_name(comfy):
     for cls in pack.NODE_CLASS_MAPPINGS.values():
         assert cls.CATEGORY == "Model Fingerprint"
         assert cls.OUTPUT_NODE is True
-        assert cls.RETURN_TYPES == ("STRING", "STRING")
+        assert cls.RETURN_TYPES == ("STRING", "STRING", "IMAGE")   # IMAGE: the report's picture
         assert callable(getattr(cls, cls.FUNCTION))
 
 
@@ -161,7 +161,15 @@ def test_identify_checkpoint_uses_the_comfy_user_dir(comfy, registered, base_sd)
     synth.write_safetensors(comfy.ckpts / "tuned.safetensors", synth.finetune(base_sd, 0.3, 7), "F16")
     node = comfy.pack.NODE_CLASS_MAPPINGS["ModelFingerprintIdentifyCheckpoint"]()
     out = node.identify("tuned.safetensors")
-    base, report_json = out["result"]
+    base, report_json, image = out["result"]
+    # the picture: an SVG for the node's DOM widget; the IMAGE output where torch is installed
+    assert 'data-name="tuned.safetensors"' in out["ui"]["picture"][0] and 'data-name="Base"' in out["ui"]["picture"][0]
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert image is None
+    else:
+        assert image.ndim == 4 and image.shape[0] == 1 and image.shape[3] == 3 and float(image.max()) <= 1.0
     rep = json.loads(report_json)
     assert base == "Base" and rep["verdict"]["relation"] == "derivative", rep["verdict"]
     assert out["ui"]["text"] == [api.summary_line(rep)] and "Base" in out["ui"]["text"][0]
