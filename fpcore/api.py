@@ -1,72 +1,229 @@
-"""The functions hosts call (ComfyUI nodes, the A1111/Forge tab, the standalone UI).
+"""The one façade every front end calls: the command line, ComfyUI nodes, the A1111/Forge
+tab and the standalone UI.
 
-Each returns plain JSON-able dicts as in CONTRACT.md and never raises for a bad model
-file: the report carries an ``error`` field instead (hosts show it as is). Reference and
-cache locations come from the arguments, else ``FPCORE_REFS`` / ``FPCORE_CACHE``.
+Each function returns plain JSON-able dicts (the fields are described in
+docs/json-format.md). A bad model file does not raise: its report carries an ``error``
+field instead (hosts show it as is); pass ``strict=True`` to get the FpError raised (the
+command line does, to show tracebacks under ``--debug``). Reference and cache locations
+come from the arguments, else ``FPCORE_REFS`` / ``FPCORE_CACHE``.
+
+Imports of the engine happen inside the functions, so importing this module is cheap and
+each command loads only what it uses.
 """
 from __future__ import annotations
 
 import logging
 import os
 
-from . import identify as _ident
-from .errors import FpError
-from .refs import RefDB
+from .errors import BadFileError, FpError
 
 log = logging.getLogger(__name__)
 
 
-def _db(refs_dir=None) -> RefDB:
+def refdb(refs_dir=None):
+    """The reference set: the user reference dir (``refs_dir`` or FPCORE_REFS) plus the built-in one."""
+    from .refs import RefDB
     return RefDB(refs_dir)
+
+
+def _store(cache_dir=None, use_cache: bool = True):
+    if not use_cache:
+        return None
+    from .store import Store
+    return Store(cache_dir)
+
+
+def _error(path: str, e: FpError, strict: bool) -> dict:
+    if strict:
+        raise e
+    from .identify import error_report
+    log.warning("%s", e)
+    return error_report(path, e)
+
+
+def is_model_folder(path: str) -> bool:
+    """A diffusers folder (one model stored as several files), as opposed to a folder of models."""
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, n))
+                                       for n in ("model_index.json", "unet", "transformer", "vae"))
+
+
+def check_model_path(path: str) -> None:
+    """Raise a one-line BadFileError for what cannot be a model: a missing path, a folder of models."""
+    if not os.path.lexists(path):
+        raise BadFileError("no such file or directory", path)
+    if os.path.isdir(path) and not is_model_folder(path):
+        raise BadFileError("is a folder of models, not a model; to identify every model in it: fpcore scan "
+                           + _quote(path), path)
+
+
+def _quote(path: str) -> str:
+    import shlex
+    return shlex.quote(path)
 
 
 def identify_file(path: str | os.PathLike, *, sha256: str | None = None, hashes: bool = True,
                   progress=None, refs_dir=None, cache_dir=None, use_cache: bool = True,
-                  db: RefDB | None = None) -> dict:
-    """Identify one model file. ``sha256``: a hash the host already knows (A1111 keeps one),
-    which saves hashing the file; ``progress(done_bytes, total_bytes)`` reports hashing.
-    Results are cached in the shared store (``cache_dir`` or FPCORE_CACHE)."""
-    from .store import Store
+                  db=None, store=None, strict: bool = False) -> dict:
+    """Identify one model file or diffusers folder. ``sha256``: a hash the host already knows
+    (A1111 keeps one), which saves hashing the file; ``progress(done_bytes, total_bytes)``
+    reports hashing. Results are cached in the shared store (``cache_dir`` or FPCORE_CACHE)."""
+    from . import identify as _ident
     p = os.fspath(path)
-    store = Store(cache_dir) if use_cache else None
+    own = store is None
+    store = _store(cache_dir, use_cache) if own else store
     try:
-        return _ident.identify(p, db or _db(refs_dir), hashes=hashes, progress=progress, sha256=sha256, store=store)
+        check_model_path(p)
+        return _ident.identify(p, db or refdb(refs_dir), hashes=hashes, progress=progress, sha256=sha256,
+                               store=store)
     except FpError as e:
-        log.warning("%s", e)
-        return _ident.error_report(p, e)
+        return _error(p, e, strict)
     finally:
-        if store is not None:
+        if own and store is not None:
             store.close()
 
 
-def inspect_file(path: str | os.PathLike) -> dict:
+def inspect_file(path: str | os.PathLike, *, why: bool = False, strict: bool = False) -> dict:
+    """Architecture, components, dtypes and metadata from the header only (no weights read)."""
+    from . import identify as _ident
     p = os.fspath(path)
     try:
-        return _ident.inspect(p)
+        check_model_path(p)
+        return _ident.inspect(p, why=why)
     except FpError as e:
-        return _ident.error_report(p, e)
+        return _error(p, e, strict)
+
+
+def hash_file(path: str | os.PathLike, *, cache_dir=None, use_cache: bool = True, progress=None,
+              store=None, strict: bool = False) -> dict:
+    """SHA-256, AutoV2 and AutoV3 of a file; an unchanged file is answered from the store."""
+    from . import identify as _ident
+    p = os.fspath(path)
+    own = store is None
+    store = _store(cache_dir, use_cache) if own else store
+    try:
+        if os.path.isdir(p):
+            raise BadFileError("is a folder; hashes are of single files", p)
+        return {"path": p, **_ident.hashes_for(p, store=store, progress=progress), "error": None}
+    except FpError as e:
+        if strict:
+            raise
+        return {"path": p, "sha256": None, "autov2": None, "autov3": None, "error": str(e)}
+    finally:
+        if own and store is not None:
+            store.close()
+
+
+def scan_folder(root: str | os.PathLike, *, refs_dir=None, cache_dir=None, use_cache: bool = True, db=None,
+                progress=None, byte_progress=None, phase=None, write_tags: bool = False,
+                dry_run: bool = False) -> dict:
+    """Identify every model under ``root``, against the references and against each other.
+
+    Raises BadFileError when ``root`` is missing or not a folder. The result keeps the
+    fingerprints (``_fingerprints``) for :func:`write_report`; :func:`scan_json` drops them."""
+    from . import scan as _scan
+    r = os.fspath(root)
+    if not os.path.lexists(r):
+        raise BadFileError("no such directory", r)
+    if not os.path.isdir(r):
+        raise BadFileError("is a file, not a folder; to identify one model: fpcore identify " + _quote(r), r)
+    kw = {"cache_dir": cache_dir} if cache_dir else {}
+    return _scan.scan_folder(r, db=db or refdb(refs_dir), use_cache=use_cache, progress=progress,
+                             byte_progress=byte_progress, phase=phase, write_tags=write_tags, dry_run=dry_run, **kw)
+
+
+def scan_json(result: dict) -> dict:
+    """What ``scan --json`` prints: the result without internal fields, plus ``summary``."""
+    from .scan import public
+    return dict(public(result), summary=scan_summary(result))
+
+
+def scan_summary(result: dict) -> dict:
+    """Counts for the one-line summary of a scan."""
+    reps = result.get("reports") or []
+    groups = result.get("groups") or []
+    try:
+        from .scan import reclaimable_total
+        reclaim = reclaimable_total(groups)
+    except ImportError:
+        reclaim = sum(g.get("reclaimable_bytes", 0) for g in groups)
+    return {"models": sum(1 for r in reps if not r.get("error")),
+            "unreadable": sum(1 for r in reps if r.get("error")) + len(result.get("errors") or []),
+            "groups": len(groups), "reclaimable_bytes": reclaim,
+            "tag_errors": sum(1 for t in result.get("tags") or [] if t.get("error"))}
+
+
+def summary_text(summary: dict) -> str:
+    """'38 models, 2 unreadable, 3 groups, 418 MB reclaimable'."""
+    from .facts import format_bytes
+    n = summary["models"]
+    parts = [f"{n} model{'s' if n != 1 else ''}"]
+    if summary["unreadable"]:
+        parts.append(f"{summary['unreadable']} unreadable")
+    g = summary["groups"]
+    parts.append(f"{g} group{'s' if g != 1 else ''}")
+    parts.append(f"{format_bytes(summary['reclaimable_bytes'])} reclaimable")
+    if summary.get("tag_errors"):
+        parts.append(f"{summary['tag_errors']} sidecar(s) not written")
+    return ", ".join(parts)
+
+
+def write_report(result: dict, path: str | os.PathLike, *, refs_dir=None, db=None) -> str:
+    """Write the self-contained HTML report of a scan (atomically); returns its path."""
+    from . import report_html
+    from .paths import atomic_write
+    p = os.fspath(path)
+    try:
+        atomic_write(p, report_html.render(result, db or refdb(refs_dir)).encode("utf-8"))
+    except OSError as e:
+        raise BadFileError(f"cannot write the report: {e.strerror or e}", p) from None
+    return p
 
 
 def add_reference(path: str | os.PathLike, name: str, *, parent: str | None = None, note: str | None = None,
-                  refs_dir=None, progress=None) -> dict:
+                  refs_dir=None, progress=None, hashes: bool = True, db=None) -> dict:
     """Register ``path`` as reference ``name``. Raises FpError (RefError/BadFileError) on failure."""
-    r = _ident.add_reference(_db(refs_dir), path, name, parent=parent, note=note, progress=progress)
-    return r.info()
+    from . import identify as _ident
+    p = os.fspath(path)
+    check_model_path(p)
+    r = _ident.add_reference(db or refdb(refs_dir), p, name, parent=parent, note=note, progress=progress,
+                             hashes=hashes)
+    return dict(r.info(), tensors=len(r.fp.keys))
 
 
 def list_references(refs_dir=None) -> list[dict]:
-    db = _db(refs_dir)
+    db = refdb(refs_dir)
     return [dict(r.info(), children=db.children(r.name), orphan=db.orphan(r.name)) for r in db.refs.values()]
 
 
 def remove_reference(name: str, refs_dir=None) -> dict:
-    return _db(refs_dir).remove(name).info()
+    return refdb(refs_dir).remove(name).info()
+
+
+def reference_dir(refs_dir=None) -> str:
+    """Where user references are written."""
+    from .paths import user_refs_dir
+    return os.fspath(refs_dir or user_refs_dir())
+
+
+def cache(action: str, cache_dir=None) -> dict:
+    """The shared fingerprint store: ``info``, ``prune`` (forget files that are gone) or ``clear``."""
+    from .store import Store
+    store = Store(cache_dir)
+    try:
+        if action == "prune":
+            return store.prune()
+        if action == "clear":
+            store.clear()
+            return {"cleared": store.enabled}
+        return store.info()
+    finally:
+        store.close()
 
 
 def summary_line(report: dict) -> str:
     """One line for a UI: architecture, verdict, base."""
     if report.get("error"):
         return f"error: {report['error']}"
+    from .facts import family_name
     a, v = report.get("architecture") or {}, report.get("verdict") or {}
-    fam = _ident.family_name(a.get("family", "unknown"))
-    return f"{fam}: {v.get('summary', '')}"
+    return f"{family_name(a.get('family', 'unknown'))}: {v.get('summary', '')}"

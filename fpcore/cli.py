@@ -1,16 +1,32 @@
-"""Command line: ``python -m fpcore identify|inspect|hash|refs ...`` (see CONTRACT.md)."""
+"""Command line: ``fpcore COMMAND …`` (or ``python -m fpcore COMMAND …``).
+
+Every command is a row of :data:`COMMANDS`: its help, its own arguments, the shared
+options it takes (parent parsers: ``--json``, ``--refs``, ``--cache``, ``--debug``) and the
+function that runs it. Commands call the engine only through :mod:`fpcore.api`, the façade
+the ComfyUI nodes, the A1111/Forge tab and the standalone UI use too, and import it inside
+the function, so ``fpcore --help`` or a cached ``identify`` loads only what it needs.
+
+Exit codes: 0 success; 2 usage error; 3 bad input (one line on stderr per bad file, the
+others still reported); 4 nothing to do (a folder with no model files); 130 interrupted;
+141 output pipe closed. Tracebacks only with ``--debug``. The JSON output is described in
+docs/json-format.md.
+"""
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import sys
+from dataclasses import dataclass, field
+from typing import Callable
 
 from . import __version__
 from .errors import FpError, UsageError
 
-log = logging.getLogger("fpcore")
+EXIT_BAD_INPUT = 3
+EXIT_NOTHING_FOUND = 4
+EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141
+JSON_DOC = "docs/json-format.md"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,319 +36,407 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="fpcore", description="Identify Stable Diffusion checkpoints by their weights.")
-    p.add_argument("--version", action="version", version=f"fpcore {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+# ------------------------------------------------------------------ shared options
 
-    s = sub.add_parser("identify", help="what is this model: architecture, base, relation")
-    s.add_argument("paths", nargs="+", metavar="PATH")
-    s.add_argument("--json", action="store_true", help="print the JSON report (CONTRACT.md)")
-    s.add_argument("--refs", metavar="DIR", help="user reference dir (default: $FPCORE_REFS)")
-    s.add_argument("--no-hash", action="store_true", help="skip the SHA-256 of the whole file")
-    s.add_argument("--no-cache", action="store_true", help="do not read or write the fingerprint store")
-
-    s = sub.add_parser("inspect", help="architecture, components, dtypes and metadata from the header only")
-    s.add_argument("paths", nargs="+", metavar="PATH")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--why", action="store_true", help="show the matching rule and why the others were rejected")
-
-    s = sub.add_parser("hash", help="SHA-256, AutoV2 and AutoV3 of files")
-    s.add_argument("paths", nargs="+", metavar="PATH")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--no-cache", action="store_true", help="always hash, never use the store")
-
-    s = sub.add_parser("scan", help="identify every model under a folder; duplicates, merges, family tree")
-    s.add_argument("dir", metavar="DIR")
-    s.add_argument("--json", action="store_true", help="print {reports, groups} (CONTRACT.md)")
-    s.add_argument("--write-tags", action="store_true", help="write the <model>.json tag sidecars")
-    s.add_argument("--dry-run", action="store_true", help="with --write-tags: show what would change, write nothing")
-    s.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report")
-    s.add_argument("--refs", metavar="DIR")
-    s.add_argument("--no-cache", action="store_true")
-
-    c = sub.add_parser("cache", help="the shared fingerprint store ($FPCORE_CACHE)")
-    c.add_argument("action", choices=["info", "prune", "clear"])
-    c.add_argument("--json", action="store_true")
-
-    u = sub.add_parser("ui", help="the 'Identify base model' web UI, standalone (needs gradio)")
-    u.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    u.add_argument("--port", type=int, default=None, help="port (default: gradio's, 7860 or the next free)")
-    u.add_argument("--share", choices=["never", "always"], default="never",
-                   help="gradio share link (default never: the UI stays on this machine)")
-    u.add_argument("--models-dir", metavar="DIR", help="folder whose checkpoints the dropdown lists and scans")
-    u.add_argument("--refs", metavar="DIR")
-
-    r = sub.add_parser("refs", help="manage reference models")
-    rs = r.add_subparsers(dest="refcmd", required=True, parser_class=_Parser)
-    a = rs.add_parser("add", help="fingerprint a model and register it as a reference")
-    a.add_argument("path", metavar="PATH")
-    a.add_argument("--name", required=True)
-    a.add_argument("--parent", help="name of the reference this model was trained or merged from")
-    a.add_argument("--note")
-    a.add_argument("--no-hash", action="store_true", help="do not hash the file (no 'identical' matches)")
-    a.add_argument("--refs", metavar="DIR")
-    ls = rs.add_parser("list", help="list references")
-    ls.add_argument("--json", action="store_true")
-    ls.add_argument("--refs", metavar="DIR")
-    rm = rs.add_parser("remove", help="remove a user reference")
-    rm.add_argument("name")
-    rm.add_argument("--refs", metavar="DIR")
+def _parent(*adders) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    for add in adders:
+        add(p)
     return p
 
 
-def _progress_bar(path: str):
-    """A tqdm bar for hashing on a terminal, else nothing."""
-    if not sys.stderr.isatty():
-        return None, None
+def _debug(p):   # also accepted before the command; SUPPRESS keeps that value
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks and debug logging")
+
+
+def _json(p):
+    p.add_argument("--json", action="store_true", help=f"print JSON (fields: {JSON_DOC})")
+
+
+def _refs(p):
+    p.add_argument("--refs", metavar="DIR", help="user reference dir (default: $FPCORE_REFS)")
+
+
+def _cache_dir(p):
+    p.add_argument("--cache", metavar="DIR", help="cache dir holding the fingerprint store (default: $FPCORE_CACHE)")
+
+
+def _no_cache(p):
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the fingerprint store")
+
+
+PARENTS = {"debug": _debug, "json": _json, "refs": _refs, "cache": _cache_dir, "no-cache": _no_cache}
+
+
+@dataclass
+class Command:
+    help: str
+    run: Callable
+    shared: tuple[str, ...] = ("debug",)
+    args: Callable | None = None               # adds the command's own arguments
+    sub: dict[str, "Command"] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ commands
+
+def _paths(p):
+    p.add_argument("paths", nargs="+", metavar="PATH", help="model files or diffusers folders")
+
+
+def _print_json(obj) -> None:
+    import json
+    print(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+
+
+def _per_path(args, one, text) -> int:
+    """Run ``one(path)`` for each PATH; a bad one is one line on stderr and exit code 3 at the end."""
+    from . import cli_output as o
+    from .identify import error_report
+    reports, bad = [], False
+    for path in args.paths:
+        try:
+            rep = one(path)
+        except FpError as e:   # the api raises (strict=True) so that --debug can show the traceback
+            if args.debug:
+                raise
+            rep = error_report(path, e)
+        if rep.get("error"):
+            o.err(f"fpcore: {rep['error']}")
+            bad = True
+        elif not args.json:
+            text(rep)
+        reports.append(rep)
+    if args.json:
+        _print_json(reports)
+    return EXIT_BAD_INPUT if bad else 0
+
+
+def _identify(args) -> int:
+    from . import api, cli_output as o
+    db = api.refdb(args.refs)
+    store = api._store(args.cache, not args.no_cache)
+
+    def one(path):
+        cb, bar = (None, None) if args.no_hash else o.byte_bar(f"hashing {os.path.basename(path)[-30:]}")
+        try:
+            return api.identify_file(path, db=db, store=store, hashes=not args.no_hash, progress=cb,
+                                     strict=True)
+        finally:
+            if bar is not None:
+                bar.close()
     try:
-        from tqdm import tqdm
+        return _per_path(args, one, o.identify_text)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _identify_args(p):
+    _paths(p)
+    p.add_argument("--no-hash", action="store_true", help="skip the SHA-256 of the whole file")
+
+
+def _inspect(args) -> int:
+    from . import api, cli_output as o
+    return _per_path(args, lambda path: api.inspect_file(path, why=args.why, strict=True), o.inspect_text)
+
+
+def _inspect_args(p):
+    _paths(p)
+    p.add_argument("--why", action="store_true", help="show the matching rule and why the others were rejected")
+
+
+def _hash(args) -> int:
+    from . import api, cli_output as o
+    store = api._store(args.cache, not args.no_cache)
+
+    def one(path):
+        cb, bar = o.byte_bar(f"hashing {os.path.basename(path)[-30:]}")
+        try:
+            return api.hash_file(path, store=store, progress=cb, strict=True)
+        finally:
+            if bar is not None:
+                bar.close()
+    try:
+        return _per_path(args, one, o.hash_text)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _scan(args) -> int:
+    from . import api, cli_output as o
+    db = api.refdb(args.refs)
+    bars = o.Phases()
+    try:
+        res = api.scan_folder(args.dir, db=db, cache_dir=args.cache, use_cache=not args.no_cache,
+                              progress=bars.file, byte_progress=bars.bytes, phase=bars.phase,
+                              write_tags=args.write_tags, dry_run=args.dry_run)
+        if args.report and res["reports"]:
+            bars.phase("report", 0, 1)
+            api.write_report(res, args.report, db=db)
+    finally:
+        bars.close()
+    return _scan_result(args, res, args.dir)
+
+
+def _scan_result(args, res: dict, root: str) -> int:
+    from . import api, cli_output as o
+    from .facts import MODEL_EXTS
+    bad = o.scan_errors(res)
+    summary = api.scan_summary(res)
+    if args.json:
+        _print_json(api.scan_json(res))
+    else:
+        o.scan_text(res, root, dry_run=getattr(args, "dry_run", False))
+    if not res["reports"]:
+        o.err(f"fpcore: {root}: no model files found (looked for {', '.join(MODEL_EXTS)} files and diffusers "
+              "folders, in subfolders too)" + ("; nothing written to " + args.report if args.report else ""))
+        return EXIT_BAD_INPUT if bad else EXIT_NOTHING_FOUND
+    if not args.json:
+        o.out(api.summary_text(summary))
+        if args.report:
+            o.out(f"report: {args.report}")
+    return EXIT_BAD_INPUT if bad else 0
+
+
+def _scan_args(p):
+    p.add_argument("dir", metavar="DIR", help="folder of models (searched recursively)")
+    p.add_argument("--write-tags", action="store_true", help="write the <model>.json tag sidecars")
+    p.add_argument("--dry-run", action="store_true", help="with --write-tags: show what would change, write nothing")
+    p.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report")
+
+
+def _demo(args) -> int:
+    from . import api, cli_output as o, demo
+    out_dir = os.path.abspath(args.dir)
+    o.err(f"fpcore demo: writing generated models to {out_dir} ...")
+    built = demo.build(out_dir)
+    report = os.path.join(out_dir, "report.html")
+    args.report = report
+    bars = o.Phases()
+    try:
+        res = api.scan_folder(built["models"], refs_dir=built["refs"], cache_dir=built["cache"],
+                              progress=bars.file, byte_progress=bars.bytes, phase=bars.phase)
+        bars.phase("report", 0, 1)
+        api.write_report(res, report, refs_dir=built["refs"])
+    finally:
+        bars.close()
+    if args.json:
+        _print_json(dict(api.scan_json(res), demo=built))
+        return 0 if all(not r.get("error") for r in res["reports"] if r["path"] not in built["bad"]) else 1
+    o.out("What was built (the references are registered in " + os.path.relpath(built["refs"]) + "):")
+    for line in built["story"]:
+        o.out(f"  {line}")
+    o.out("")
+    o.out("What fpcore found:")
+    code = _scan_result(args, res, built["models"])
+    o.out("")
+    o.out(f"Open {os.path.relpath(report)} in a browser for the table and the family tree.")
+    o.out("Your own folder: fpcore scan PATH/TO/MODELS --report report.html")
+    return 0 if code in (0, EXIT_BAD_INPUT) else code   # the demo's bad file is there on purpose
+
+
+def _demo_args(p):
+    p.add_argument("dir", nargs="?", default="fpcore-demo", metavar="DIR",
+                   help="where to write the demo folder (default: ./fpcore-demo)")
+
+
+def _cache(args) -> int:
+    from . import api
+    res = api.cache(args.action, args.cache)
+    if args.json:
+        _print_json(res)
+    else:
+        for k, v in res.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def _cache_args(p):
+    p.add_argument("action", choices=["info", "prune", "clear"])
+
+
+#: gradio major versions the UI is tested with (tests/test_ui_browser.py): A1111 ships 3.41, Forge 4.40
+GRADIO_TESTED = (3, 4)
+
+
+def _ui(args) -> int:
+    import importlib
+    import logging
+    import socket
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    port = args.port or 7860
+    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
+        try:
+            s.bind((args.host, port))
+        except OSError as e:
+            if args.port:
+                raise UsageError(f"cannot listen on {args.host}:{port}: {e.strerror or e}; "
+                                 "choose another with --port N") from None
+    try:  # lazily, and not as an import statement: fpcore itself imports no host module
+        gr = importlib.import_module("gradio")
     except ImportError:
-        return None, None
-    bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=f"hash {path[-30:]}", leave=False)
+        raise UsageError('the UI needs gradio: pip install "gradio>=3.41,<5"') from None
+    import re
+    m = re.match(r"\d+", str(getattr(gr, "__version__", "")))
+    major = int(m.group()) if m else 0
+    if major not in GRADIO_TESTED and not os.environ.get("FPCORE_UI_ANY_GRADIO"):
+        raise UsageError(f"gradio {gr.__version__} is not supported; the UI works with gradio 3.41 and 4.x "
+                         '(pip install "gradio>=4.40,<5"), or set FPCORE_UI_ANY_GRADIO=1 to try anyway')
+    from . import ui
+    logging.getLogger("fpcore").setLevel(logging.INFO)
+    try:
+        ui.launch(gr, host=args.host, port=args.port, share=args.share == "always",
+                  models_dir=args.models_dir, refs_dir=args.refs, cache_dir=args.cache)
+    except OSError as e:
+        raise UsageError(f"cannot serve the UI on {args.host}:{args.port or 'default port'}: {e}") from None
+    return 0
 
-    def cb(done, total):
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-    return cb, bar
+
+def _ui_args(p):
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: gradio's, 7860 or the next free)")
+    p.add_argument("--share", choices=["never", "always"], default="never",
+                   help="gradio share link (default never: the UI stays on this machine)")
+    p.add_argument("--models-dir", metavar="DIR", help="folder whose checkpoints the dropdown lists and scans")
 
 
-def _emit_text_identify(rep: dict) -> None:
-    if rep.get("error"):
-        print(f"{rep['path']}: error: {rep['error']}")
-        return
-    a, v = rep["architecture"], rep["verdict"]
-    fam = a["family"] + (f" ({a['variant']})" if a.get("variant") else "")
-    print(f"{rep['path']}")
-    kind = f", {a['kind']}" if a.get("kind") not in (None, "checkpoint") else ""
-    print(f"  architecture: {fam}{kind}, {a.get('dtype')}, components: {', '.join(a['components']) or '-'}"
-          + (f", prediction: {a['prediction']}" if a.get("prediction") else ""))
-    if rep.get("sha256"):
-        print(f"  sha256: {rep['sha256']}  (AutoV2 {rep['autov2'].upper()}"
-              + (f", AutoV3 {rep['autov3'].upper()})" if rep.get("autov3") else ")"))
-    print(f"  verdict: {v['relation']}" + (f" — base {v['base']}" if v.get("base") else "")
-          + f"  (confidence {v['confidence']:.2f})")
-    print(f"  {v['summary']}")
-    for m in rep.get("merge") or []:
-        print(f"    merge: {m['ref']} {m['weight']:.2f}")
-    for g, ws in (rep.get("merge_blocks") or {}).items():
-        print(f"    {g} blocks: " + ", ".join(f"{m['ref']} {m['weight']:.2f}" for m in ws))
-    for c, e in rep["components"].items():
-        print(f"  {c:7s} {e['relation']}" + (f" {e['ref']}" if e.get("ref") else ""))
-    if v["relation"] == "unknown" and rep.get("candidates"):
-        c = rep["candidates"][0]
-        print(f"  closest reference: {c['ref']} (cosine {c['cos']:.3f}, z {c['z']:.0f}; related models score far higher)")
-    if rep.get("metadata"):
-        from .provenance import summary
-        s = summary(rep["metadata"])
-        if s:
-            print(f"  provenance: {s}")
+def _refs_add(args) -> int:
+    import logging
+    from . import api, cli_output as o
+    db = api.refdb(args.refs)
+    if args.parent and args.parent not in db.refs:
+        logging.getLogger("fpcore").warning("parent %r is not a registered reference", args.parent)
+    cb, bar = (None, None) if args.no_hash else o.byte_bar(f"hashing {os.path.basename(args.path)[-30:]}")
+    try:
+        r = api.add_reference(args.path, args.name, parent=args.parent, note=args.note, hashes=not args.no_hash,
+                              progress=cb, db=db)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"added reference {r['name']!r} ({r['family']}, {r['tensors']} tensors) -> {r['path']}")
+    if not args.parent:
+        o.err("note: no --parent given, so it is treated as a model trained from scratch. If it is a "
+              "fine-tune, `refs remove` it and add it again with --parent NAME (the parent need not be registered): a "
+              "model that only shares its ancestry is then not called its derivative.")
+    return 0
+
+
+def _refs_add_args(p):
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--name", required=True)
+    p.add_argument("--parent", help="name of the reference this model was trained or merged from")
+    p.add_argument("--note")
+    p.add_argument("--no-hash", action="store_true", help="do not hash the file (no 'identical' matches)")
+
+
+def _refs_list(args) -> int:
+    from . import api
+    rows = api.list_references(args.refs)
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print(f"no references yet (user dir: {api.reference_dir(args.refs)}); "
+              "add one with: fpcore refs add MODEL --name NAME")
+    else:
+        for r in rows:
+            par = f"  parent: {r['parent']}" + (" (not registered)" if r["orphan"] else "") if r["parent"] else ""
+            print(f"{r['name']:32s} {r['family'] or '?':12s} {r['dtype'] or '':8s} {r['origin']:8s}{par}")
+    return 0
+
+
+def _refs_remove(args) -> int:
+    from . import api
+    r = api.remove_reference(args.name, args.refs)
+    print(f"removed reference {r['name']!r}")
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "identify": Command("what is this model: architecture, base, relation", _identify,
+                        ("debug", "json", "refs", "cache", "no-cache"), _identify_args),
+    "inspect": Command("architecture, components, dtypes and metadata from the header only", _inspect,
+                       ("debug", "json"), _inspect_args),
+    "hash": Command("SHA-256, AutoV2 and AutoV3 of files", _hash, ("debug", "json", "cache", "no-cache"),
+                    lambda p: p.add_argument("paths", nargs="+", metavar="PATH")),
+    "scan": Command("identify every model under a folder; duplicates, merges, family tree", _scan,
+                    ("debug", "json", "refs", "cache", "no-cache"), _scan_args),
+    "demo": Command("write a small folder of generated models with known ancestry, scan it, write the report",
+                    _demo, ("debug", "json"), _demo_args),
+    "refs": Command("manage reference models", None, sub={
+        "add": Command("fingerprint a model and register it as a reference", _refs_add, ("debug", "refs"),
+                       _refs_add_args),
+        "list": Command("list references", _refs_list, ("debug", "json", "refs")),
+        "remove": Command("remove a user reference", _refs_remove, ("debug", "refs"),
+                          lambda p: p.add_argument("name")),
+    }),
+    "cache": Command("the shared fingerprint store ($FPCORE_CACHE)", _cache, ("debug", "json", "cache"), _cache_args),
+    "ui": Command("the 'Identify base model' web UI, standalone (needs gradio 3.41 or 4.x)", _ui,
+                  ("debug", "refs", "cache"), _ui_args),
+}
+
+
+def _add_commands(sub, table: dict[str, Command], parents: dict, dest: str) -> None:
+    for name, c in table.items():
+        p = sub.add_parser(name, help=c.help, description=c.help, parents=[parents[s] for s in c.shared])
+        if c.sub:
+            _add_commands(p.add_subparsers(dest=f"{dest}_{name}", required=True, parser_class=_Parser), c.sub,
+                          parents, f"{dest}_{name}")
+            continue
+        if c.args:
+            c.args(p)
+        p.set_defaults(_run=c.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="fpcore", description="Identify Stable Diffusion checkpoints by their weights.",
+                epilog=f"JSON output (--json) and the tag sidecar keys are described in {JSON_DOC} "
+                       "of the project's repository.")
+    p.add_argument("--version", action="version", version=f"fpcore {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    parents = {k: _parent(add) for k, add in PARENTS.items()}
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="COMMAND")
+    _add_commands(sub, COMMANDS, parents, "cmd")
+    return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    for name, default in (("json", False), ("refs", None), ("cache", None), ("no_cache", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    import logging
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
-        return _run(args)
+        code = args._run(args)
+        sys.stdout.flush()   # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        # `fpcore ... | head`: the reader is gone; say nothing more (stdout now goes nowhere)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        if args.debug:
+            raise
+        return EXIT_PIPE_CLOSED
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("\nfpcore: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except FpError as e:
         if args.debug:
             raise
         print(f"fpcore: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("fpcore: interrupted", file=sys.stderr)
-        return 130
-
-
-def _run(args) -> int:
-    from . import identify as ident
-    from .refs import RefDB
-
-    if args.cmd in ("identify", "inspect", "hash"):
-        from .store import Store
-        reports, bad = [], False
-        db = RefDB(args.refs) if args.cmd == "identify" else None
-        store = None if getattr(args, "no_cache", False) or args.cmd == "inspect" else Store()
-        for path in args.paths:
-            try:
-                if args.cmd == "identify":
-                    cb, bar = (None, None) if args.no_hash or args.json and not sys.stderr.isatty() else _progress_bar(path)
-                    try:
-                        rep = ident.identify(path, db, hashes=not args.no_hash, progress=cb, store=store)
-                    finally:
-                        if bar is not None:
-                            bar.close()
-                elif args.cmd == "inspect":
-                    rep = ident.inspect(path, why=args.why)
-                else:
-                    cb, bar = _progress_bar(path)
-                    try:
-                        rep = {"path": path, **ident.hashes_for(path, store=store, progress=cb), "error": None}
-                    finally:
-                        if bar is not None:
-                            bar.close()
-            except FpError as e:
-                if args.debug:
-                    raise
-                print(f"fpcore: {e}", file=sys.stderr)
-                rep, bad = ident.error_report(path, e), True
-            reports.append(rep)
-            if not args.json:
-                _emit_text(args, rep)
-        if args.json:
-            print(json.dumps(reports, indent=2, default=str))
-        return 3 if bad else 0
-
-    if args.cmd == "scan":
-        return _scan_cmd(args)
-
-    if args.cmd == "ui":
-        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-        import importlib
-        try:  # lazily, and not as an import statement: fpcore itself imports no host module
-            gr = importlib.import_module("gradio")
-        except ImportError:
-            raise UsageError("the UI needs gradio: pip install gradio") from None
-        from . import ui
-        logging.getLogger("fpcore").setLevel(logging.INFO)
-        ui.launch(gr, host=args.host, port=args.port, share=args.share == "always",
-                  models_dir=args.models_dir, refs_dir=args.refs)
-        return 0
-
-    if args.cmd == "cache":
-        from .store import Store
-        store = Store()
-        if args.action == "prune":
-            out = store.prune()
-        elif args.action == "clear":
-            store.clear()
-            out = {"cleared": store.enabled}
-        else:
-            out = store.info()
-        if args.json:
-            print(json.dumps(out, indent=2))
-        else:
-            for k, v in out.items():
-                print(f"{k}: {v}")
-        return 0
-
-    if args.cmd == "refs":
-        db = RefDB(args.refs)
-        if args.refcmd == "list":
-            rows = [dict(r.info(), children=db.children(r.name), orphan=db.orphan(r.name))
-                    for r in db.refs.values()]
-            if args.json:
-                print(json.dumps(rows, indent=2))
-            elif not rows:
-                print(f"no references yet (user dir: {db.user_dir}); add one with: fpcore refs add MODEL --name NAME")
-            else:
-                for r in rows:
-                    par = f"  parent: {r['parent']}" + (" (not registered)" if r["orphan"] else "") if r["parent"] else ""
-                    print(f"{r['name']:32s} {r['family'] or '?':12s} {r['dtype'] or '':8s} {r['origin']:8s}{par}")
-            return 0
-        if args.refcmd == "remove":
-            r = db.remove(args.name)
-            print(f"removed reference {r.name!r}")
-            return 0
-        if args.refcmd == "add":
-            if args.parent and args.parent not in db.refs:
-                log.warning("parent %r is not a registered reference", args.parent)
-            cb, bar = (None, None) if args.no_hash else _progress_bar(args.path)
-            try:
-                r = ident.add_reference(db, args.path, args.name, parent=args.parent, note=args.note,
-                                        hashes=not args.no_hash, progress=cb)
-            finally:
-                if bar is not None:
-                    bar.close()
-            print(f"added reference {r.name!r} ({r.family}, {len(r.fp.keys)} tensors) -> {r.path}")
-            if not args.parent:
-                print("note: no --parent given, so it is treated as a model trained from scratch. If it is a "
-                      "fine-tune, `refs remove` it and add it again with --parent NAME (the parent need not be registered): a "
-                      "model that only shares its ancestry is then not called its derivative.", file=sys.stderr)
-            return 0
-    raise UsageError(f"unknown command {args.cmd}")
-
-
-def _emit_text(args, rep: dict) -> None:
-    if args.cmd == "identify":
-        _emit_text_identify(rep)
-    elif rep.get("error"):
-        print(f"{rep['path']}: error: {rep['error']}")
-    elif args.cmd == "inspect":
-        a = rep["architecture"]
-        print(f"{rep['path']}: {a['family']}" + (f" ({a['variant']})" if a.get("variant") else "")
-              + f", {a['kind']}, {a.get('dtype')}, {rep['tensors']} tensors, components: {', '.join(a['components'])}")
-        for n in a.get("notes") or []:
-            print(f"  note: {n}")
-        if "rules" in rep:
-            print(f"  matched rule: {rep['rules']['matched']}")
-            for r in rep["rules"]["rejected"]:
-                print(f"  rejected {r['rule']}: {r['why']}")
-    else:
-        print(f"{rep['sha256']}  AutoV2 {rep['autov2'].upper()}"
-              + (f"  AutoV3 {rep['autov3'].upper()}" if rep.get("autov3") else "") + f"  {rep['path']}")
-
-
-def _scan_cmd(args) -> int:
-    from . import report_html, scan
-    from .refs import RefDB
-    db = RefDB(args.refs)
-    bar = None
-    if sys.stderr.isatty():
-        try:
-            from tqdm import tqdm
-            bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc="scan", smoothing=0.1)
-        except ImportError:
-            bar = None
-
-    def byte_cb(done, total):
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-    def file_cb(done, total, path):
-        if bar is not None:
-            bar.set_postfix_str(f"{done}/{total} files")
-    try:
-        res = scan.scan_folder(args.dir, db=db, use_cache=not args.no_cache, progress=file_cb, byte_progress=byte_cb,
-                               write_tags=args.write_tags, dry_run=args.dry_run)
-    finally:
-        if bar is not None:
-            bar.close()
-    if args.report:
-        from .paths import atomic_write
-        atomic_write(args.report, report_html.render(res, db).encode("utf-8"))
-    bad = (any(r.get("error") for r in res["reports"]) or bool(res["errors"])
-           or any(t.get("error") for t in res["tags"]))
-    for e in res["errors"]:
-        print(f"fpcore: {e['error']}", file=sys.stderr)
-    for r in res["reports"]:
-        if r.get("error"):
-            print(f"fpcore: {r['error']}", file=sys.stderr)
-    for t in res["tags"]:
-        if t.get("error"):
-            print(f"fpcore: {t['error']}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(scan.public(res), indent=2, default=str))
-        return 3 if bad else 0
-    for r in res["reports"]:
-        if r.get("error"):
-            continue
-        v, a, f = r["verdict"], r["architecture"], r.get("folder") or {}
-        peer = f" | folder: {f['relation']} {os.path.relpath(f['peer'], args.dir)}" if f.get("peer") else ""
-        print(f"{os.path.relpath(r['path'], args.dir)}: {a['family']} | {v['relation']}"
-              + (f" {v['base']}" if v.get("base") else "") + peer)
-    for g in res["groups"]:
-        print(f"{g['relation']} group ({g['reclaimable_bytes'] / 1e6:.1f} MB reclaimable): "
-              + ", ".join(os.path.relpath(p, args.dir) for p in g["paths"]))
-    for t in res["tags"]:
-        if not t.get("error") and t["changes"]:
-            verb = "would set" if args.dry_run else "set"
-            print(f"{t['path']}: {verb} " + ", ".join(f"{k}={v[1]!r}" for k, v in t["changes"].items()))
-    if args.report:
-        print(f"report: {args.report}")
-    return 3 if bad else 0
+    except OSError as e:   # a path that vanished, a full disk, a permission: one line
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"fpcore: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_BAD_INPUT

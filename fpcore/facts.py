@@ -108,3 +108,19 @@ def dominant_dtype(dtype_names) -> str | None:
     top = max(counts, key=counts.get)
     from .dtypes import DTYPES   # numpy and ml_dtypes: only when there is something to name
     return DTYPES[top].short if top in DTYPES else str(top).lower()
+
+
+#: sizes are shown in decimal units everywhere (CLI, HTML report, UI): 1 GB = 10^9 bytes, as disks are sold
+BYTE_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
+
+
+def format_bytes(n: int | float) -> str:
+    """'418 MB', '6.94 GB', '512 B' (decimal units, three significant digits)."""
+    n = float(n or 0)
+    for unit in BYTE_UNITS:
+        if abs(n) < 1000 or unit == BYTE_UNITS[-1]:
+            if unit == "B":
+                return f"{n:.0f} B"
+            return f"{n:.0f} {unit}" if abs(n) >= 100 else f"{n:.1f} {unit}" if abs(n) >= 10 else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.0f} B"  # unreachable

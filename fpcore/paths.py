@@ -6,7 +6,11 @@ import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-BUILTIN_REFS = PROJECT_ROOT / "refs"
+#: the reference data that ships with fpcore (known_hashes.json, known_lineage.json, built-in
+#: .fpref files): the repository's ``refs/`` folder in a clone or an editable install; inside
+#: the package as ``fpcore/data/`` in a wheel (pyproject maps refs/ there)
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+BUILTIN_REFS = PACKAGE_DATA if (PACKAGE_DATA / "known_hashes.json").is_file() else PROJECT_ROOT / "refs"
 
 
 def _base(kind: str) -> Path:

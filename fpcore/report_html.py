@@ -12,15 +12,13 @@ import os
 import numpy as np
 
 from . import scan as _scan
+from .facts import format_bytes
 from .refs import RefDB
 
 
 def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return f"{n} B"
+    """Decimal units, as the command line and the UI show them."""
+    return format_bytes(n)
 
 
 def _tree_svg(labels: list[str], is_ref: list[bool], X: np.ndarray) -> str:
@@ -67,6 +65,13 @@ def family_trees(result: dict, db: RefDB | None) -> list[tuple[str, str]]:
         labels = [os.path.relpath(p, result["root"]) for p in leaves]
         is_ref = [False] * len(leaves)
         ref_names = []
+        # a file that is itself a registered reference (same SHA-256) is starred and named
+        by_sha = {r.sha256: r.name for r in db.refs.values() if r.sha256} if db is not None else {}
+        for i, p in enumerate(leaves):
+            name = by_sha.get(reports[p].get("sha256"))
+            if name:
+                is_ref[i] = True
+                labels[i] += f" (= {name})"
         if db is not None:
             for r in db.refs.values():
                 if r.family == family and r.sha256 not in seen:

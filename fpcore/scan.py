@@ -136,10 +136,12 @@ class _Peer:
 
 def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=None, store=None, cache_dir=None,
                 use_cache: bool = True, progress=None, byte_progress=None, write_tags: bool = False,
-                dry_run: bool = False, workers: int | None = None) -> dict:
+                dry_run: bool = False, workers: int | None = None, phase=None) -> dict:
     """Identify every model under ``root``. Returns {"reports", "groups", "tags", "errors"}.
 
-    ``progress(done_files, total_files, path)``; ``byte_progress(done_bytes, total_bytes)``.
+    ``progress(done_files, total_files, path)``; ``byte_progress(done_bytes, total_bytes)``;
+    ``phase(name, done, total)`` for the phases after identification: "comparing" (files with
+    each other, counted per distinct content), "grouping", "tags".
     With ``write_tags`` the sidecars are written (``dry_run``: only planned)."""
     from .store import Store
     db = db or RefDB(refs_dir)
@@ -179,10 +181,14 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
 
         chosen = _run(files, one, sizes, reports, workers, os.fspath(root))
         fps = _fingerprints(reports, store)
-        _peer_relations(reports, fps, store)
+        _peer_relations(reports, fps, store, phase)
+        if phase:
+            phase("grouping", 0, 1)
         groups = _groups(reports, sizes, fps)
         tag_results = []
         if write_tags:
+            if phase:
+                phase("tags", 0, 1)
             tag_results = _write_tags(reports, dry_run)
         return {"root": os.fspath(root), "reports": [reports[f] for f in files], "groups": groups,
                 "tags": tag_results, "errors": errors, "workers": chosen, "_fingerprints": fps}
@@ -251,7 +257,7 @@ def family_groups(reports: dict, fps: dict) -> dict[tuple[str, str], list[str]]:
     return groups
 
 
-def _peer_relations(reports: dict, fps: dict, store=None) -> None:
+def _peer_relations(reports: dict, fps: dict, store=None, phase=None) -> None:
     """Add a ``folder`` entry to each report: its relation to the other files.
 
     Cached in the store per file content and set of peer contents, so a rescan of an
@@ -259,7 +265,12 @@ def _peer_relations(reports: dict, fps: dict, store=None) -> None:
     import hashlib
 
     from . import match
-    for (family, comp), paths in family_groups(reports, fps).items():
+    by_family = family_groups(reports, fps)
+    total = sum(len({reports[p].get("sha256") or p for p in ps}) for ps in by_family.values())
+    compared = 0
+    if phase:
+        phase("comparing", 0, total)
+    for (family, comp), paths in by_family.items():
         shas = {p: reports[p].get("sha256") for p in paths}
         peers_key = "peers:" + hashlib.sha256("|".join(["v2", *sorted({s or p for p, s in shas.items()})]).encode()).hexdigest()[:32]
         # one representative per distinct content
@@ -300,7 +311,12 @@ def _peer_relations(reports: dict, fps: dict, store=None) -> None:
 
         # numpy releases the GIL in the large products, so two threads use both cores
         with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as ex:
-            found = dict(zip(reps_, ex.map(relation_of, reps_)))
+            found = {}
+            for u, entry in zip(reps_, ex.map(relation_of, reps_)):
+                found[u] = entry
+                compared += 1
+                if phase:
+                    phase("comparing", compared, total)
         for p in paths:
             dup = [q for q in paths if q != p and shas[q] and shas[q] == shas[p]]
             reports[p]["folder"] = {"duplicates": dup, **found[uniq[shas[p] or p]]}

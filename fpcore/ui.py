@@ -27,7 +27,7 @@ import time
 from . import api
 from .identify import (CONFIDENCE_MEANING, RELATION_LEGEND, base_label, confidence_text, evidence_notes,
                        needs_reason)
-from .facts import MODEL_EXTS, family_name
+from .facts import MODEL_EXTS, family_name, format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def scan_summary(result: dict, write_tags: bool) -> str:
     for g in result.get("groups") or []:
         lines.append(f"- {g['relation']}" + (f" ({g['label']})" if g.get("label") else "") + ": "
                      + ", ".join(os.path.basename(p) for p in g["paths"])
-                     + f" ({g.get('reclaimable_bytes', 0) / 1e6:.1f} MB reclaimable)")
+                     + f" ({format_bytes(g.get('reclaimable_bytes', 0))} reclaimable)")
     if write_tags:
         tags = result.get("tags") or []
         written = sum(1 for t in tags if t.get("written") or (t.get("changes") and not t.get("error")))
@@ -190,13 +190,9 @@ def scan_summary(result: dict, write_tags: bool) -> str:
 
 
 def scan(host, folder: str, write_tags: bool = False, progress=None) -> dict:
-    """``fpcore.scan.scan_folder`` with the host's settings; ``progress(done, total, path)``."""
-    from . import scan as _scan
-    kw = {}
-    if _setting(host, "cache_dir"):
-        kw["cache_dir"] = _setting(host, "cache_dir")
-    return _scan.scan_folder(folder, refs_dir=_setting(host, "refs_dir"), progress=progress,
-                             write_tags=write_tags, **kw)
+    """``api.scan_folder`` with the host's settings; ``progress(done, total, path)``."""
+    return api.scan_folder(folder, refs_dir=_setting(host, "refs_dir"), cache_dir=_setting(host, "cache_dir"),
+                           progress=progress, write_tags=write_tags)
 
 
 def add_reference(host, path: str, name: str, parent: str | None = None, note: str | None = None) -> str:
