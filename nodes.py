@@ -85,6 +85,26 @@ def _picture(report: dict):
     return svg, image
 
 
+# -- exposure (ComfyUI --listen) ---------------------------------------------------------------
+
+def exposure_policy():
+    """The policy for any path or URL input: ComfyUI is reachable by others when ``--listen``
+    (comfy.cli_args.args.listen, comma-separated) names an address that is not loopback; paths are
+    then limited to folder_paths' checkpoints folders. The nodes take checkpoint names from
+    folder_paths, so they need no check; a future path or URL input goes through this."""
+    from .fpcore import exposure
+    try:
+        from comfy.cli_args import args
+        listen = getattr(args, "listen", None)
+    except Exception:  # outside ComfyUI
+        return exposure.LOCAL
+    exposed, why = exposure.comfy_exposure(listen)
+    if not exposed:
+        return exposure.LOCAL
+    import folder_paths
+    return exposure.make_policy(exposed, why, folder_paths.get_folder_paths("checkpoints"))
+
+
 # -- where a loaded object came from ----------------------------------------------------------
 
 def _patcher(obj):

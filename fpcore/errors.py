@@ -57,3 +57,10 @@ class RefError(FpError):
 
 class StoreError(FpError):
     """The fingerprint store could not be used."""
+
+
+class ExposureError(FpError):
+    """Refused because the UI is reachable by others (a path outside the model folders, a write
+    without opt-in) or a URL points inside the server's network; names the setting that allows it."""
+
+    exit_code = 2

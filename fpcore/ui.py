@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 
-from . import api
+from . import api, exposure
 from .identify import (CONFIDENCE_MEANING, RELATION_LEGEND, base_label, confidence_text, evidence_notes,
                        needs_reason)
 from .facts import MODEL_EXTS, family_name, format_bytes
@@ -41,9 +41,14 @@ class StandaloneHost:
 
     has_current = False
 
-    def __init__(self, models_dir: str | os.PathLike | None = None, refs_dir=None, cache_dir=None):
+    def __init__(self, models_dir: str | os.PathLike | None = None, refs_dir=None, cache_dir=None,
+                 policy: exposure.Policy | None = None):
         self._models_dir = os.fspath(models_dir) if models_dir else os.getcwd()
         self._refs_dir, self._cache_dir = refs_dir, cache_dir
+        self._policy = policy or exposure.LOCAL
+
+    def exposure(self) -> exposure.Policy:
+        return self._policy
 
     def current_checkpoint(self):
         return None
@@ -145,13 +150,27 @@ def identify_current(host, progress=None) -> dict:
     return identify_path(host, path, sha256=sha, progress=progress)
 
 
+def policy_of(host) -> exposure.Policy:
+    """The host's exposure policy (``host.exposure()``); hosts without one are local."""
+    f = getattr(host, "exposure", None)
+    p = f() if callable(f) else None
+    return p if isinstance(p, exposure.Policy) else exposure.LOCAL
+
+
 def identify_named(host, name: str | None, models_dir: str | None = None, progress=None) -> dict:
     if not name:
         return {"path": None, "error": "choose a checkpoint first", "verdict": None}
-    found = host.resolve(name, models_dir) if models_dir else host.resolve(name)
-    if not found:
-        return {"path": None, "error": f"checkpoint {name!r} not found", "verdict": None}
-    path, sha = found if isinstance(found, tuple) else (found, None)
+    policy = policy_of(host)
+    try:
+        if models_dir:
+            models_dir = exposure.confine(models_dir, policy, what="models folder")
+        found = host.resolve(name, models_dir) if models_dir else host.resolve(name)
+        if not found:
+            return {"path": None, "error": f"checkpoint {name!r} not found", "verdict": None}
+        path, sha = found if isinstance(found, tuple) else (found, None)
+        path = exposure.confine(path, policy, what="checkpoint")
+    except exposure.ExposureError as e:
+        return {"path": None, "error": str(e), "verdict": None, "refused": True}
     return identify_path(host, path, sha256=sha, progress=progress)
 
 
@@ -189,8 +208,32 @@ def scan_summary(result: dict, write_tags: bool) -> str:
     return "\n".join(lines)
 
 
+def check_scan(host, folder: str, write_tags: bool = False) -> str:
+    """The folder to scan, or :class:`ExposureError` (exposed UI: outside the model folders, or
+    writing tags without the opt-in)."""
+    policy = policy_of(host)
+    folder = exposure.confine(folder, policy, what="folder")
+    if write_tags:
+        exposure.check_write(policy, "writing tag sidecars")
+    if policy.exposed:  # links inside the folder must not lead the scan (or its sidecars) outside
+        from .scan import find_models
+        escaping = []
+        for f in find_models(folder)[0]:
+            try:
+                exposure.confine(f, policy)
+            except exposure.ExposureError:
+                escaping.append(os.path.relpath(f, folder))
+        if escaping:
+            raise exposure.ExposureError(
+                f"folder {folder} holds {len(escaping)} model(s) whose real path is outside the model folders "
+                f"(e.g. {escaping[0]}, a symbolic link): the UI is reachable by others ({policy.why}); scan a "
+                f"folder without such links, or run the UI on 127.0.0.1")
+    return folder
+
+
 def scan(host, folder: str, write_tags: bool = False, progress=None) -> dict:
     """``api.scan_folder`` with the host's settings; ``progress(done, total, path)``."""
+    folder = check_scan(host, folder, write_tags)
     return api.scan_folder(folder, refs_dir=_setting(host, "refs_dir"), cache_dir=_setting(host, "cache_dir"),
                            progress=progress, write_tags=write_tags)
 
@@ -202,6 +245,9 @@ def add_reference(host, path: str, name: str, parent: str | None = None, note: s
     if not (name or "").strip():
         return "Give the reference a name."
     try:
+        policy = policy_of(host)
+        path = exposure.confine(path, policy, what="model file")
+        exposure.check_write(policy, "adding a reference")
         info = api.add_reference(path, name.strip(), parent=parent or None, note=note or None,
                                  refs_dir=_setting(host, "refs_dir"))
     except FpError as e:
@@ -319,6 +365,12 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
             return _identify_out(rep)
 
         def do_refresh(mdir):
+            if standalone:
+                try:
+                    mdir = exposure.confine(mdir, policy_of(host), what="models folder") if mdir else mdir
+                except exposure.ExposureError as e:
+                    log.warning("%s", e)
+                    return gr.update(choices=[])
             return gr.update(choices=host.list_checkpoints(mdir) if standalone else host.list_checkpoints())
 
         def do_add(path, name, parent):
@@ -326,6 +378,10 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
             return msg, gr.update(choices=[""] + reference_names(host))
 
         def _scan(folder_, write_tags, progress):
+            try:
+                folder_ = check_scan(host, folder_, write_tags) if folder_ else folder_
+            except exposure.ExposureError as e:
+                return f"**Refused**: {e}", [["", "", "", "", ""]]
             if not folder_ or not os.path.isdir(folder_):
                 return f"**Error**: not a folder: `{folder_}`", [["", "", "", "", ""]]
             t0 = time.monotonic()
@@ -368,7 +424,12 @@ def local_theme(gr):
 def launch(gr, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
            models_dir=None, refs_dir=None, cache_dir=None):
     """``python -m fpcore ui``: build and serve (blocks until interrupted)."""
-    h = StandaloneHost(models_dir, refs_dir=refs_dir, cache_dir=cache_dir)
+    exposed, why = exposure.standalone_exposure(host, share)
+    root = os.fspath(models_dir) if models_dir else os.getcwd()
+    policy = exposure.make_policy(exposed, why, [root]) if exposed else exposure.LOCAL
+    if exposed:
+        log.warning("the UI is reachable by others (%s): %s", why, policy.describe())
+    h = StandaloneHost(models_dir, refs_dir=refs_dir, cache_dir=cache_dir, policy=policy)
     blocks = build_ui(gr, host=h, theme=local_theme(gr))
     blocks.queue()
     log.info("serving on http://%s:%s", host, port or 7860)

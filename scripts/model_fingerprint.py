@@ -18,7 +18,7 @@ if _ROOT not in sys.path:
 import gradio as gr  # noqa: E402
 from modules import script_callbacks, sd_models, shared  # noqa: E402
 
-from fpcore import api, ui  # noqa: E402
+from fpcore import api, exposure, ui  # noqa: E402
 
 log = logging.getLogger("model_fingerprint")
 if not log.handlers:  # the webui does not always configure logging: show our one-line summaries
@@ -81,6 +81,37 @@ class WebuiHost:
 
     def models_dir(self):
         return getattr(shared.cmd_opts, "ckpt_dir", None) or sd_models.model_path
+
+    def model_folders(self):
+        """Where the host finds checkpoints: --ckpt-dir, models/Stable-diffusion (--models-dir / --data-dir);
+        Forge also --forge-ref-a1111-home's models/Stable-diffusion, --vae-dir, --text-encoder-dir and
+        models/VAE, models/text_encoder (modules_forge/main_entry.py refresh_models)."""
+        o = shared.cmd_opts
+        out = [getattr(o, "ckpt_dir", None), getattr(sd_models, "model_path", None)]
+        home = getattr(o, "forge_ref_a1111_home", None)
+        if home:
+            out.append(os.path.join(os.fspath(home), "models", "Stable-diffusion"))
+        out += [getattr(o, "vae_dir", None), getattr(o, "text_encoder_dir", None)]
+        try:
+            from modules import paths
+            out += [os.path.join(paths.models_path, "VAE"), os.path.join(paths.models_path, "text_encoder")]
+        except Exception:  # an older host without modules.paths.models_path
+            pass
+        return [p for p in out if isinstance(p, (str, os.PathLike)) and p]
+
+    def exposure(self):
+        """Reachable by others as A1111 decides it (cmd_opts.webui_is_non_local); writes allowed by
+        --enable-insecure-extension-access, as A1111's own extension installer."""
+        o = shared.cmd_opts
+        exposed, why = exposure.webui_exposure(listen=getattr(o, "listen", False), share=getattr(o, "share", False),
+                                               ngrok=getattr(o, "ngrok", None),
+                                               server_name=getattr(o, "server_name", None))
+        if not exposed:
+            return exposure.LOCAL
+        return exposure.make_policy(
+            exposed, why, self.model_folders(),
+            host_allows_writes=bool(getattr(o, "enable_insecure_extension_access", False)),
+            write_setting=f"{exposure.WEBUI_INSECURE_FLAG} or {exposure.ENV_WRITES}=1")
 
     def refs_dir(self):
         return _opt(OPT_REFS) or None
