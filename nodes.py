@@ -7,7 +7,7 @@ What "Identify Loaded Model" identifies: the base weights ComfyUI loaded. Where 
 object says which file it was loaded from (``cached_patcher_init`` on recent
 ComfyUI: ``(loader, (path, ...)[, index])``) that file is identified (hashed once,
 then answered from fpcore's cache); otherwise the weights in memory are sampled
-(fpcore.memsource: a few rows per tensor, nothing copied). ComfyUI keeps LoRAs and
+(fpcore.sources.memory: a few rows per tensor, nothing copied). ComfyUI keeps LoRAs and
 model merges as patches beside the weights; they are not part of the answer (the
 unpatched weights are read even while a patched model is loaded) and the report
 lists them under ``inputs.<name>.patches``.
@@ -22,7 +22,8 @@ import logging
 import os
 
 from .fpcore import api
-from .fpcore import memsource
+from .fpcore import identify as _identify
+from .fpcore import keymaps
 from .fpcore.refs import RefDB
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ def _dump(report: dict) -> str:
 
 
 def _base(report: dict) -> str:
-    return ((report or {}).get("verdict") or {}).get("base") or "unknown"
+    """The ``base`` output: the base's name, or a merge's recipe ("merge: A 50% + B 50%")."""
+    return _identify.base_label(report or {})
 
 
 PICTURE_SCALE = 1.5   # pixels per SVG unit of the IMAGE output (760 units wide -> 1140 px)
@@ -185,8 +187,8 @@ def identify_loaded(model, clip=None, vae=None, *, refs=None, db=None) -> dict:
             info.update(source="file", path=path)
         else:
             try:
-                state, unmapped = memsource.remap(_memory_state(role, obj), role)
-                rep = memsource.identify_tensors(state, db, name=f"<loaded {role.upper()}>")
+                state, unmapped = keymaps.remap(_memory_state(role, obj), role)
+                rep = _identify.identify_tensors(state, db, name=f"<loaded {role.upper()}>")
                 if unmapped:
                     info["not_compared"] = {"tensors": len(unmapped), "examples": unmapped[:3]}
             except Exception as e:  # a host object we cannot read: say so in the report

@@ -121,3 +121,24 @@ def same_after_rounding(a: np.ndarray, da: str, b: np.ndarray, db: str) -> np.nd
             bad = ~ok
             ok[bad] = _tie_ok(b[bad], a[bad], da) | _tie_ok(a[bad], b[bad], db)
     return ok
+
+
+#: dtype name as torch / numpy / ml_dtypes print it (``torch.float16`` -> "float16") -> safetensors
+#: dtype name; the torch checkpoint reader and the in-memory source both read it
+TORCH_NAMES: dict[str, str] = {
+    "float64": "F64", "double": "F64",
+    "float32": "F32", "float": "F32",
+    "float16": "F16", "half": "F16",
+    "bfloat16": "BF16",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2",
+    "int64": "I64", "long": "I64",
+    "int32": "I32", "int": "I32",
+    "int16": "I16", "short": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "uint16": "U16",
+    "uint32": "U32",
+    "uint64": "U64",
+    "bool": "BOOL",
+}

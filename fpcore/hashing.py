@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 
 from .errors import BadFileError
-from .reader import check_regular_file
+from .sources.base import MAX_HEADER_BYTES, check_regular_file
 
 log = logging.getLogger(__name__)
 CHUNK = 8 * 1024 * 1024
@@ -44,7 +44,7 @@ def _header_end(path: str, fd: int, size: int) -> int | None:
     if size < 8:
         return None
     n = int.from_bytes(os.pread(fd, 8, 0), "little")
-    if n > 100_000_000 or 8 + n > size:
+    if n > MAX_HEADER_BYTES or 8 + n > size:
         return None
     first = os.pread(fd, 1, 8)
     return 8 + n if first == b"{" else None

@@ -12,7 +12,7 @@ from .errors import FpError
 from .fingerprint import Fingerprint, canonical_tensors, fingerprint_source
 from .hashing import hash_file
 from .errors import BadFileError
-from .reader import FileIdentity, check_regular_file, open_model
+from .sources import FileIdentity, check_regular_file, open_source
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def _header_facts(src, ct: dict | None = None) -> tuple[dict, dict, arch.ArchRes
 def inspect(path: str | os.PathLike, why: bool = False) -> dict:
     """Header-only report: architecture, components, dtypes, metadata."""
     p = os.fspath(path)
-    with open_model(p) as src:
+    with open_source(p) as src:
         shapes, dts, a = _header_facts(src)
         comps: dict[str, dict] = {}
         for k, d in dts.items():
@@ -60,7 +60,7 @@ def fingerprint_open(src) -> tuple[Fingerprint, arch.ArchResult, dict, dict]:
 
 def fingerprint_path(path: str | os.PathLike) -> tuple[Fingerprint, arch.ArchResult, dict, dict]:
     """(fingerprint, architecture, raw metadata, read stats) of a model file or folder."""
-    with open_model(os.fspath(path)) as src:
+    with open_source(os.fspath(path)) as src:
         return fingerprint_open(src)
 
 
@@ -86,12 +86,13 @@ def _denoiser(components: list[str]) -> str | None:
 
 
 def _same_layout(fp: Fingerprint, ref: Fingerprint, comp: str) -> bool:
-    mine = {k: s for k, s in zip(fp.keys, fp.shapes) if k.startswith(comp + ":")}
-    theirs = {k: s for k, s in zip(ref.keys, ref.shapes) if k.startswith(comp + ":")}
+    from .match.decisions import SAME_LAYOUT_MIN_KEYS
+    mine = {k: s for k, s in zip(fp.keys, fp.shapes) if layout.in_component(k, comp)}
+    theirs = {k: s for k, s in zip(ref.keys, ref.shapes) if layout.in_component(k, comp)}
     if not mine:
         return False
     same = sum(1 for k, s in mine.items() if theirs.get(k) == s)
-    return same >= 0.5 * len(mine)   # same_weights still needs 95 % coverage (match.SAME_MIN_COVERAGE)
+    return same >= SAME_LAYOUT_MIN_KEYS * len(mine)   # same_weights still needs match.SAME_MIN_COVERAGE
 
 
 def _json_safe(obj):
@@ -126,31 +127,208 @@ def _identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str |
         else:  # unknown family, or a component shared across families: same keys and shapes
             pool = [r for r in refs if _same_layout(fp, r.fp, comp)]
         v = match.analyse(fp, comp, pool, tree=db, allow_merge=comp in layout.DENOISERS or comp == main)
-        entry = {"relation": v.relation, "ref": v.ref, "confidence": v.confidence, "reason": v.reason}
+        entry = {"relation": v.relation, "ref": v.ref, "confidence": v.confidence, "reason": v.reason,
+                 "code": v.code}
+        if v.relation == "unknown" and not _comparable(v):
+            entry["confidence"] = None      # nothing to compare with: no claim either way
+        if v.relation == "same_weights":
+            _name_oldest_carrier(entry, v, db, match)
         if same_file:
-            entry.update(relation="identical", ref=same_file[0].name, confidence=1.0, reason="same SHA-256")
+            entry.update(relation="identical", ref=same_file[0].name, confidence=1.0, reason="same SHA-256",
+                         code=match.Code.IDENTICAL)
+            entry.pop("also_in", None)
         result["components"][comp] = entry
         if comp == main:
             result["candidates"] = [c.to_json() for c in v.candidates[:8]]
-            result["merge"] = [{"ref": n, "weight": w} for n, w in v.merge]
+            result["merge"] = [{"ref": n, "weight": w, "lineage": db.lineage(n)} for n, w in v.merge]
             if v.merge_blocks:
                 result["merge_blocks"] = {g: [{"ref": n, "weight": w} for n, w in ws] for g, ws in v.merge_blocks.items()}
-            main_v, n_family = entry, len(pool)
+            n_family = len(pool)
     if main is None:
         kind = a.kind or "file"
         what = KIND_NAMES.get(kind, kind)
         fam = f" for {family_name(a.family)}" if a.family not in (None, "unknown") else ""
-        result["verdict"] = {"relation": "unknown", "base": None, "lineage": [], "confidence": 0.0,
-                             "summary": f"A {what}{fam}; it has no denoiser weights to compare with references."}
+        result["verdict"] = {"relation": "unknown", "base": None, "lineage": [], "confidence": None,
+                             "summary": f"A {what}{fam}; it has no denoiser weights to compare with references.",
+                             "reason": "no weights to compare", "differs": []}
         return result
-    rel, base = main_v["relation"], main_v["ref"]
-    lineage = db.lineage(base) if base else []
-    result["verdict"] = {"relation": rel, "base": base, "lineage": lineage, "confidence": main_v["confidence"],
-                         "summary": _summary(rel, base, lineage, result, a, n_family, main_v["reason"])}
+    result["verdict"] = _whole_file(result, main, a, db, n_family)
     return result
 
 
-def _summary(rel, base, lineage, result, a, n_family, reason) -> str:
+#: what each relation means, shown as a legend next to results (HTML report, UI, README)
+RELATION_LEGEND = {
+    "identical": "the same file bytes as a reference or a published release (SHA-256 compared)",
+    "same_weights": "every weight equals the reference's up to the rounding of another precision "
+                    "(fp32/fp16/bf16/fp8), pruning, another key layout or edited metadata",
+    "derivative": "fine-tuned from the base (training, a baked LoRA, add-difference); the lineage is the chain "
+                  "of registered ancestors",
+    "merge": "a weighted mix of several references, named by its recipe; the lineage is the members' common "
+             "ancestry",
+    "unknown": "nothing registered of this architecture is related, or nothing could be compared",
+}
+#: what a scan's groups mean (only the first two free bytes)
+GROUP_LEGEND = {
+    "identical": "the same bytes (SHA-256 compared): keeping one file loses nothing",
+    "same_weights": "every component with weights is the same up to precision: keeping the largest loses nothing",
+    "same_denoiser": "the same UNet/DiT, but another component differs: nothing to reclaim",
+}
+#: the one definition of confidence (README "What the output means" says the same)
+CONFIDENCE_MEANING = (
+    "how sure the relation is, from 0 to 1. 1: the evidence cannot be mistaken (the same bytes, every sampled "
+    "value equal). Below 1 the verdict rests on a measured fit or a threshold, and the reason says which. "
+    "Empty (null): nothing could be compared, so no claim is made either way.")
+#: evidence words used in reasons, explained wherever they are shown
+EVIDENCE_LEGEND = {
+    "cos": "cosine similarity of the sampled weights (each tensor's mean removed): 1 = same direction, "
+           "about 0 = unrelated",
+    "z": "cos × √(number of sampled values): how far above chance the similarity is; independent models "
+         "stay below 8",
+    "distance": "relative RMS difference from the reference after removing rounding noise: 0 = the same weights",
+    "share": "fraction of a registered child's own training the file carries: about 1 = descends from it, "
+             "about 0 = a sibling",
+}
+
+
+def confidence_text(conf) -> str:
+    return "n/a" if conf is None else f"{float(conf):.2f}"
+
+
+def evidence_notes(text: str) -> list[str]:
+    """'z: …' explanations of the evidence words that ``text`` (a reason) uses."""
+    import re
+    return [f"{w}: {m}" for w, m in EVIDENCE_LEGEND.items() if re.search(rf"\b{w}\b", text or "")]
+
+
+def needs_reason(verdict: dict) -> bool:
+    """Whether the reason must be shown: whenever the confidence is below 1 (or there is none)."""
+    c = (verdict or {}).get("confidence")
+    return bool((verdict or {}).get("reason")) and (c is None or c < 1)
+
+
+#: how strongly a relation ties a component to its reference; the whole file is as weak as
+#: the weakest of its denoiser and text encoders (a merge of the denoiser ranks as a derivative)
+RELATION_RANK = {"identical": 4, "same_weights": 3, "merge": 2, "derivative": 2, "unknown": 0}
+#: components that make the model (the denoiser and what conditions it); a baked-in VAE
+#: decodes the result but a swapped one does not make a new model: it is only reported
+TEXT_ENCODERS = ("clip_l", "clip_g", "clip_h", "t5")
+COMPONENT_NAMES = {"unet": "UNet", "dit": "DiT", "clip_l": "CLIP-L", "clip_g": "CLIP-G", "clip_h": "CLIP-H",
+                   "t5": "T5", "vae": "VAE"}
+SAME = ("identical", "same_weights")
+
+
+def component_name(comp: str) -> str:
+    return COMPONENT_NAMES.get(comp, comp)
+
+
+def components_phrase(comps: list[str]) -> str:
+    """'UNet and text encoders', 'CLIP-G text encoder', 'VAE' ... for a list of components."""
+    tes = [c for c in comps if c in TEXT_ENCODERS]
+    parts = [component_name(c) for c in comps if c not in TEXT_ENCODERS]
+    if tes:
+        parts.insert(1 if parts and comps[0] in layout.DENOISERS else 0,
+                     "text encoders" if len(tes) > 1 else "text encoder")
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1] if parts else ""
+
+
+def _comparable(v) -> bool:
+    """Whether a component verdict rests on a comparison (some reference shares finite weights)."""
+    return any(math.isfinite(c.distance) for c in v.candidates)
+
+
+def _name_oldest_carrier(entry: dict, v, db, match) -> None:
+    """A component several references carry unchanged (SDXL's VAE in Pony and Illustrious) is
+    named after the oldest registered ancestor carrying it, the others listed in ``also_in``."""
+    same = [c for c in v.candidates if c.related and c.mismatch is not None
+            and c.mismatch <= match.SAME_MAX_MISMATCH and c.coverage >= match.SAME_MIN_COVERAGE]
+    if len(same) < 2:
+        return
+    same.sort(key=lambda c: (len(db.lineage(c.ref)), c.mismatch, c.ref))
+    entry["ref"] = same[0].ref
+    entry["also_in"] = sorted(c.ref for c in same[1:])
+
+
+def _common_lineage(chains: list[list[str]]) -> list[str]:
+    out = []
+    for names in zip(*chains):
+        if len(set(names)) != 1:
+            break
+        out.append(names[0])
+    return out
+
+
+def merge_recipe(merge: list[dict]) -> str:
+    """'Pony Diffusion V6 XL 50% + Illustrious XL v0.1 50%'."""
+    return " + ".join(f"{m['ref']} {float(m['weight']) * 100:.0f}%" for m in merge)
+
+
+def base_label(report: dict) -> str:
+    """What a user is shown as the model's base: the recipe of a merge, else the base (or 'unknown')."""
+    v = (report or {}).get("verdict") or {}
+    if v.get("relation") == "merge" and report.get("merge"):
+        return "merge: " + merge_recipe(report["merge"])
+    return v.get("base") or "unknown"
+
+
+def _whole_file(result: dict, main: str, a, db, n_family: int) -> dict:
+    """The verdict of the file: the weakest of its denoiser and text encoders; what is not the
+    same weights (VAE included) named in ``differs`` and in the summary."""
+    comps = result["components"]
+    main_v = comps[main]
+    rel, base, conf, reason = main_v["relation"], main_v["ref"], main_v["confidence"], main_v["reason"]
+    weaker = [c for c in comps if c in TEXT_ENCODERS and c != main and comps[c]["confidence"] is not None
+              and RELATION_RANK.get(comps[c]["relation"], 0) < RELATION_RANK.get(rel, 0)]
+    if weaker and rel in SAME:
+        # the denoiser is the reference's, a text encoder is not: the file is built on it, not a copy
+        rel = "derivative"
+        confs = [comps[c]["confidence"] for c in weaker if comps[c]["confidence"] is not None]
+        conf = min([main_v["confidence"], *confs])
+        reason = "; ".join(f"{component_name(c)}: {comps[c]['reason']}" for c in [main, *weaker])
+    differs = [c for c in comps if c not in layout.IGNORED and comps[c]["relation"] not in SAME
+               and comps[c]["confidence"] is not None]
+    if rel == "merge":
+        lineage = _common_lineage([m["lineage"] for m in result["merge"]])
+        base = lineage[-1] if lineage else None
+    else:
+        lineage = db.lineage(base) if base else []
+    verdict = {"relation": rel, "base": base, "lineage": lineage, "confidence": conf, "reason": reason,
+               "differs": differs}
+    summary = _summary(rel, base, lineage, result, a, n_family, reason, main_v.get("code"))
+    if weaker and main_v["relation"] in SAME:
+        summary = _te_sentence(main, main_v, weaker, comps)
+    verdict["summary"] = summary + _vae_sentence(comps, differs, base)
+    return verdict
+
+
+def _te_sentence(main: str, main_v: dict, weaker: list[str], comps: dict) -> str:
+    ref = main_v["ref"]
+    what = "the same weights as" if main_v["relation"] == "same_weights" else "identical to"
+    tes = components_phrase(weaker)
+    rels = {(comps[c]["relation"], comps[c]["ref"]) for c in weaker}
+    if rels == {("derivative", ref)}:
+        how = "fine-tuned from it"
+    elif all(r == "derivative" for r, _ in rels):
+        how = "fine-tuned from " + " and ".join(sorted({n for _, n in rels if n}))
+    else:
+        how = "not related to any registered reference's" if all(r == "unknown" for r, _ in rels) else "different"
+    return f"{component_name(main)} {what} {ref}; {tes} {how}."
+
+
+def _vae_sentence(comps: dict, differs: list[str], base: str | None) -> str:
+    if "vae" not in differs:
+        return ""
+    v = comps["vae"]
+    if v["relation"] == "derivative" and v["ref"]:
+        what = f"a fine-tune of {v['ref']}'s"
+    elif v["relation"] == "unknown":
+        what = "not one a registered reference carries"
+    else:
+        what = v["relation"]
+    return f" Its baked-in VAE differs from {base + chr(39) + 's' if base else 'the reference'} ({what})."
+
+
+def _summary(rel, base, lineage, result, a, n_family, reason, code=None) -> str:
+    from .match.decisions import Code
     fam = family_name(a.family)
     if rel == "identical":
         return f"Identical to {base} (same SHA-256)."
@@ -161,14 +339,16 @@ def _summary(rel, base, lineage, result, a, n_family, reason) -> str:
         tail = f" (lineage: {chain})" if len(lineage) > 1 else ""
         return f"A fine-tune or other derivative of {base}{tail}."
     if rel == "merge":
-        parts = ", ".join(f"{m['ref']} ({m['weight'] * 100:.0f}%)" for m in result["merge"])
         block = " with different weights per UNet block" if result.get("merge_blocks") else ""
-        return f"A merge of {parts}{block}."
+        common = f" (common ancestry: {' → '.join(lineage)})" if lineage else ""
+        return f"A merge: {merge_recipe(result['merge'])}{block}{common}."
     if n_family == 0:
         return (f"A {fam} model; no {fam} reference is registered to compare it with "
                 f"(add one with `fpcore refs add`).")
-    if "far from" in reason:
+    if code == Code.PARENT_NOT_REGISTERED:
         return f"A {fam} model related to a registered reference but not placeable: {reason}."
+    if code in (Code.NOTHING_COMPARABLE, Code.NO_REFERENCE):
+        return f"A {fam} model; none of its weights can be compared with a registered reference ({reason})."
     return f"A {fam} model not related to any registered {fam} reference (unknown base)."
 
 
@@ -205,7 +385,7 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
     p = os.fspath(path)
     t0 = time.perf_counter()
     if os.path.isdir(p):  # a diffusers folder: several files, no single hash to key a cache by
-        with open_model(p) as src:
+        with open_source(p) as src:
             return identify_source(src, db)
     ident = file_identity(p)
     sha, autov3, source = (sha256.lower(), None, "host") if sha256 else (None, None, None)
@@ -273,3 +453,15 @@ def add_reference(db, path: str | os.PathLike, name: str, parent: str | None = N
     sha = hash_file(path, progress=progress).sha256 if hashes else None
     return db.add(fp, name, parent=parent, note=note, family=a.family, sha256=sha, source=os.fspath(path),
                   origin=origin)
+
+
+def identify_tensors(tensors, db, name: str = "<memory>", metadata=None) -> dict:
+    """Report for tensors already in memory (a host's loaded model, keys in the checkpoint
+    layout: see ``keymaps.remap``), against ``db`` (a RefDB). No SHA-256 exists for weights in
+    memory, so ``identical`` is never claimed."""
+    from .sources.memory import MemorySource
+
+    with MemorySource(tensors, name, metadata) as src:
+        rep = identify_source(src, db)
+        rep["stats"].update(tensors=len(src.tensors), skipped_tensors=len(src.skipped), tensor_bytes=src.size)
+    return rep

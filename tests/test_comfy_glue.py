@@ -15,11 +15,14 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from fpcore import api, synth
+import testkit
+from fpcore import api
 from fpcore.errors import BadFileError
 from fpcore.fingerprint import fingerprint_source
-from fpcore.memsource import MemorySource, dtype_name, identify_tensors, remap
-from fpcore.reader import SafetensorsFile
+from fpcore.identify import identify_tensors
+from fpcore.keymaps import remap
+from fpcore.sources.memory import MemorySource, dtype_name
+from fpcore.sources.safetensors import SafetensorsFile
 
 ROOT = Path(__file__).resolve().parent.parent
 PACK = "ComfyUI_custom_nodes_model_fingerprint_under_test"
@@ -55,7 +58,7 @@ def comfy(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def base_sd():
-    return synth.random_state_dict(synth.checkpoint_spec("sd1", "tiny"), 1)
+    return testkit.random_state_dict(testkit.checkpoint_spec("sd1", "tiny"), 1)
 
 
 def _as(sd: dict, np_type) -> dict:
@@ -111,7 +114,7 @@ def registered(comfy, comfy_defaults, base_sd):
     """Base.safetensors in the checkpoints folder, registered as reference "Base" in the
     default reference dir under ComfyUI's user directory (FPCORE_REFS unset)."""
     path = comfy.ckpts / "Base.safetensors"
-    synth.write_safetensors(path, base_sd, "F16")
+    testkit.write_safetensors(path, base_sd, "F16")
     api.add_reference(path, "Base", refs_dir=comfy.user / "model_fingerprint" / "refs")
     return path
 
@@ -158,7 +161,7 @@ def test_checkpoint_input_lists_the_checkpoints_folder(comfy, registered):
 
 def test_identify_checkpoint_uses_the_comfy_user_dir(comfy, registered, base_sd):
     import os
-    synth.write_safetensors(comfy.ckpts / "tuned.safetensors", synth.finetune(base_sd, 0.3, 7), "F16")
+    testkit.write_safetensors(comfy.ckpts / "tuned.safetensors", testkit.finetune(base_sd, 0.3, 7), "F16")
     node = comfy.pack.NODE_CLASS_MAPPINGS["ModelFingerprintIdentifyCheckpoint"]()
     out = node.identify("tuned.safetensors")
     base, report_json, image = out["result"]
@@ -296,7 +299,7 @@ def _np_in(dt: str, arr: np.ndarray) -> np.ndarray:
 def test_memory_fingerprint_equals_file_fingerprint(tmp_path, base_sd, dt):
     """Same bytes sampled from memory as from the file written in the same dtype."""
     path = tmp_path / f"m-{dt}.safetensors"
-    synth.write_safetensors(path, base_sd, dt)
+    testkit.write_safetensors(path, base_sd, dt)
     with SafetensorsFile(path) as f:
         want = fingerprint_source(f)
     mem = {k: (_np_in(dt, v) if v.dtype.kind == "f" else v) for k, v in base_sd.items()}
@@ -364,7 +367,7 @@ def test_identify_tensors_without_references(tmp_path, base_sd):
 
 
 def test_memsource_does_not_import_torch_or_a_host():
-    code = ("import sys, fpcore.memsource; "
+    code = ("import sys, fpcore.sources.memory; "
             "print([m for m in ('torch', 'comfy', 'folder_paths') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -379,7 +382,7 @@ TORCH_DT = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F8_E4M3": "
 def test_torch_tensors_sample_like_the_file(tmp_path, base_sd, dt):
     torch = pytest.importorskip("torch", reason="torch not installed: torch tensors not tested (numpy ones are)")
     path = tmp_path / f"t-{dt}.safetensors"
-    synth.write_safetensors(path, base_sd, dt)
+    testkit.write_safetensors(path, base_sd, dt)
     with SafetensorsFile(path) as f:
         want = fingerprint_source(f)
     tdt = getattr(torch, TORCH_DT[dt])

@@ -12,17 +12,17 @@ import zipfile
 import numpy as np
 import pytest
 
-from fpcore import synth
+import testkit
 from fpcore.errors import FpError, HeaderError, UnsafePickleError
-from fpcore.formats import ckpt as ckpt_mod
+from fpcore.sources import ckpt as ckpt_mod
 from fpcore.identify import fingerprint_path, identify, identify_fingerprint
-from fpcore.reader import open_model
+from fpcore.sources import open_source as open_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fp16_values(sd):
-    return {k: synth._convert(v, "F16").astype(np.float32) if v.dtype == np.float32 else v for k, v in sd.items()}
+    return {k: testkit.convert(v, "F16").astype(np.float32) if v.dtype == np.float32 else v for k, v in sd.items()}
 
 
 def relation(rep):
@@ -33,7 +33,7 @@ def relation(rep):
 @pytest.mark.parametrize("wrap,transpose", [("state_dict", False), (None, True)])
 def test_ckpt_copy_is_same_weights(tmp_path, lineage, db, wrap, transpose):
     p = tmp_path / "child.ckpt"
-    synth.write_torch_ckpt(p, fp16_values(lineage["Child"]), "F16", wrap=wrap, transpose_2d=transpose)
+    testkit.write_torch_ckpt(p, fp16_values(lineage["Child"]), "F16", wrap=wrap, transpose_2d=transpose)
     rep = identify(p, db, hashes=False)
     assert rep["format"] == "ckpt" and rep["architecture"]["family"] == "sd1"
     assert relation(rep) == ("same_weights", "Child")
@@ -43,8 +43,8 @@ def test_ckpt_copy_is_same_weights(tmp_path, lineage, db, wrap, transpose):
 
 def test_ckpt_fp32_reads_the_same_values(tmp_path, lineage):
     sd = fp16_values(lineage["Base"])
-    synth.write_safetensors(tmp_path / "a.safetensors", sd, "F16")
-    synth.write_torch_ckpt(tmp_path / "a.pt", sd, "F32")
+    testkit.write_safetensors(tmp_path / "a.safetensors", sd, "F16")
+    testkit.write_torch_ckpt(tmp_path / "a.pt", sd, "F32")
     fa, fb = fingerprint_path(tmp_path / "a.safetensors")[0], fingerprint_path(tmp_path / "a.pt")[0]
     assert fa.keys == fb.keys and fa.h_val.tolist() == fb.h_val.tolist()
 
@@ -80,13 +80,13 @@ def test_pickle_calling_os_system_is_refused(tmp_path, container):
 
 def test_ckpt_bounds(tmp_path, monkeypatch, lineage):
     p = tmp_path / "m.ckpt"
-    synth.write_torch_ckpt(p, {"a": np.zeros((4, 4), np.float32)}, "F16")
+    testkit.write_torch_ckpt(p, {"a": np.zeros((4, 4), np.float32)}, "F16")
     monkeypatch.setattr(ckpt_mod, "MAX_PICKLE_BYTES", 16)
     with pytest.raises(HeaderError, match="limit"):
         open_model(p)
     monkeypatch.undo()
     # a storage shorter than the tensor claims: refused before any read
-    pkl = synth.torch_pickle([("a", "F16", (64, 64), "0", 4096, (64, 1))])
+    pkl = testkit.torch_pickle([("a", "F16", (64, 64), "0", 4096, (64, 1))])
     with zipfile.ZipFile(p, "w") as z:
         z.writestr("archive/data.pkl", pkl)
         z.writestr("archive/data/0", b"\0" * 100)
@@ -100,12 +100,12 @@ def test_diffusers_copy_is_same_weights(tmp_path, family, db, lineage):
     if family == "sd1":
         sd, want = fp16_values(lineage["Child"]), ("same_weights", "Child")
     else:  # an SDXL reference of its own: exercises CLIP-G q/k/v concat and the transposed projection
-        sd = fp16_values(synth.random_state_dict(synth.checkpoint_spec("sdxl", "tiny"), 5))
-        synth.write_safetensors(tmp_path / "xl.safetensors", sd, "F16")
+        sd = fp16_values(testkit.random_state_dict(testkit.checkpoint_spec("sdxl", "tiny"), 5))
+        testkit.write_safetensors(tmp_path / "xl.safetensors", sd, "F16")
         from fpcore.identify import add_reference
         add_reference(db, tmp_path / "xl.safetensors", "XL")
         want = ("same_weights", "XL")
-    synth.write_diffusers(tmp_path / "pipe", sd, family, fp16_names=True)
+    testkit.write_diffusers(tmp_path / "pipe", sd, family, fp16_names=True)
     rep = identify(tmp_path / "pipe" / "model_index.json", db, hashes=False)
     assert rep["format"] == "diffusers" and rep["architecture"]["family"] == family
     assert relation(rep) == want
@@ -119,7 +119,7 @@ def test_diffusers_copy_is_same_weights(tmp_path, family, db, lineage):
 def test_gguf_q8_copy_is_recognised(tmp_path, lineage, db):
     pytest.importorskip("gguf")
     p = tmp_path / "child-Q8_0.gguf"
-    synth.write_gguf(p, synth.unet_only(lineage["Child"]), "Q8_0")
+    testkit.write_gguf(p, testkit.unet_only(lineage["Child"]), "Q8_0")
     rep = identify(p, db, hashes=False)
     assert rep["format"] == "gguf" and rep["architecture"]["family"] == "sd1"
     assert rep["architecture"]["kind"] == "unet_only"
@@ -134,7 +134,7 @@ def test_gguf_q8_copy_is_recognised(tmp_path, lineage, db):
 # -- format sniffing and --why ------------------------------------------------------------
 def test_ckpt_renamed_is_sniffed(tmp_path, lineage):
     p = tmp_path / "model.safetensors"
-    synth.write_torch_ckpt(p, {"a": np.ones((2, 3), np.float32)}, "F32")
+    testkit.write_torch_ckpt(p, {"a": np.ones((2, 3), np.float32)}, "F32")
     with open_model(p) as src:
         assert src.format == "ckpt" and src.tensors["a"].shape == (2, 3)
         assert np.frombuffer(src.read_elements([("a", 1, 4)])[0], "<f4").tolist() == [1.0] * 4
@@ -142,7 +142,7 @@ def test_ckpt_renamed_is_sniffed(tmp_path, lineage):
 
 def test_inspect_why_cli(tmp_path):
     p = tmp_path / "flux.safetensors"
-    synth.write_spec_file(p, synth.extra_spec("flux_fill"), "BF16", fill="sparse")
+    testkit.write_spec_file(p, testkit.extra_spec("flux_fill"), "BF16", fill="sparse")
     r = subprocess.run([sys.executable, "-m", "fpcore", "inspect", str(p), "--why"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -154,14 +154,14 @@ def test_standalone_hf_clip_g_matches_the_checkpoint_clip_g(tmp_path):
     """clip_g.safetensors (HF layout) fingerprints like the CLIP-G inside an SDXL checkpoint."""
     from fpcore.identify import add_reference, identify
     from fpcore.refs import RefDB
-    sd = synth.random_state_dict(synth.checkpoint_spec("sdxl", "tiny"), 3)
-    synth.write_safetensors(tmp_path / "sdxl.safetensors", sd, "F16")
+    sd = testkit.random_state_dict(testkit.checkpoint_spec("sdxl", "tiny"), 3)
+    testkit.write_safetensors(tmp_path / "sdxl.safetensors", sd, "F16")
     pre = "conditioner.embedders.1.model."
     hf = {}
     for k, v in sd.items():
         if k.startswith(pre):
-            hf.update(synth._openclip_to_hf(k[len(pre):], v))
-    synth.write_safetensors(tmp_path / "clip_g.safetensors", hf, "BF16")
+            hf.update(testkit.openclip_to_hf(k[len(pre):], v))
+    testkit.write_safetensors(tmp_path / "clip_g.safetensors", hf, "BF16")
     db = RefDB(tmp_path / "r", builtin_dir=tmp_path / "n")
     add_reference(db, tmp_path / "sdxl.safetensors", "SDXL", hashes=False)
     rep = identify(tmp_path / "clip_g.safetensors", db, hashes=False)

@@ -11,7 +11,8 @@ import pytest
 
 from fpcore import dtypes
 from fpcore.errors import BadFileError, FpError, HeaderError, UnsupportedError
-from fpcore.reader import SafetensorsFile, open_model
+from fpcore.sources import open_source as open_model
+from fpcore.sources.safetensors import SafetensorsFile
 
 
 def st_bytes(tensors: dict, metadata=None, pad=True, raw_header: bytes | None = None) -> bytes:

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpcore import synth
+import testkit
 from fpcore.errors import FpError
 from fpcore.identify import add_reference, identify
-from fpcore.reader import open_model
+from fpcore.sources import open_source as open_model
 from fpcore.refs import RefDB
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -46,7 +46,7 @@ def test_nan_inf_and_zero_weights_are_identified(tmp_path, lineage):
     """Valid files with NaN, Inf and all-zero tensors are identified, and the JSON stays valid."""
     base = lineage["Base"]
     d = RefDB(tmp_path / "r", builtin_dir=tmp_path / "n")
-    synth.write_safetensors(tmp_path / "base.safetensors", base, "F16")
+    testkit.write_safetensors(tmp_path / "base.safetensors", base, "F16")
     add_reference(d, tmp_path / "base.safetensors", "Base", hashes=False)
     odd = {}
     for i, (k, v) in enumerate(base.items()):
@@ -59,12 +59,12 @@ def test_nan_inf_and_zero_weights_are_identified(tmp_path, lineage):
             elif i % 5 == 2:
                 v.flat[::7] = np.inf
         odd[k] = v
-    synth.write_safetensors(tmp_path / "odd.safetensors", odd, "F16")
+    testkit.write_safetensors(tmp_path / "odd.safetensors", odd, "F16")
     rep = identify(tmp_path / "odd.safetensors", d, hashes=False)
     assert rep["error"] is None and rep["verdict"]["relation"] == "derivative" and rep["verdict"]["base"] == "Base"
     json.dumps(rep, allow_nan=False)
     zeros = {k: (np.zeros_like(v) if v.dtype == np.float32 else v) for k, v in base.items()}
-    synth.write_safetensors(tmp_path / "zeros.safetensors", zeros, "F16")
+    testkit.write_safetensors(tmp_path / "zeros.safetensors", zeros, "F16")
     rep = identify(tmp_path / "zeros.safetensors", d, hashes=False)
     assert rep["error"] is None and rep["verdict"]["relation"] == "unknown" and rep["verdict"]["base"] is None
     json.dumps(rep, allow_nan=False)
@@ -185,7 +185,7 @@ def test_every_hostile_file_through_the_cli(tmp_path):
     d = tmp_path / "hostile"
     want = _hostile_folder(d)
     good = tmp_path / "good.safetensors"
-    synth.write_safetensors(good, synth.random_state_dict(synth.checkpoint_spec("sd1", "tiny"), 3), "F16")
+    testkit.write_safetensors(good, testkit.random_state_dict(testkit.checkpoint_spec("sd1", "tiny"), 3), "F16")
     names = sorted(want)
     env = dict(os.environ, FPCORE_CACHE=str(tmp_path / "c"), FPCORE_REFS=str(tmp_path / "r"))
     t = time.perf_counter()
@@ -211,7 +211,7 @@ def test_json_nested_thousands_deep_is_bad_input(tmp_path, lineage):
     never a RecursionError."""
     from fpcore import tags
     p = tmp_path / "m.safetensors"
-    synth.write_safetensors(p, lineage["Base"], "F16", metadata={"sd_merge_recipe": "[" * 100_000 + "]" * 100_000})
+    testkit.write_safetensors(p, lineage["Base"], "F16", metadata={"sd_merge_recipe": "[" * 100_000 + "]" * 100_000})
     rep = identify(p, RefDB(tmp_path / "r", builtin_dir=tmp_path / "n"), hashes=False)
     assert rep["error"] is None and rep["metadata"]["a1111_merge"]["sd_merge_recipe"].startswith("[[[")
     (tmp_path / "m.json").write_text("[" * 100_000 + "]" * 100_000)
@@ -223,7 +223,7 @@ def _ckpt_variant(tmp_path, name, patch) -> Path:
     """A valid .ckpt with one field of data.pkl's central-directory entry changed."""
     rng = np.random.default_rng(0)
     base = tmp_path / "base.ckpt"
-    synth.write_torch_ckpt(base, {"model.diffusion_model.out.2.weight": rng.standard_normal((4, 8)).astype(np.float32)})
+    testkit.write_torch_ckpt(base, {"model.diffusion_model.out.2.weight": rng.standard_normal((4, 8)).astype(np.float32)})
     raw = bytearray(base.read_bytes())
     i = raw.find(b"PK\x01\x02")                                   # data.pkl is the first entry
     patch(raw, i)
@@ -267,11 +267,11 @@ def test_nan_reference_does_not_blind_the_others(tmp_path, lineage):
     """A registered reference whose weights are all NaN used to empty the joint alignment:
     every file of its family came out unrelated to every reference."""
     d = RefDB(tmp_path / "r", builtin_dir=tmp_path / "n")
-    synth.write_safetensors(tmp_path / "base.safetensors", lineage["Base"], "F16")
-    synth.write_safetensors(tmp_path / "nan.safetensors", _all(lineage["Base"], np.nan), "F16")
+    testkit.write_safetensors(tmp_path / "base.safetensors", lineage["Base"], "F16")
+    testkit.write_safetensors(tmp_path / "nan.safetensors", _all(lineage["Base"], np.nan), "F16")
     add_reference(d, tmp_path / "base.safetensors", "Base", hashes=False)
     add_reference(d, tmp_path / "nan.safetensors", "Broken", hashes=False)
-    synth.write_safetensors(tmp_path / "child.safetensors", lineage["Child"], "F16")
+    testkit.write_safetensors(tmp_path / "child.safetensors", lineage["Child"], "F16")
     rep = identify(tmp_path / "child.safetensors", d, hashes=False)
     assert rep["verdict"]["relation"] == "derivative" and rep["verdict"]["base"] == "Base"
     broken = [c for c in rep["candidates"] if c["ref"] == "Broken"][0]
@@ -284,10 +284,10 @@ def test_nan_and_inf_files_in_a_folder_scan(tmp_path, lineage):
     precision copy next to them is still grouped with its original."""
     m = tmp_path / "m"
     m.mkdir()
-    synth.write_safetensors(m / "base.safetensors", lineage["Base"], "F16")
-    synth.write_safetensors(m / "base32.safetensors", lineage["Base"], "F32")
-    synth.write_safetensors(m / "nan.safetensors", _all(lineage["Base"], np.nan), "F16")
-    synth.write_safetensors(m / "inf.safetensors", _all(lineage["Base"], -np.inf), "BF16")
+    testkit.write_safetensors(m / "base.safetensors", lineage["Base"], "F16")
+    testkit.write_safetensors(m / "base32.safetensors", lineage["Base"], "F32")
+    testkit.write_safetensors(m / "nan.safetensors", _all(lineage["Base"], np.nan), "F16")
+    testkit.write_safetensors(m / "inf.safetensors", _all(lineage["Base"], -np.inf), "BF16")
     env = dict(os.environ, FPCORE_CACHE=str(tmp_path / "c"), FPCORE_REFS=str(tmp_path / "r"))
     r = subprocess.run([sys.executable, "-m", "fpcore", "scan", str(m), "--json"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)

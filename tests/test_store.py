@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from fpcore import identify as ident
-from fpcore import known, synth
+import testkit
+from fpcore import known
 from fpcore.errors import BadFileError
 from fpcore.hashing import hash_file
 from fpcore.refs import RefDB
@@ -57,7 +58,7 @@ def test_renamed_copy_reuses_fingerprint_and_changed_file_misses(zoo_dir, db, tm
     rep = ident.identify(copy, db, store=store)           # hashed (new identity), fingerprint reused
     assert rep["stats"]["cached"] == "report" and calls == []
     # same name, new content: identity changes, so it is re-hashed and re-fingerprinted
-    synth.write_safetensors(src, synth.finetune(synth.random_state_dict(synth.checkpoint_spec("sd1", "tiny"), 1),
+    testkit.write_safetensors(src, testkit.finetune(testkit.random_state_dict(testkit.checkpoint_spec("sd1", "tiny"), 1),
                                                 0.05, 9), "F16")
     rep = ident.identify(src, db, store=store)
     assert "cached" not in rep["stats"] and calls == [str(src)]
@@ -176,7 +177,7 @@ WRITER = r"""
 import sys, time
 sys.path.insert(0, {root!r})
 from fpcore.store import Store
-from fpcore.reader import FileIdentity
+from fpcore.sources import FileIdentity
 s = Store({d!r})
 w = int(sys.argv[1])
 for i in range(60):
@@ -219,7 +220,7 @@ def test_known_release_is_named_and_registered(zoo_dir, tmp_path, monkeypatch):
     assert r.origin == "known_hash" and r.parent == "SDXL base 1.0" and r.sha256 == sha
     # its fingerprint now serves as a reference: a fine-tune of it is placed under it
     ft = tmp_path / "ft.safetensors"
-    synth.write_safetensors(ft, synth.finetune(synth.random_state_dict(synth.checkpoint_spec("sd1", "tiny"), 1),
+    testkit.write_safetensors(ft, testkit.finetune(testkit.random_state_dict(testkit.checkpoint_spec("sd1", "tiny"), 1),
                                                0.02, 4), "F16")
     rep = ident.identify(ft, d2, hashes=False)
     assert rep["verdict"]["base"] == "Pony Diffusion V6 XL"
