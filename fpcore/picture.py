@@ -487,9 +487,9 @@ def scene(report: dict, tree: dict | None = None) -> Scene | None:
                     pts = _lead((mend + 4, my), (CARD_X - 2, cy))
                     sc.add("line", pts=pts, stroke=mcol, width=1.5 + 8 * w, cls="mfp-edge",
                            data={"kind": "merge", "from": m, "to": fname, "weight": f"{w:.4f}"}, opacity=0.9)
-                    mx, myy = pts[len(pts) * 3 // 4]
-                    sc.text(mx, myy - 3, _pct(w), size=11, bold=True, anchor="middle", halo=True,
-                            cls="mfp-edge-label")
+                    # the label where the edges are still one row apart: at the start of the curve
+                    sc.text(max(mend + 24, TREE_COL + 24), my - 4, _pct(w), size=11, bold=True, anchor="middle",
+                            halo=True, cls="mfp-edge-label")
             else:
                 near = facts["nearest"][0] if facts["nearest"] else None
                 if near and near["ref"] in pos:
@@ -564,13 +564,16 @@ def scene(report: dict, tree: dict | None = None) -> Scene | None:
                 crel = e.get("relation")
                 label, colour, pattern = RELATIONS[crel] if crel in RELATIONS else NOT_COMPARED
                 ref = e.get("ref")
+                shown = ref
+                if crel == "merge" and ms:      # a merged component is named by its members, not its largest
+                    shown = " + ".join(n for n, _ in ms)
                 x = PAD + i * (cw + 6)
                 with sc.group("mfp-comp", {"component": c, "relation": crel or "not_compared", "ref": ref or ""},
-                              title=f"{c}: {label}" + (f" — {ref}" if ref else "")):
+                              title=f"{c}: {label}" + (f" — {shown}" if shown else "")):
                     sc.swatch(x, y, cw, 12, colour, pattern, stroke=INK if pattern == "none" else colour, width=1)
                     sc.text(x + 2, y + 27, _fit(COMPONENT_NAMES.get(c, c.upper()), cw - 4, 12), bold=True)
                     sc.text(x + 2, y + 41, _fit(label, cw - 4, 11), size=11, fill=INK)
-                    sc.text(x + 2, y + 55, _fit(ref or "—", cw - 4, 11), size=11, fill=MUTED)
+                    sc.text(x + 2, y + 55, _fit(shown or "—", cw - 4, 11), size=11, fill=MUTED)
         y += 66
 
     # -- legend
