@@ -106,7 +106,7 @@ class Fingerprint:
             if self._vals is None:
                 self._decode_all()
             idx = [i for i, k in enumerate(self.keys)
-                   if self.counts[i] > 0 and k.startswith(comp + ":") and len(self.shapes[i]) >= min_ndim
+                   if self.counts[i] > 0 and layout.in_component(k, comp) and len(self.shapes[i]) >= min_ndim
                    and dtypes.DTYPES[self.dtypes[i]].is_float]
             self._views[key] = ComponentView(self, idx)
         return self._views[key]

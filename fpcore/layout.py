@@ -67,8 +67,12 @@ DENOISERS = ("unet", "dit")
 #: components that are carried along but never compared
 IGNORED = ("ema", "other")
 
+#: the one component of a file whose architecture no rule knows: every tensor but the
+#: ignored ones (bare-key guesses never split such a file, see arch.declared_components)
+WHOLE = "model"
+
 #: order in which components are reported
-ORDER = ("unet", "dit", "clip_l", "clip_g", "clip_h", "t5", "vae", "other", "ema")
+ORDER = ("unet", "dit", "clip_l", "clip_g", "clip_h", "t5", "vae", WHOLE, "other", "ema")
 
 
 def canonical(key: str) -> tuple[str, str]:
@@ -96,6 +100,13 @@ def split(key: str) -> tuple[str, str]:
     """Inverse of canonical_key's joining: 'unet:x.y' -> ('unet', 'x.y')."""
     comp, _, inner = key.partition(":")
     return comp, inner
+
+
+def in_component(canonical_key_: str, comp: str) -> bool:
+    """Does the canonical key belong to component ``comp`` (WHOLE: every key but ignored ones)?"""
+    if comp == WHOLE:
+        return split(canonical_key_)[0] != "ema"
+    return canonical_key_.startswith(comp + ":")
 
 
 def components_of(canonical_keys) -> list[str]:

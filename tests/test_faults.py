@@ -247,7 +247,7 @@ def test_real_read_only_cache(models, tmp_path):
         assert "read-only" in err
         assert all(r["stats"].get("cached") == "report" and r["error"] is None for r in json.loads(out)["reports"])
         code, out, err = _scan(folder, fs / "elsewhere")
-        assert code == 0 and "working without a cache" in err or "cannot create cache dir" in err, err
+        assert code == 0 and ("working without a cache" in err or "cannot create cache dir" in err), err
         assert all(r["error"] is None for r in json.loads(out)["reports"])
 
 

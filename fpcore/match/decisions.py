@@ -1,0 +1,172 @@
+"""Every number that decides a verdict, with its reason and where it was calibrated.
+
+"zoo" is ``python bench/zoo.py`` (65 synthetic cases with real key names: precision and
+layout copies, fine-tunes of 1-35 %, baked LoRAs, merges, siblings, independent models);
+"RESEARCH" is /work/shared/RESEARCH.md (real fine-tunes of all-MiniLM-L6-v2 on the CPU).
+A constant marked "zoo" was set so that every zoo case is right with margin on both sides;
+changing one must leave ``python bench/zoo.py`` unchanged and tests/test_match.py green.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# -- same weights ---------------------------------------------------------------------------
+#: share of compared sampled values allowed to differ after rounding both to the coarser
+#: dtype. A precision copy leaves 0 (ties of a double rounding are allowed for elementwise);
+#: a 1 % fine-tune stored in fp8 still changes ~30 % of values. 1e-3 absorbs a handful of
+#: values a converter rounded differently (flush-to-zero of subnormals). Calibrated: zoo.
+SAME_MAX_MISMATCH = 0.001
+#: share of the file's sampled values (of the component) the reference must cover: a
+#: same-weights claim rests on (nearly) everything that was sampled. Calibrated: zoo
+#: ("same weights (layout)": UNet-only and prefix-less copies cover 100 %).
+SAME_MIN_COVERAGE = 0.95
+#: confidence of a same-weights verdict exactly at SAME_MAX_MISMATCH (1.0 with no
+#: differing value, falling linearly to this): at the limit it is a coin toss with
+#: "a fine-tune that barely moved".
+SAME_CONF_AT_LIMIT = 0.5
+
+# -- related or not -------------------------------------------------------------------------
+#: independence z-score (z = cos * sqrt(n) of per-tensor centred samples) above which two
+#: models are related. For independent weights z is ~N(0, 1): 8 sigma is beyond chance at
+#: any number of comparisons. Calibrated: zoo (independent cases sit at |z| < 4; related
+#: ones at z > 100 with n ~ 10^5).
+RELATED_MIN_Z = 8.0
+#: ... and a floor on the cosine itself: with n in the millions a cosine of 0.01 is
+#: "significant" but it is no kinship (RESEARCH: unrelated directions give ~0, sibling
+#: deltas 0.06). Calibrated: zoo (a 35 % fine-tune keeps cos > 0.9).
+RELATED_MIN_COS = 0.2
+#: a reference joins the joint alignment only if it covers at least this share of the
+#: file's sampled values (a reference that shares few tensors would shrink every
+#: other reference's comparison to those few rows).
+ALIGN_MIN_COVERAGE = 0.5
+#: ... and only if at least this share of its sampled 2-D values is finite: one reference
+#: of NaN/Inf weights would leave no rows and make the file unrelated to all of them.
+ALIGN_MIN_FINITE = 0.5
+
+# -- merges of whole weights ----------------------------------------------------------------
+#: a merge must leave at most this share of the residual the best single reference leaves
+#: (beyond rounding noise). A fine-tune of one reference is explained no better by mixing
+#: in a sibling (ratio ~0.9); a real merge drops it to ~0. Calibrated: zoo (merge cases
+#: < 0.05, fine-tunes > 0.6).
+MERGE_MAX_RATIO = 0.25
+#: weights below this are dropped from a merge recipe and the fit is redone: a 5 % member
+#: cannot be told from the sampling noise of the fit at our sample sizes. Calibrated: zoo.
+MERGE_MIN_WEIGHT = 0.05
+#: a merge has at least two members above MERGE_MIN_WEIGHT (else it is one model).
+MERGE_MIN_MEMBERS = 2
+#: rounds of "fit, drop members below MERGE_MIN_WEIGHT, refit" (each round drops at least
+#: one; three suffice for the 2-4 candidates a family has).
+MERGE_REFITS = 3
+#: confidence ceiling of a merge (1 - residual ratio): a fit is never certain.
+MERGE_CONF_MAX = 0.99
+#: weight of the extra row that makes NNLS weights sum to one, times sqrt(n): large
+#: enough that the sum is exact to ~1e-3 against residual rows of unit scale, small
+#: enough to keep the (k+1) x k system well conditioned.
+AFFINE_ROW_WEIGHT = 1e3
+#: a block-weighted merge needs per-block fits that at least halve the residual of the
+#: global fit (else the global recipe explains it). Calibrated: zoo ("merge
+#: (block-weighted)" ~0.02; plain merges ~1).
+BLOCK_GAIN = 0.5
+#: a UNet block group (input/middle/output) takes part in the per-block fit only with at
+#: least this many sampled values (two 128-value runs): fewer give an unstable recipe.
+BLOCK_MIN_VALUES = 256
+#: ... and a block-weighted merge needs at least this many groups fitted.
+BLOCK_MIN_GROUPS = 2
+
+# -- descent through the reference tree ---------------------------------------------------
+#: largest delta cosine expected between sibling fine-tunes of one parent (weight decay
+#: towards zero and shared data point every fine-tune the same way). Calibrated: RESEARCH
+#: (two real MiniLM fine-tunes: 0.062) with margin.
+RHO_MAX = 0.1
+#: z-score added to a measured shared-direction cosine (as 3 / sqrt(n)) before it is used
+#: as the bound: the measured cosine itself has sampling noise 1 / sqrt(n).
+RHO_NOISE_Z = 3.0
+#: share of a child's training (beyond what shared directions explain) needed to call the
+#: file its descendant: halfway between a sibling (0) and the child itself (1). Calibrated:
+#: zoo ("sibling" cases ~0.1, light fine-tunes of a child ~1).
+SHARE_MIN = 0.5
+#: excess share above SHARE_MIN at which a descent step is fully clear (confidence rises
+#: linearly from Confidence.UNPLACED at SHARE_MIN to Confidence.CLEAR at SHARE_MIN + this).
+SHARE_FULL_MARGIN = 0.4
+#: relative distance from a parentless reference beyond which the file may descend from an
+#: unregistered model of the family rather than from the reference itself. Calibrated: zoo
+#: (a 35 % fine-tune sits at ~0.35; 1-15 % fine-tunes below 0.15).
+FAR_REL = 0.2
+
+# -- merges told by the references' own trainings (TIES, DARE, merged then trained) ------------
+#: a reference's training share must exceed the shared-direction bound by this much to count
+#: as merged in; a subtracted share beyond it marks an add-difference (a derivative).
+#: Calibrated: zoo ("merge (TIES)", "merge (DARE)", "add-difference").
+DELTA_MERGE_MIN = 0.1
+#: one part at or above this share is one model plus noise, not a merge.
+DELTA_MERGE_MAX_PART = 0.9
+#: training shares adding up beyond this are one whole model plus part of another
+#: (add-difference), not a merge whose shares sum to about one.
+DELTA_MERGE_MAX_TOTAL = 1.5
+
+# -- pools ----------------------------------------------------------------------------------
+#: a reference of another family (or of an unknown architecture) is compared only when at
+#: least this share of the component's keys exist in it with the same shape; the verdict
+#: still needs SAME_MIN_COVERAGE for same weights.
+SAME_LAYOUT_MIN_KEYS = 0.5
+
+
+# -- confidence -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Level:
+    value: float | None
+    name: str
+    meaning: str
+
+
+class Confidence:
+    """What a verdict's confidence means. Fixed levels name a kind of evidence; computed
+    values lie between them (see LEVELS)."""
+
+    CERTAIN = 1.0
+    CLEAR = 0.9
+    QUALIFIED = 0.7
+    AMBIGUOUS = 0.6
+    UNPLACED = 0.5
+    NONE = None
+
+    LEVELS = (
+        Level(1.0, "certain", "same bytes (identical), or every compared value equal after rounding (same_weights)"),
+        Level(0.9, "clear", "derivative: each step down the reference tree carries a child's training well beyond "
+                            "what sibling fine-tunes share"),
+        Level(0.7, "qualified", "a claim with a named doubt: far from a parentless reference (it may descend from an "
+                                "unregistered model), or a merge seen only through the references' own trainings "
+                                "(TIES/DARE)"),
+        Level(0.6, "ambiguous", "derivative whose descent from a registered child cannot be told from being that "
+                                "child's sibling"),
+        Level(0.5, "unplaced", "related to a reference but not placeable in the tree; also the floor of a descent "
+                               "step just past SHARE_MIN and of same_weights at SAME_MAX_MISMATCH"),
+        Level(None, "none", "nothing comparable (no shared tensors, non-finite weights, no reference): no claim "
+                            "either way (JSON null)"),
+    )
+    COMPUTED = {
+        "same_weights": "1 - (1 - SAME_CONF_AT_LIMIT) * mismatch / SAME_MAX_MISMATCH",
+        "merge": "1 - (residual of the merge / residual of the best single reference), at most MERGE_CONF_MAX",
+        "derivative": "min over the steps of UNPLACED + (CLEAR - UNPLACED) * (excess share - SHARE_MIN) / "
+                      "SHARE_FULL_MARGIN, at most CLEAR",
+        "unknown (not related)": "1 - cos to the closest reference (cos 0: surely unrelated)",
+    }
+
+
+# -- reason codes ---------------------------------------------------------------------------
+class Code:
+    """Why a component verdict came out as it did; summaries are chosen from these, never
+    from the reason text."""
+
+    IDENTICAL = "identical"                        # same SHA-256 (set by identify)
+    SAME_WEIGHTS = "same_weights"                  # equal after rounding to the coarser dtype
+    MERGE = "merge"                                # weighted average of whole references
+    BLOCK_MERGE = "block_merge"                    # ... with a different recipe per UNet block group
+    DELTA_MERGE = "delta_merge"                    # several references' own trainings (TIES/DARE)
+    DESCENDS = "descends"                          # derivative, placed clearly
+    SIBLING_AMBIGUOUS = "sibling_ambiguous"        # derivative; descent from a child not told from a sibling
+    FAR_FROM_BASE = "far_from_base"                # derivative of a parentless reference, far from it
+    PARENT_NOT_REGISTERED = "parent_not_registered"  # unknown: related to an orphan, too far to place
+    NOT_RELATED = "not_related"                    # unknown: related to no reference
+    NOTHING_COMPARABLE = "nothing_comparable"      # unknown: no shared finite weights
+    NO_REFERENCE = "no_reference"                  # unknown: no reference has this component

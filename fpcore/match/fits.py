@@ -1,0 +1,163 @@
+"""Merge fits: weighted averages of whole references (global and per UNet block group),
+and merges seen through the references' own trainings (TIES, DARE, merged then trained).
+
+Non-negative least squares with weights summing to one recovers a linear merge when
+every member is a reference; a TIES/DARE merge fits whole weights badly but its change
+from the common root regresses cleanly on the references' edge deltas (child - parent).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import layout
+from .align import Aligned
+from .decisions import (AFFINE_ROW_WEIGHT, BLOCK_GAIN, BLOCK_MIN_GROUPS, BLOCK_MIN_VALUES, DELTA_MERGE_MAX_PART,
+                        DELTA_MERGE_MAX_TOTAL, DELTA_MERGE_MIN, MERGE_MAX_RATIO, MERGE_MIN_MEMBERS,
+                        MERGE_MIN_WEIGHT, MERGE_REFITS, RHO_MAX)
+
+
+def affine_nnls(R: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """min |x - R w| with w >= 0 and sum(w) = 1 (the sum enforced by a heavy extra row)."""
+    from scipy.optimize import nnls  # imported here: scipy costs 0.3 s of start-up on a cache hit
+
+    n, k = R.shape
+    lam = AFFINE_ROW_WEIGHT * math.sqrt(max(n, 1))
+    M = np.vstack([np.column_stack([R, x]), np.append(np.full(k, lam), lam)])
+    # |A w - b| equals |T[:, :k] w - T[:, k]| up to a constant, T from the QR of [A | b]:
+    # the same NNLS on a (k+1) x k system instead of n x k
+    T = np.linalg.qr(M, mode="r")
+    w, _ = nnls(T[:, :k], T[:, k], maxiter=50 * k + 100)
+    s = w.sum()
+    return w / s if s > 0 else w
+
+
+def excess(al: Aligned, rows: np.ndarray | slice, w: np.ndarray) -> float:
+    """Mean squared residual of x - R w beyond the expected rounding noise."""
+    res = al.x[rows] - (w @ al.RT[:, rows] if isinstance(rows, slice) else al.R[rows] @ w)
+    noise = al.noise_x[rows] + al.noise_R[rows] @ (w * w)
+    return max(float(np.mean(res * res) - np.mean(noise)), 0.0)
+
+
+def single_excess(al: Aligned, col: int) -> float:
+    """excess() of one reference alone."""
+    return excess(al, slice(None), np.eye(al.R.shape[1])[col])
+
+
+def fit_merge(al: Aligned, cols: list[int]) -> tuple[np.ndarray, float]:
+    """Affine NNLS over the given reference columns; drop tiny weights and refit."""
+    w = np.zeros(al.R.shape[1])
+    sub = list(cols)
+    for _ in range(MERGE_REFITS):
+        ws = affine_nnls(al.R[:, sub], al.x)
+        keep = [c for c, wi in zip(sub, ws) if wi >= MERGE_MIN_WEIGHT]
+        if len(keep) == len(sub) or not keep:
+            break
+        sub = keep
+    ws = affine_nnls(al.R[:, sub], al.x)
+    w[:] = 0
+    w[sub] = ws
+    return w, excess(al, slice(None), w)
+
+
+def block_fits(al: Aligned, cols: list[int]) -> dict[str, tuple[float, int, np.ndarray]]:
+    """Per UNet block group with enough samples: (residual, values, weights)."""
+    groups: dict[str, list[int]] = {}
+    for t, k in enumerate(al.keys):
+        g = layout.block_of(k)
+        if g:
+            groups.setdefault(g, []).append(t)
+    out = {}
+    for g, ts in groups.items():
+        rows = np.isin(al.tensor_of, ts)
+        if rows.sum() < BLOCK_MIN_VALUES:
+            continue
+        w, e = fit_merge(al.rows(rows), cols)
+        out[g] = (e, int(rows.sum()), w)
+    return out
+
+
+@dataclass
+class MergeFit:
+    weights: np.ndarray                      # per reference column, summing to one
+    ratio: float                             # residual / best single reference's residual
+    best_single: int                         # column of the best single reference
+    blocks: dict[str, np.ndarray] = field(default_factory=dict)   # block-weighted: group -> weights
+
+
+def whole_merge(al: Aligned) -> MergeFit | None:
+    """A weighted average of whole references (globally, or per block group) that explains
+    the file far better than the best single reference; None if there is none."""
+    k = al.R.shape[1]
+    if len(al.x) == 0 or k < MERGE_MIN_MEMBERS:
+        return None
+    singles = [single_excess(al, c) for c in range(k)]
+    e1 = min(singles)
+    if e1 <= 0:
+        return None
+    w, em = fit_merge(al, list(range(k)))
+    used = [c for c in range(k) if w[c] >= MERGE_MIN_WEIGHT]
+    blocks = block_fits(al, list(range(k)))
+    n_blk = sum(n for _, n, _ in blocks.values())
+    eb = sum(e * n for e, n, _ in blocks.values()) / max(1, n_blk) if blocks else em
+    block_used = {c for _, _, wb in blocks.values() for c in range(k) if wb[c] >= MERGE_MIN_WEIGHT}
+    is_global = len(used) >= MERGE_MIN_MEMBERS and em <= MERGE_MAX_RATIO * e1
+    is_block = (len(block_used) >= MERGE_MIN_MEMBERS and len(blocks) >= BLOCK_MIN_GROUPS
+                and eb <= MERGE_MAX_RATIO * e1 and eb <= BLOCK_GAIN * em)
+    best = int(np.argmin(singles))
+    if is_block:
+        w = sum(wb * n for _, n, wb in blocks.values()) / n_blk
+        return MergeFit(w, eb / e1, best, {g: wb for g, (_, _, wb) in blocks.items()})
+    if is_global:
+        return MergeFit(w, em / e1, best)
+    return None
+
+
+def root_of(name: str, rel: set, tree) -> str:
+    while tree.parent(name) in rel:
+        name = tree.parent(name)
+    return name
+
+
+def delta_merge(al: Aligned, names: list[str], col_of: dict, tree):
+    """Regress the file's change from the root of the related tree on the references' own
+    trainings (the edge deltas child - parent, nearly orthogonal to each other). Least
+    squares is unbiased under the elementwise noise of TIES and DARE merges, where a
+    weighted average of whole weights fits badly. A reference's weight is the share of its
+    edge that is not continued into its registered children.
+
+    Returns (recipe [(name, weight)], root, reason) or None."""
+    rel = set(names)
+    root = root_of(names[0], rel, tree)
+    members = [n for n in names if n != root and root_of(n, rel, tree) == root]
+    if len(members) < MERGE_MIN_MEMBERS:
+        return None
+    v = al.x - al.RT[col_of[root]]
+    E = np.stack([al.RT[col_of[n]] - al.RT[col_of[tree.parent(n)]] for n in members], axis=1)
+    b, *_ = np.linalg.lstsq(E, v, rcond=None)
+    nv = float(np.linalg.norm(v))
+    bounds = np.array([RHO_MAX * nv / (float(np.linalg.norm(E[:, i])) or 1.0) for i in range(len(members))])
+    if np.any(b < -(bounds + DELTA_MERGE_MIN)):
+        return None        # a subtracted training: add-difference, a derivative
+    b = np.where(b > bounds + DELTA_MERGE_MIN, b, 0.0)
+    coef = dict(zip(members, b))
+    weights = {}
+    for n in [root] + members:
+        kids = [m for m in members if tree.parent(m) == n]
+        own = 1.0 if n == root else coef[n]
+        weights[n] = own - sum(coef[k] for k in kids)
+    if any(w < -DELTA_MERGE_MIN for n, w in weights.items() if n != root):
+        return None        # (the root may go below zero: TIES adds the trimmed trainings up)
+    parts = {n: w for n, w in weights.items() if w >= DELTA_MERGE_MIN}
+    if (len([n for n in parts if n != root]) < MERGE_MIN_MEMBERS or max(parts.values()) >= DELTA_MERGE_MAX_PART
+            or sum(b) > DELTA_MERGE_MAX_TOTAL):
+        return None        # one model (plus noise), or one whole model plus part of another
+    tot = sum(parts.values())
+    recipe = sorted(((n, round(float(w / tot), 3)) for n, w in parts.items()), key=lambda t: -t[1])
+    shares = ", ".join(f"{n} {coef[n]:.2f}" for n in members if coef[n] > 0)
+    reason = (f"the file carries large shares of several references' own training on top of {root} ({shares}), "
+              f"but no weighted average of whole models matches it elementwise: a TIES/DARE-style merge, "
+              f"or a merge trained further")
+    return recipe, root, reason

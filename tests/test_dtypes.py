@@ -1,0 +1,65 @@
+"""The dtype rounding helpers, on golden values."""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from fpcore import dtypes
+
+
+def test_decode_little_endian_and_all_float_types():
+    assert dtypes.decode(np.array([1.5, -2.0], "<f2").tobytes(), "F16").tolist() == [1.5, -2.0]
+    assert dtypes.decode(np.array([1.5], ml_dtypes.bfloat16).tobytes(), "BF16").tolist() == [1.5]
+    assert dtypes.decode(bytes([0x38]), "F8_E4M3").tolist() == [1.0]          # 0 0111 000
+    assert dtypes.decode(bytes([0x3C]), "F8_E5M2").tolist() == [1.0]          # 0 01111 00
+    assert dtypes.decode(np.array([1e300], "<f8").tobytes(), "F64").tolist() == [np.inf]
+
+
+@pytest.mark.parametrize("dt, x, want", [
+    ("F16", 1.0 + 2.0 ** -11, 1.0),                 # tie -> even
+    ("F16", 1.0 + 3 * 2.0 ** -11, 1.0 + 2.0 ** -9),  # tie -> even (up)
+    ("BF16", 1.0 + 2.0 ** -8, 1.0),
+    ("BF16", 1.0 + 2.0 ** -8 + 2.0 ** -20, 1.0078125),
+    ("F8_E4M3", 1.0625, 1.0),
+    ("F8_E4M3", 1.1875, 1.25),
+    ("F8_E4M3", 440.0, 448.0),                     # spacing 32 at the top of the range
+    ("F8_E5M2", 1.125, 1.0),
+    ("F32", 1.0 + 2.0 ** -30, 1.0),
+])
+def test_quantize_round_to_nearest_even(dt, x, want):
+    assert float(dtypes.quantize(np.array([x], np.float32), dt)[0]) == want
+
+
+def test_coarser():
+    assert dtypes.coarser("F16", "BF16") == "BF16"
+    assert dtypes.coarser("F32", "F8_E4M3") == "F8_E4M3"
+    assert dtypes.coarser("F8_E5M2", "F8_E4M3") == "F8_E5M2"
+    assert dtypes.coarser("F16", "F16") == "F16"
+
+
+def test_rounding_var_is_spacing_squared_over_12():
+    v = dtypes.rounding_var(np.array([1.0, 1.5, 3.0, 0.0]), "F16")
+    assert v[0] == 2.0 ** -20 / 12 and v[1] == 2.0 ** -20 / 12 and v[2] == 2.0 ** -18 / 12
+    assert v[3] < 1e-60
+    assert dtypes.rounding_var(np.array([1.0]), "F8_E4M3")[0] == 2.0 ** -6 / 12
+    assert np.all(dtypes.rounding_var(np.array([1.0, 7.0]), "F32") == 0)
+
+
+def test_same_after_rounding_precision_and_ties():
+    f16 = np.array([1.0625, 1.0625, 1.0625 - 2 ** -10, 0.5], np.float32)
+    f8 = np.array([1.0, 1.125, 1.125, 0.5], np.float32)
+    # fp8(1.0625) = 1.0 (tie to even); 1.125 is the other neighbour of a tie (double rounding);
+    # 1.0615 rounds to 1.0, so 1.125 is another weight
+    assert dtypes.same_after_rounding(f16, "F16", f8, "F8_E4M3").tolist() == [True, True, False, True]
+    assert dtypes.same_after_rounding(f8, "F8_E4M3", f16, "F16").tolist() == [True, True, False, True]
+    # same dtype: only equal values (NaN equals NaN)
+    a = np.array([1.0, np.nan, 2.0], np.float32)
+    assert dtypes.same_after_rounding(a, "F16", np.array([1.0, np.nan, 2.001], np.float32), "F16").tolist() == \
+        [True, True, False]
+
+
+def test_tie_rule_needs_an_exact_midpoint():
+    fine = np.array([1.0 + 2 ** -8, 1.0 + 2 ** -8 + 2 ** -10], np.float32)     # fp16 values; bf16 spacing 2^-7
+    other = np.array([1.0078125, 1.0078125], np.float32)
+    assert dtypes._tie_ok(fine, other, "BF16").tolist() == [True, False]

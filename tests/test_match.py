@@ -1,0 +1,259 @@
+"""The matching decisions themselves, on in-memory fingerprints (no files): alignment,
+same-weights rounding and ties, descent shares, merge fits (global and per block), the
+named decisions and reason codes."""
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from _fpmem import Ref, Tree, finetune, make_fp, shared_direction, weights
+from fpcore import match
+from fpcore.match import Code, Confidence, decisions
+
+
+def _blocks(seed):
+    sd = {}
+    for i, g in enumerate(("input_blocks", "middle_block", "output_blocks")):
+        sd.update(weights(seed * 10 + i, n=8, prefix=f"unet:{g}"))
+    return sd
+
+
+@pytest.fixture(scope="module")
+def family():
+    base = _blocks(1)
+    sh = shared_direction(base)
+    a = finetune(base, 0.30, 11, sh)
+    b = finetune(base, 0.30, 12, sh)
+    a_child = finetune(a, 0.10, 21, sh)
+    return {"Base": base, "A": a, "B": b, "A1": a_child, "Indep": _blocks(99), "shared": sh}
+
+
+@pytest.fixture(scope="module")
+def refs(family):
+    return [Ref(n, make_fp(family[n])) for n in ("Base", "A", "B", "A1")]
+
+
+TREE = Tree({"Base": None, "A": "Base", "B": "Base", "A1": "A"})
+
+
+# -- alignment ------------------------------------------------------------------------------
+def test_align_keeps_shared_tensors_and_scales_each_alike():
+    sd = weights(1, n=4)
+    other = dict(sd)
+    other["unet:input_blocks.0.0.weight"] = sd["unet:input_blocks.0.0.weight"] * 1000.0   # a huge tensor
+    del other["unet:input_blocks.3.0.weight"]                                             # missing in the ref
+    other["unet:input_blocks.2.0.weight"] = np.zeros((32, 64))                            # another shape
+    al = match.align(make_fp(sd), [make_fp(other, "F32")], "unet")
+    assert al.keys == ["unet:input_blocks.0.0.weight", "unet:input_blocks.1.0.weight"]
+    assert len(al.x) == 2 * 128            # 2-D only, one 128-value run per tensor
+    # one scale per tensor over the file and every reference: each tensor has unit joint RMS,
+    # however large it is (the x1000 tensor weighs no more than the other)
+    for t in (0, 1):
+        sel = al.tensor_of == t
+        assert np.mean(al.x[sel] ** 2 + al.R[sel, 0] ** 2) / 2 == pytest.approx(1.0)
+    assert np.sqrt(np.mean(al.R[al.tensor_of == 0, 0] ** 2)) == pytest.approx(np.sqrt(2), rel=1e-3)
+    assert np.all(np.abs(np.bincount(al.tensor_of, al.xc)) < 1e-9)     # centred per tensor
+
+
+def test_align_drops_non_finite_rows():
+    sd = weights(2, n=3)
+    bad = {k: v.copy() for k, v in sd.items()}
+    bad["unet:input_blocks.1.0.weight"][-1, :] = np.nan      # last row: inside the sampled run (the end)
+    al = match.align(make_fp(sd), [make_fp(bad)], "unet")
+    assert len(al.x) == 3 * 128 - 64 and np.all(np.isfinite(al.R))
+
+
+# -- same weights: rounding and ties -------------------------------------------------------
+def test_precision_copies_are_same_weights_with_confidence_one(family, refs):
+    for dt in ("F32", "BF16", "F8_E4M3"):
+        v = match.analyse(make_fp(family["A"], dt), "unet", refs, TREE)
+        assert (v.relation, v.ref, v.code, v.confidence) == ("same_weights", "A", Code.SAME_WEIGHTS, 1.0), dt
+
+
+def test_fp8_copy_of_fp32_master_against_fp16_reference_double_rounding():
+    # 1.0625 is the midpoint of fp8 e4m3 neighbours 1.0 and 1.125: fp16 stores the tie (the
+    # 2^-20 is below fp16 spacing), so fp8(fp16(w)) = 1.0 (even) while fp8(w) = 1.125
+    w = 1.0625 + 2.0 ** -20
+    assert float(np.float16(w)) == 1.0625
+    assert float(ml_dtypes.float8_e4m3fn(np.float16(w))) == 1.0
+    assert float(ml_dtypes.float8_e4m3fn(np.float32(w))) == 1.125
+    sd = weights(3, n=6)
+    for k in sd:
+        if sd[k].ndim == 2:
+            sd[k][-1, -16:] = w                     # inside the sampled run
+    ref = make_fp(sd, "F16")
+    f8 = make_fp(sd, "F8_E4M3")
+    mm, cov = match.mismatch_fraction(f8, ref, "unet")
+    assert (mm, cov) == (0.0, 1.0)
+    # not a tie: one fp16 step below the midpoint rounds to 1.0 in fp8, so a file holding
+    # 1.125 is a different weight
+    sd2 = {k: v.copy() for k, v in sd.items()}
+    for k in sd2:
+        if sd2[k].ndim == 2:
+            sd2[k][-1, -16:] = 1.0625 - 2.0 ** -10
+    mm2, _ = match.mismatch_fraction(make_fp(sd2, "F16"), make_fp(sd, "F8_E4M3"), "unet")
+    assert mm2 == pytest.approx(6 * 16 / (6 * 128 + 6 * 32))
+
+
+def test_bf16_and_fp16_copies_of_one_fp32_master_are_the_same_weights():
+    w = 1.0 + 2.0 ** -8 + 2.0 ** -20          # fp16 keeps the bf16 tie; bf16 rounds up directly
+    assert float(ml_dtypes.bfloat16(np.float16(w))) == 1.0 and float(ml_dtypes.bfloat16(np.float32(w))) == 1.0078125
+    sd = weights(4, n=4)
+    for k in sd:
+        sd[k].reshape(-1)[-8:] = w
+    mm, _ = match.mismatch_fraction(make_fp(sd, "BF16"), make_fp(sd, "F16"), "unet")
+    assert mm == 0.0
+
+
+def test_light_finetune_is_never_same_weights_even_in_fp8(family, refs):
+    ft = finetune(family["A"], 0.002, 31, family["shared"])      # 0.2 %: below fp8 rounding noise
+    v = match.analyse(make_fp(ft, "F8_E4M3"), "unet", refs, TREE)
+    assert v.relation != "same_weights"
+    assert v.candidates[0].mismatch > match.SAME_MAX_MISMATCH
+
+
+def test_same_weights_confidence_falls_to_the_limit():
+    sd = weights(5, n=40)
+    ref = make_fp(sd)
+    bumped = {k: v.copy() for k, v in sd.items()}
+    bumped["unet:input_blocks.0.0.weight"][-1, -3:] += 0.5        # 3 of ~6400 values differ
+    v = match.analyse(make_fp(bumped), "unet", [Ref("R", ref)])
+    mm = 3 / (40 * 128 + 40 * 32)
+    assert v.relation == "same_weights"
+    assert v.confidence == round(1 - mm / match.SAME_MAX_MISMATCH * (1 - decisions.SAME_CONF_AT_LIMIT), 3)
+
+
+# -- related or not ------------------------------------------------------------------------
+def test_independent_model_is_not_related(family, refs):
+    v = match.analyse(make_fp(family["Indep"]), "unet", refs, TREE)
+    assert (v.relation, v.code) == ("unknown", Code.NOT_RELATED)
+    assert all(abs(c.z) < match.RELATED_MIN_Z for c in v.candidates)
+    assert v.confidence == round(1 - max(0.0, v.candidates[0].cos), 3)
+
+
+def test_nothing_comparable_has_no_confidence(family):
+    other = {k.replace("unet:", "unet:other_"): v for k, v in family["Base"].items()}
+    v = match.analyse(make_fp(family["Base"]), "unet", [Ref("X", make_fp(other))])
+    assert (v.relation, v.code, v.confidence) == ("unknown", Code.NOTHING_COMPARABLE, None)
+    v = match.analyse(make_fp(family["Base"]), "unet", [])
+    assert (v.code, v.confidence) == (Code.NO_REFERENCE, None)
+
+
+# -- descent -----------------------------------------------------------------------------------
+def test_descent_share_of_a_child_and_of_a_sibling(family, refs):
+    # a light fine-tune of A1 carries all of A's and A1's training: share ~1 at each step
+    f = finetune(family["A1"], 0.02, 41, family["shared"])
+    v = match.analyse(make_fp(f), "unet", refs, TREE)
+    assert (v.relation, v.ref, v.code) == ("derivative", "A1", Code.DESCENDS)
+    by = {c.ref: c for c in v.candidates}
+    assert by["A"].share == pytest.approx(1.0, abs=0.05) and by["A1"].share == pytest.approx(1.0, abs=0.1)
+    assert v.confidence == Confidence.CLEAR
+    # a sibling of A (another fine-tune of Base) carries none of A's own training
+    s = finetune(family["Base"], 0.10, 42, family["shared"])
+    v = match.analyse(make_fp(s), "unet", refs, TREE)
+    assert (v.relation, v.ref) == ("derivative", "Base")
+    by = {c.ref: c for c in v.candidates}
+    assert abs(by["A"].share) < 0.2 and abs(by["B"].share) < 0.2
+
+
+def test_far_from_a_parentless_base_is_qualified(family, refs):
+    f = finetune(family["Base"], 0.6, 43, family["shared"])
+    v = match.analyse(make_fp(f), "unet", refs, TREE)
+    assert (v.relation, v.ref, v.code) == ("derivative", "Base", Code.FAR_FROM_BASE)
+    assert v.confidence <= Confidence.QUALIFIED
+
+
+def test_far_from_an_orphan_is_unplaced(family):
+    f = finetune(family["A"], 0.6, 44, family["shared"])
+    v = match.analyse(make_fp(f), "unet", [Ref("A", make_fp(family["A"]))], Tree({"A": "Base"}, orphans={"A"}))
+    assert (v.relation, v.ref, v.code, v.confidence) == ("unknown", None, Code.PARENT_NOT_REGISTERED,
+                                                         Confidence.UNPLACED)
+
+
+# -- merges ----------------------------------------------------------------------------------
+def test_affine_nnls_recovers_known_weights():
+    rng = np.random.default_rng(5)
+    R = rng.normal(size=(4000, 3))
+    x = R @ np.array([0.2, 0.0, 0.8])
+    w = match.affine_nnls(R, x)
+    assert w == pytest.approx([0.2, 0.0, 0.8], abs=1e-4) and w.sum() == pytest.approx(1.0)
+    # outside the simplex: weights stay non-negative and sum to one
+    w = match.affine_nnls(R, R @ np.array([1.5, -0.5, 0.0]))
+    assert np.all(w >= 0) and w.sum() == pytest.approx(1.0)
+
+
+def test_merge_weights_recovered(family, refs):
+    m = {k: 0.35 * family["A"][k] + 0.65 * family["B"][k] for k in family["A"]}
+    v = match.analyse(make_fp(m), "unet", refs, TREE)
+    assert (v.relation, v.code) == ("merge", Code.MERGE)
+    assert dict(v.merge) == pytest.approx({"B": 0.65, "A": 0.35}, abs=0.01)
+    assert v.confidence > 0.9
+
+
+def test_block_weighted_merge_recovered(family, refs):
+    ws = {"input_blocks": 0.8, "middle_block": 0.5, "output_blocks": 0.2}
+    m = {k: ws[k.split(":")[1].split(".")[0]] * family["A"][k] + (1 - ws[k.split(":")[1].split(".")[0]]) * family["B"][k]
+         for k in family["A"]}
+    v = match.analyse(make_fp(m), "unet", refs, TREE)
+    assert (v.relation, v.code) == ("merge", Code.BLOCK_MERGE)
+    got = {g: dict(r) for g, r in v.merge_blocks.items()}
+    assert got["input"] == pytest.approx({"A": 0.8, "B": 0.2}, abs=0.02)
+    assert got["middle"] == pytest.approx({"A": 0.5, "B": 0.5}, abs=0.02)
+    assert got["output"] == pytest.approx({"A": 0.2, "B": 0.8}, abs=0.02)
+
+
+def test_merge_not_allowed_gives_nearest(family, refs):
+    m = {k: 0.5 * family["A"][k] + 0.5 * family["B"][k] for k in family["A"]}
+    v = match.analyse(make_fp(m), "unet", refs, TREE, allow_merge=False)
+    assert v.relation != "merge"
+
+
+def test_dare_merge_seen_through_trainings(family, refs):
+    """DARE: each reference's own training, 90 % of elements dropped and the rest rescaled,
+    averaged onto Base. No weighted average of whole models matches it elementwise."""
+    base, rng = family["Base"], np.random.default_rng(8)
+    out = {}
+    for k in base:
+        da, db = family["A"][k] - base[k], family["B"][k] - base[k]
+        keep = lambda d: np.where(rng.random(d.shape) < 0.1, d / 0.1, 0.0)  # noqa: E731
+        out[k] = base[k] + 0.5 * keep(da) + 0.5 * keep(db)
+    v = match.analyse(make_fp(out), "unet", refs, TREE)
+    assert v.relation == "merge" and {n for n, _ in v.merge} >= {"A", "B"}
+    assert v.code in (Code.DELTA_MERGE, Code.MERGE)
+
+
+# -- named decisions -------------------------------------------------------------------------
+def test_every_decision_constant_is_documented():
+    import inspect
+    src = inspect.getsource(decisions)
+    names = [n for n in dir(decisions) if n.isupper()]
+    assert len(names) >= 25
+    lines = src.splitlines()
+    for n in names:
+        i = next(j for j, ln in enumerate(lines) if ln.startswith(f"{n} = "))
+        assert lines[i - 1].startswith("#:"), f"{n} has no reason"
+
+
+def test_confidence_levels_defined_once():
+    fixed = {lv.value for lv in Confidence.LEVELS}
+    assert fixed == {Confidence.CERTAIN, Confidence.CLEAR, Confidence.QUALIFIED, Confidence.AMBIGUOUS,
+                     Confidence.UNPLACED, None}
+    assert all(lv.meaning for lv in Confidence.LEVELS)
+
+
+def test_reason_codes_on_verdicts():
+    v = match.CompVerdict("unet", "unknown")
+    assert v.FAR_FROM_BASE == Code.FAR_FROM_BASE and v.PARENT_NOT_REGISTERED == "parent_not_registered"
+
+
+def test_summary_is_chosen_by_code_not_by_text():
+    from types import SimpleNamespace
+    from fpcore.identify import _summary
+    a = SimpleNamespace(family="sdxl", dtype="fp16")
+    placed = _summary("unknown", None, [], {}, a, 3, "x", code=Code.PARENT_NOT_REGISTERED)
+    assert "not placeable" in placed
+    plain = _summary("unknown", None, [], {}, a, 3, "far from everything", code=Code.NOT_RELATED)
+    assert "not placeable" not in plain
