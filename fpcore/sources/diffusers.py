@@ -27,13 +27,12 @@ WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.
 class DiffusersFolder(VirtualSource):
     format = "diffusers"
 
-    def __init__(self, path: str | os.PathLike, open_file=None):
+    def __init__(self, path: str | os.PathLike, open_file):
+        """``open_file``: the raw opener of one component file (``fpcore.sources.open_file``)."""
         p = os.fspath(path)
         root = os.path.dirname(p) if os.path.basename(p) == "model_index.json" else p
         super().__init__(p)
         self.root = root
-        if open_file is None:
-            from . import open_file    # the raw opener: component files without views
         self._open_file = open_file
         try:
             self._open()
