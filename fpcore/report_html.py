@@ -88,7 +88,20 @@ def family_trees(result: dict, db: RefDB | None) -> list[tuple[str, str]]:
 CSS = """body{font-family:sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left} th{background:#f3f3f3}
 .err{color:#b00} .muted{color:#777} h2{margin-top:1.6em}
-tr.pic td{border-top:none;padding:0 8px 4px;font-size:12px;color:#555} tr.pic summary{cursor:pointer}"""
+tr.pic td{border-top:none;padding:0 8px 4px;font-size:12px;color:#555} tr.pic summary{cursor:pointer} .legend{font-size:13px;max-width:60em}
+.legend dt{font-weight:bold} .legend dd{margin:0 0 .3em 1.5em}"""
+
+
+def legend_html() -> str:
+    """The relations, the groups, confidence and the evidence words, in a few lines."""
+    from .identify import CONFIDENCE_MEANING, EVIDENCE_LEGEND, GROUP_LEGEND, RELATION_LEGEND
+    rel = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in RELATION_LEGEND.items())
+    grp = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in GROUP_LEGEND.items())
+    ev = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in EVIDENCE_LEGEND.items())
+    return (f"<details class=legend open><summary>Legend</summary><dl><dt>relations</dt><dd><dl>{rel}</dl></dd>"
+            f"<dt>confidence</dt><dd>{html.escape(CONFIDENCE_MEANING)}</dd>"
+            f"<dt>groups</dt><dd><dl>{grp}</dl></dd><dt>evidence in the reasons</dt><dd><dl>{ev}</dl></dd></dl>"
+            f"</details>")
 
 
 def _picture_row(report: dict, rel: str, tree: dict) -> str:
@@ -102,6 +115,7 @@ def _picture_row(report: dict, rel: str, tree: dict) -> str:
 
 
 def render(result: dict, db: RefDB | None = None) -> str:
+    from .identify import base_label, confidence_text, needs_reason
     from . import picture
     tree = picture.reference_tree(db) if db is not None else {}
     rows = []
@@ -111,18 +125,24 @@ def render(result: dict, db: RefDB | None = None) -> str:
             rows.append(f"<tr><td>{html.escape(rel)}</td><td colspan=5 class=err>{html.escape(r['error'])}</td></tr>")
             continue
         a, v = r["architecture"], r["verdict"]
-        folder = r.get("folder") or {}
-        peer = folder.get("peer")
-        peer_txt = f"{folder.get('relation')} {os.path.relpath(peer, result['root'])}" if peer else ""
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in (
-            rel, a.get("family"), v.get("base") or "—", v.get("relation"), f"{v.get('confidence', 0):.2f}", peer_txt)) + "</tr>")
+        peer_txt = _scan.folder_text(r.get("folder") or {}, result["root"])
+        relation = html.escape(str(v.get("relation")))
+        if v.get("differs"):
+            relation += f"<div class=muted>differs: {html.escape(', '.join(v['differs']))}</div>"
+        if needs_reason(v):
+            relation += f"<div class=muted>why: {html.escape(v['reason'])}</div>"
+        cells = [html.escape(str(x)) for x in (rel, a.get("family"), base_label(r) if v.get("relation") != "unknown"
+                                               else "—")]
+        cells += [relation, html.escape(confidence_text(v.get("confidence"))), html.escape(peer_txt)]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     rows = [row + _picture_row(r, os.path.relpath(r["path"], result["root"]), tree)  # one row per report above
             for row, r in zip(rows, result["reports"])]
     groups = []
     for g in result["groups"]:
         paths = "<br>".join(html.escape(os.path.relpath(p, result["root"])) for p in g["paths"])
-        groups.append(f"<tr><td>{g['relation']}</td><td>{paths}</td><td>{_fmt_bytes(g['reclaimable_bytes'])}</td></tr>")
-    total = sum(g["reclaimable_bytes"] for g in result["groups"])
+        label = f"<div class=muted>{html.escape(g['label'])}</div>" if g.get("label") else ""
+        groups.append(f"<tr><td>{g['relation']}{label}</td><td>{paths}</td><td>{_fmt_bytes(g['reclaimable_bytes'])}</td></tr>")
+    total = _scan.reclaimable_total(result["groups"])
     trees = "".join(f"<h3>{html.escape(f)}</h3>{svg}" for f, svg in family_trees(result, db)) or \
         "<p class=muted>Not enough models of one architecture for a tree.</p>"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Model Fingerprint scan</title>
@@ -131,8 +151,10 @@ def render(result: dict, db: RefDB | None = None) -> str:
 <p>{len(result['reports'])} model files; {sum(1 for r in result['reports'] if r.get('error'))} could not be read.</p>
 <h2>Models</h2><table><tr><th>file</th><th>architecture</th><th>base</th><th>relation</th><th>confidence</th>
 <th>in this folder</th></tr>{''.join(rows)}</table>
+{legend_html()}
 <h2>Duplicates and same weights</h2>
-<p>{_fmt_bytes(total)} could be reclaimed by keeping one file per group.</p>
+<p>{_fmt_bytes(total)} could be reclaimed by keeping one file per group. Only groups whose files hold the same
+weights in every component count; a same_denoiser group shares the UNet/DiT only and reclaims nothing.</p>
 <table><tr><th>relation</th><th>files</th><th>reclaimable</th></tr>{''.join(groups) or '<tr><td colspan=3 class=muted>none</td></tr>'}</table>
 <h2>Family tree</h2><p class=muted>★ registered reference. Clustering of weight fingerprints (average linkage).</p>
 {trees}

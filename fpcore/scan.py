@@ -350,7 +350,7 @@ def group_label(same: list[str], differ: list[str], missing: list[str]) -> str:
     """'same UNet and text encoders, VAE differs'."""
     text = f"same {ident.components_phrase(same)}" if same else "same weights in part"
     if differ:
-        text += f", {ident.components_phrase(differ)} " + ("differs" if len(differ) == 1 else "differ")
+        text += f"; {ident.components_phrase(differ)} " + ("differs" if len(differ) == 1 else "differ")
     if missing:
         text += f"; {ident.components_phrase(missing)} not in every file"
     return text
@@ -495,5 +495,5 @@ def _write_tags(reports: dict, dry_run: bool) -> list[dict]:
 
 
 def public(result: dict) -> dict:
-    """The JSON of CONTRACT.md (``scan --json``): drops internal fields."""
+    """The JSON of ``scan --json`` (docs/json-format.md): drops internal fields."""
     return {k: v for k, v in result.items() if not k.startswith("_")}

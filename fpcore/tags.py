@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from .errors import BadFileError
-from .facts import LORA_KINDS, a1111_sd_version, forge_sd_version
+from .facts import A1111_UNKNOWN, FORGE_UNKNOWN, LORA_KINDS, a1111_sd_version, forge_sd_version
 from .fingerprint import ALGO_VERSION
 from .paths import atomic_write
 
@@ -27,13 +27,23 @@ def sidecar_path(model_path: str | os.PathLike) -> Path:
     return p.with_suffix(".json")
 
 
+#: sd-version values that say nothing: never written over a value the user (or a surer run) set
+UNKNOWN_SD_VERSIONS = (A1111_UNKNOWN, FORGE_UNKNOWN)
+SD_VERSION_KEYS = ("sd version", "sd_version_str")
+#: keys describing the verdict: an unknown result never replaces a known one
+VERDICT_KEYS = ("base_model", "relation", "lineage", "merge")
+
+
 def tags_for(report: dict) -> dict:
-    """The keys fpcore sets in a model's sidecar, from its identify report."""
+    """The keys fpcore sets in a model's sidecar, from its identify report. A merge is named
+    by its recipe ("merge: A 50% + B 50%") and ``merge`` lists its members with their lineage."""
+    from .identify import base_label
     a = report.get("architecture") or {}
     v = report.get("verdict") or {}
     fam = a.get("family") or "unknown"
-    out = {"base_model": v.get("base"), "relation": v.get("relation"), "lineage": v.get("lineage") or [],
-           "fingerprint_version": ALGO_VERSION}
+    is_merge = v.get("relation") == "merge" and report.get("merge")
+    out = {"base_model": base_label(report) if is_merge else v.get("base"), "relation": v.get("relation"),
+           "lineage": v.get("lineage") or [], "fingerprint_version": ALGO_VERSION}
     if a.get("kind") in LORA_KINDS:
         out["sd version"] = a1111_sd_version(fam)
     else:
@@ -43,11 +53,34 @@ def tags_for(report: dict) -> dict:
     return out
 
 
+def _said(value) -> bool:
+    return value not in (None, "", [], {}, "unknown", *UNKNOWN_SD_VERSIONS)
+
+
+def _apply(old: dict, new: dict) -> tuple[dict, dict]:
+    """(sidecar after writing ``new`` over ``old``, {key: [old, new]} changed).
+
+    An Unknown sd version never replaces one that is set, and an unknown verdict never replaces
+    the verdict keys of an earlier run that knew (or values the user set); a result that is not a
+    merge removes a stale ``merge`` list."""
+    merged, changes = dict(old), {}
+    unknown = not _said(new.get("relation"))
+    for k, v in new.items():
+        if _said(old.get(k)) and (k in SD_VERSION_KEYS and not _said(v) or unknown and k in VERDICT_KEYS):
+            continue
+        if old.get(k) != v:
+            changes[k] = [old.get(k), v]
+        merged[k] = v
+    if "merge" in old and "merge" not in new and not unknown:
+        changes["merge"] = [old["merge"], None]
+        del merged["merge"]
+    return merged, changes
+
+
 def plan(model_path: str | os.PathLike, new: dict) -> dict:
     """What writing ``new`` into the sidecar would change: {"path", "changes": {key: [old, new]}}."""
     sc = sidecar_path(model_path)
-    old = _read(sc)
-    changes = {k: [old.get(k), v] for k, v in new.items() if old.get(k) != v}
+    _, changes = _apply(_read(sc), new)
     return {"path": str(sc), "exists": sc.exists(), "changes": changes}
 
 
@@ -66,10 +99,8 @@ def _read(sc: Path) -> dict:
 def write(model_path: str | os.PathLike, new: dict) -> dict:
     """Merge ``new`` into the sidecar atomically; back up the original once."""
     sc = sidecar_path(model_path)
-    old = _read(sc)
-    merged = dict(old)
-    merged.update(new)
-    result = {"path": str(sc), "changes": {k: [old.get(k), v] for k, v in new.items() if old.get(k) != v}}
+    merged, changes = _apply(_read(sc), new)
+    result = {"path": str(sc), "changes": changes}
     if not result["changes"]:
         return result
     try:
