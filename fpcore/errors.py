@@ -11,7 +11,7 @@ import os
 class FpError(Exception):
     """Base class of all fpcore errors."""
 
-    #: CLI exit code for this kind of error (see CONTRACT.md)
+    #: CLI exit code for this kind of error (see docs/json-format.md)
     exit_code = 3
 
     def __init__(self, message: str, path: str | os.PathLike | None = None, fix: str | None = None):

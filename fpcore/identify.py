@@ -377,7 +377,7 @@ def hashes_for(path: str | os.PathLike, store=None, progress=None) -> dict:
 
 def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sha256: str | None = None,
              store=None) -> dict:
-    """Full report for one file (CONTRACT.md `identify --json`). Raises FpError on bad input.
+    """Full report for one file (`identify --json`, docs/json-format.md). Raises FpError on bad input.
 
     ``sha256``: a hash the caller already knows for this file (skips hashing).
     ``store``: a fpcore.store.Store; a file seen before (same path, size, mtime, inode)

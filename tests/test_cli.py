@@ -1,4 +1,4 @@
-"""The command line, as hosts and scripts use it (CONTRACT.md)."""
+"""The command line, as hosts and scripts use it (docs/json-format.md)."""
 from __future__ import annotations
 
 import json
@@ -111,6 +111,176 @@ def test_engine_is_host_free():
 
 def test_library_does_not_print():
     for p in (ROOT / "fpcore").rglob("*.py"):
-        if p.name in ("cli.py", "__main__.py"):
+        if p.name in ("cli.py", "cli_output.py", "__main__.py"):
             continue
         assert not re.search(r"^\s*print\(", p.read_text(), re.M), p
+
+
+# ------------------------------------------------------------------ command-line manners (issue 14)
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    """The `fpcore demo` folder: generated models with a known ancestry and registered references."""
+    d = tmp_path_factory.mktemp("demo")
+    r = run("demo", d, "--json")
+    assert r.returncode == 0, r.stderr
+    return d, json.loads(r.stdout)
+
+
+def test_demo_finds_what_was_built(demo_dir):
+    d, res = demo_dir
+    got = {os.path.basename(r["path"]): r for r in res["reports"]}
+    v = {n: r["verdict"] for n, r in got.items() if not r.get("error")}
+    assert v["base.safetensors"]["relation"] == "identical" and v["base.safetensors"]["base"] == "Demo Base 1.0"
+    assert v["base_copy.safetensors"]["relation"] == "identical"
+    assert v["base_bf16.safetensors"]["relation"] == "same_weights"
+    assert v["anime_v2.safetensors"]["relation"] == "derivative" and v["anime_v2.safetensors"]["base"] == "Demo Anime"
+    assert v["anime_v2.safetensors"]["lineage"] == ["Demo Base 1.0", "Demo Anime"]
+    mix = {m["ref"]: m["weight"] for m in got["anime_photo_mix.safetensors"]["merge"]}
+    assert v["anime_photo_mix.safetensors"]["relation"] == "merge"
+    assert abs(mix["Demo Anime"] - 0.6) < 0.05 and abs(mix["Demo Photo"] - 0.4) < 0.05
+    assert v["scratch.safetensors"]["relation"] == "unknown"
+    assert got["broken.safetensors"]["error"]
+    assert res["summary"]["models"] == 6 and res["summary"]["unreadable"] == 1
+    assert (d / "report.html").stat().st_size > 1000
+
+
+def test_scan_text_summary_and_one_line_per_bad_file(demo_dir, tmp_path):
+    d, res = demo_dir
+    env = {"FPCORE_REFS": str(d / "refs"), "FPCORE_CACHE": str(tmp_path / "c")}
+    r = run("scan", d / "models", "--report", tmp_path / "r.html", env=env)
+    assert r.returncode == 3                       # one unreadable file
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and "broken.safetensors" in err[0] and "Traceback" not in r.stderr
+    assert "broken" not in r.stdout                # said once, on stderr only
+    from fpcore.facts import format_bytes
+    total = res["summary"]["reclaimable_bytes"]
+    assert re.search(rf"^6 models, 1 unreadable, \d+ groups?, {re.escape(format_bytes(total))} reclaimable$",
+                     r.stdout, re.M), r.stdout
+    html = (tmp_path / "r.html").read_text()
+    assert format_bytes(total) in html and "MiB" not in html   # the same decimal figure in the report
+    assert "★ base.safetensors (= Demo Base 1.0)" in html          # a file that is a reference is starred
+
+
+def test_identify_bad_file_once(demo_dir):
+    d, _ = demo_dir
+    env = {"FPCORE_REFS": str(d / "refs")}
+    r = run("identify", d / "models" / "broken.safetensors", d / "models" / "scratch.safetensors", "--no-hash", env=env)
+    assert r.returncode == 3
+    assert len(r.stderr.strip().splitlines()) == 1 and "broken.safetensors" in r.stderr
+    assert "broken" not in r.stdout and "scratch.safetensors" in r.stdout
+
+
+def test_nothing_to_scan_and_wrong_paths(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run("scan", tmp_path / "empty")
+    assert r.returncode == 4 and "no model files found" in r.stderr and not r.stdout.strip()
+    r = run("scan", tmp_path / "nope")
+    assert r.returncode == 3 and "no such directory" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "f.safetensors").write_bytes(b"x")
+    r = run("scan", tmp_path / "f.safetensors")
+    assert r.returncode == 3 and "fpcore identify" in r.stderr
+    r = run("identify", tmp_path / "empty")
+    assert r.returncode == 3 and "fpcore scan" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run("identify", tmp_path / "missing.safetensors")
+    assert r.returncode == 3 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    r = run("--debug", "identify", tmp_path / "missing.safetensors")
+    assert "Traceback" in r.stderr                 # --debug still shows it
+
+
+def test_closed_pipe_is_quiet(demo_dir):
+    d, _ = demo_dir
+    p = subprocess.Popen([sys.executable, "-m", "fpcore", "refs", "list", "--json", "--refs", str(d / "refs")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    p.stdout.close()                               # like `| head` that has read enough
+    err = p.stderr.read().decode()
+    assert p.wait(60) == 141 and "Traceback" not in err and not err.strip(), err
+
+
+def test_ctrl_c_is_one_line(tmp_path):
+    import signal
+    import time
+    p = subprocess.Popen([sys.executable, "-m", "fpcore", "demo", str(tmp_path / "d")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd=ROOT, text=True)
+    p.stderr.readline()                            # "writing generated models ..." : inside main()
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
+
+
+def test_busy_port_and_unsupported_gradio(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run("ui", "--port", port)
+    assert r.returncode == 2 and f"127.0.0.1:{port}" in r.stderr and "--port" in r.stderr
+    assert "Traceback" not in r.stderr
+    fake = tmp_path / "fake"
+    (fake / "gradio").mkdir(parents=True)
+    (fake / "gradio" / "__init__.py").write_text("__version__ = '6.0.1'\n")
+    r = run("ui", env={"PYTHONPATH": str(fake)})
+    assert r.returncode == 2 and "gradio 6.0.1 is not supported" in r.stderr
+
+
+def test_progress_phases_move_forward(demo_dir, tmp_path):
+    d, _ = demo_dir
+    from fpcore import api, cli_output
+    seen = []
+    res = api.scan_folder(d / "models", refs_dir=d / "refs", cache_dir=tmp_path / "c",
+                          phase=lambda name, done, total: seen.append((name, done, total)))
+    names = [n for n, _, _ in seen]
+    order = [cli_output.Phases.ORDER.index(n) for n in names]
+    assert order == sorted(order) and "comparing" in names
+    comparing = [(dn, t) for n, dn, t in seen if n == "comparing"]
+    assert [dn for dn, _ in comparing] == sorted(dn for dn, _ in comparing) and comparing[-1][0] == comparing[-1][1]
+    assert res["reports"]
+
+    class Bar:   # stands in for tqdm: records what would be drawn
+        def __init__(self, total=0, desc="", **kw):
+            self.total, self.n, self.desc, self.drawn = total, 0, desc, []
+            bars.append(self)
+
+        def refresh(self):
+            self.drawn.append(self.n)
+
+        def set_postfix_str(self, s, refresh=True):
+            pass
+
+        def close(self):
+            pass
+    bars = []
+    ph = cli_output.Phases()
+    ph.tqdm = Bar
+    ph.bytes(50, 100)
+    ph.bytes(30, 100)          # a late callback of a parallel hash: the bar does not go back
+    ph.phase("comparing", 1, 4)
+    ph.bytes(90, 100)          # a callback of an earlier phase: ignored, the label stays
+    ph.phase("comparing", 4, 4)
+    ph.close()
+    assert [b.desc for b in bars] == ["hashing & fingerprinting", "comparing"]
+    assert bars[0].drawn == [50, 50] and bars[1].drawn == [1, 4]
+
+
+def test_commands_are_a_table_with_shared_options():
+    from fpcore import cli
+    p = cli.build_parser()
+    a = p.parse_args(["identify", "x", "--json", "--refs", "R", "--cache", "C", "--debug"])
+    assert (a.json, a.refs, a.cache, a.debug, a._run) == (True, "R", "C", True, cli._identify)
+    a = p.parse_args(["--debug", "scan", "d"])
+    assert a.debug is True and a._run is cli._scan
+    for name, c in cli.COMMANDS.items():
+        assert c.run or c.sub, name
+
+
+def test_help_is_light_and_points_inside_the_repo():
+    code = ("import sys, fpcore.cli as c\ntry:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print([m for m in ('numpy', 'scipy', 'fpcore.identify', 'fpcore.match') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.stdout.strip().endswith("[]"), r.stdout    # --help imports no engine module
+    assert "docs/json-format.md" in r.stdout.replace("-\n", "-").replace("\n", " ")
+    assert (ROOT / "docs" / "json-format.md").is_file()
+    for p in [ROOT / "README.md", *ROOT.joinpath("docs").glob("*.md"), *ROOT.joinpath("fpcore").rglob("*.py")]:
+        assert "CONTRACT.md" not in p.read_text(encoding="utf-8"), p
