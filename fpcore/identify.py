@@ -190,6 +190,12 @@ EVIDENCE_LEGEND = {
 }
 
 
+def confidence_levels() -> list[tuple[str, str]]:
+    """('1.00 certain', meaning) … ('n/a none', meaning): the levels match.decisions.Confidence defines."""
+    from .match.decisions import Confidence
+    return [(f"{confidence_text(lv.value)} {lv.name}", lv.meaning) for lv in Confidence.LEVELS]
+
+
 def confidence_text(conf) -> str:
     return "n/a" if conf is None else f"{float(conf):.2f}"
 
@@ -315,7 +321,7 @@ def _te_sentence(main: str, main_v: dict, weaker: list[str], comps: dict) -> str
 
 
 def _vae_sentence(comps: dict, differs: list[str], base: str | None) -> str:
-    if "vae" not in differs:
+    if "vae" not in differs or not base:
         return ""
     v = comps["vae"]
     if v["relation"] == "derivative" and v["ref"]:

@@ -94,12 +94,13 @@ tr.pic td{border-top:none;padding:0 8px 4px;font-size:12px;color:#555} tr.pic su
 
 def legend_html() -> str:
     """The relations, the groups, confidence and the evidence words, in a few lines."""
-    from .identify import CONFIDENCE_MEANING, EVIDENCE_LEGEND, GROUP_LEGEND, RELATION_LEGEND
+    from .identify import CONFIDENCE_MEANING, EVIDENCE_LEGEND, GROUP_LEGEND, RELATION_LEGEND, confidence_levels
     rel = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in RELATION_LEGEND.items())
+    lev = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in confidence_levels())
     grp = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in GROUP_LEGEND.items())
     ev = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in EVIDENCE_LEGEND.items())
     return (f"<details class=legend open><summary>Legend</summary><dl><dt>relations</dt><dd><dl>{rel}</dl></dd>"
-            f"<dt>confidence</dt><dd>{html.escape(CONFIDENCE_MEANING)}</dd>"
+            f"<dt>confidence</dt><dd>{html.escape(CONFIDENCE_MEANING)}<dl>{lev}</dl></dd>"
             f"<dt>groups</dt><dd><dl>{grp}</dl></dd><dt>evidence in the reasons</dt><dd><dl>{ev}</dl></dd></dl>"
             f"</details>")
 

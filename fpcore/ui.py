@@ -25,8 +25,8 @@ import threading
 import time
 
 from . import api, exposure
-from .identify import (CONFIDENCE_MEANING, RELATION_LEGEND, base_label, confidence_text, evidence_notes,
-                       needs_reason)
+from .identify import (CONFIDENCE_MEANING, RELATION_LEGEND, base_label, confidence_levels, confidence_text,
+                       evidence_notes, needs_reason)
 from .facts import MODEL_EXTS, family_name, format_bytes
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,8 @@ def format_report(rep: dict) -> str:
 def legend_markdown(evidence: list[str] | None = None) -> str:
     """A short legend of the relations and of confidence (and of the evidence words shown)."""
     rel = "; ".join(f"*{k}*: {m}" for k, m in RELATION_LEGEND.items())
-    text = f"<details><summary>Legend</summary>\n\n{rel}.\n\n*confidence*: {CONFIDENCE_MEANING}"
+    levels = "; ".join(f"{k}: {m}" for k, m in confidence_levels())
+    text = f"<details><summary>Legend</summary>\n\n{rel}.\n\n*confidence*: {CONFIDENCE_MEANING} ({levels})"
     if evidence:
         text += "\n\n" + "; ".join(evidence) + "."
     return text + "\n\n</details>"
