@@ -80,17 +80,28 @@ def open_file(path: str | os.PathLike) -> Source:
     return _format_of(p).open(p)
 
 
-def open_source(path: str | os.PathLike) -> Source:
-    """Open a model of any supported format, a file or a diffusers folder, as the fingerprint
-    sees it (standalone HF-layout CLIP-G/H files shown in their checkpoint layout)."""
+def is_url(path) -> bool:
+    """Whether ``path`` is a URL (``https://``, ``hf://``, ``s3://`` ...) rather than a local path."""
+    from .remote import is_url as _is_url
+    return isinstance(path, str) and "://" in path and _is_url(path)
+
+
+def open_source(path: str | os.PathLike, remote=None) -> Source:
+    """Open a model of any supported format, a file, a diffusers folder or a URL (read by
+    range requests; ``remote``: a ``remote.RemoteOptions``), as the fingerprint sees it
+    (standalone HF-layout CLIP-G/H files shown in their checkpoint layout)."""
     p = os.fspath(path)
-    if is_diffusers_folder(p):
+    if is_url(p):
+        from .remote import open_url
+        src = open_url(p, remote)
+    elif is_diffusers_folder(p):
         from .diffusers import DiffusersFolder
         return DiffusersFolder(p, open_file)
-    fmt = _format_of(p)
-    src = fmt.open(p)
-    if not fmt.views:
-        return src
+    else:
+        fmt = _format_of(p)
+        src = fmt.open(p)
+        if not fmt.views:
+            return src
     from .views import wrap
     try:
         return wrap(src)
