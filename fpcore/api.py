@@ -61,9 +61,25 @@ def _quote(path: str) -> str:
     return shlex.quote(path)
 
 
+def is_url(path) -> bool:
+    """Whether ``path`` names a remote file (``https://``, ``hf://``, ``s3://``...)."""
+    from .sources import is_url as _is_url
+    return _is_url(os.fspath(path) if isinstance(path, os.PathLike) else path)
+
+
+def remote_options(headers=None, policy=None):
+    """Options for reading URLs: ``headers`` ('Name: value' strings or a dict, e.g. an
+    Authorization header), ``policy`` (an ``exposure.Policy``: URLs pointing inside the server's
+    network are refused, on the first URL and after every redirect, unless it allows them)."""
+    from .sources.remote import RemoteOptions, parse_header_option
+    h = dict(parse_header_option(x) for x in headers) if isinstance(headers, (list, tuple)) else headers
+    allow = None if policy is None else bool(getattr(policy, "allow_private_urls", False))
+    return RemoteOptions(headers=h or None, allow_private=allow)
+
+
 def identify_file(path: str | os.PathLike, *, sha256: str | None = None, hashes: bool = True,
                   progress=None, refs_dir=None, cache_dir=None, use_cache: bool = True,
-                  db=None, store=None, strict: bool = False) -> dict:
+                  db=None, store=None, strict: bool = False, remote=None) -> dict:
     """Identify one model file or diffusers folder. ``sha256``: a hash the host already knows
     (A1111 keeps one), which saves hashing the file; ``progress(done_bytes, total_bytes)``
     reports hashing. Results are cached in the shared store (``cache_dir`` or FPCORE_CACHE)."""
@@ -72,6 +88,8 @@ def identify_file(path: str | os.PathLike, *, sha256: str | None = None, hashes:
     own = store is None
     store = _store(cache_dir, use_cache) if own else store
     try:
+        if is_url(p):   # read by range requests (``remote``: remote_options())
+            return _ident.identify(p, db or refdb(refs_dir), store=store, remote=remote)
         check_model_path(p)
         return _ident.identify(p, db or refdb(refs_dir), hashes=hashes, progress=progress, sha256=sha256,
                                store=store)
@@ -82,22 +100,31 @@ def identify_file(path: str | os.PathLike, *, sha256: str | None = None, hashes:
             store.close()
 
 
-def inspect_file(path: str | os.PathLike, *, why: bool = False, strict: bool = False) -> dict:
+def inspect_file(path: str | os.PathLike, *, why: bool = False, strict: bool = False, remote=None) -> dict:
     """Architecture, components, dtypes and metadata from the header only (no weights read)."""
     from . import identify as _ident
     p = os.fspath(path)
     try:
-        check_model_path(p)
-        return _ident.inspect(p, why=why)
+        if not is_url(p):
+            check_model_path(p)
+        return _ident.inspect(p, why=why, remote=remote)
     except FpError as e:
         return _error(p, e, strict)
 
 
 def hash_file(path: str | os.PathLike, *, cache_dir=None, use_cache: bool = True, progress=None,
-              store=None, strict: bool = False) -> dict:
-    """SHA-256, AutoV2 and AutoV3 of a file; an unchanged file is answered from the store."""
+              store=None, strict: bool = False, remote=None, download: bool = False) -> dict:
+    """SHA-256, AutoV2 and AutoV3 of a file; an unchanged file is answered from the store. A URL:
+    the hash its hub publishes, else (only with ``download=True``) the hash of a streamed download."""
     from . import identify as _ident
     p = os.fspath(path)
+    if is_url(p):
+        try:
+            return _hash_url(p, remote, download, progress)
+        except FpError as e:
+            if strict:
+                raise
+            return {"path": p, "sha256": None, "autov2": None, "autov3": None, "error": str(e)}
     own = store is None
     store = _store(cache_dir, use_cache) if own else store
     try:
@@ -111,6 +138,22 @@ def hash_file(path: str | os.PathLike, *, cache_dir=None, use_cache: bool = True
     finally:
         if own and store is not None:
             store.close()
+
+
+def _hash_url(url: str, remote, download: bool, progress) -> dict:
+    from .facts import format_bytes
+    from .sources.remote import download_hashes, open_remote_file, redact
+    if download:
+        return {"path": redact(url), **download_hashes(url, remote, progress), "error": None}
+    f = open_remote_file(url, remote)
+    try:
+        if f.sha256:
+            return {"path": f.display, "sha256": f.sha256, "autov2": f.sha256[:10], "autov3": None, "size": f.size,
+                    "hash": "published", "hash_from": f.sha256_source, "error": None}
+        raise BadFileError(f"no published SHA-256 for this file; hashing it means downloading all "
+                           f"{format_bytes(f.size)}: pass --download to do that", f.display)
+    finally:
+        f.close()
 
 
 def scan_folder(root: str | os.PathLike, *, refs_dir=None, cache_dir=None, use_cache: bool = True, db=None,
@@ -180,14 +223,30 @@ def write_report(result: dict, path: str | os.PathLike, *, refs_dir=None, db=Non
 
 
 def add_reference(path: str | os.PathLike, name: str, *, parent: str | None = None, note: str | None = None,
-                  refs_dir=None, progress=None, hashes: bool = True, db=None) -> dict:
-    """Register ``path`` as reference ``name``. Raises FpError (RefError/BadFileError) on failure."""
+                  refs_dir=None, progress=None, hashes: bool = True, db=None, remote=None) -> dict:
+    """Register ``path`` (a file, folder or URL) as reference ``name``. Raises FpError
+    (RefError/BadFileError) on failure. A URL is read by range requests (``refs pull URL``)."""
     from . import identify as _ident
     p = os.fspath(path)
-    check_model_path(p)
+    if not is_url(p):
+        check_model_path(p)
     r = _ident.add_reference(db or refdb(refs_dir), p, name, parent=parent, note=note, progress=progress,
-                             hashes=hashes)
+                             hashes=hashes, remote=remote)
     return dict(r.info(), tensors=len(r.fp.keys))
+
+
+def reference_catalog() -> list[dict]:
+    """The known base releases and where each is published (``refs catalog``)."""
+    from . import catalog
+    return catalog.catalog()
+
+
+def pull_known(names, *, refs_dir=None, db=None, remote=None, progress=None) -> list[dict]:
+    """Fetch the fingerprints of known releases (names, aliases, or ``all``) by range requests,
+    verify each against its published SHA-256 where the hub gives one, and register them with
+    their parent from the lineage table. One row per release (``status``: added, present, error)."""
+    from . import catalog
+    return catalog.pull(names, db or refdb(refs_dir), remote=remote, progress=progress)
 
 
 def list_references(refs_dir=None) -> list[dict]:

@@ -66,7 +66,20 @@ def _no_cache(p):
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the fingerprint store")
 
 
-PARENTS = {"debug": _debug, "json": _json, "refs": _refs, "cache": _cache_dir, "no-cache": _no_cache}
+def _header(p):
+    p.add_argument("--header", action="append", metavar="'NAME: VALUE'", default=[],
+                   help="HTTP header for URLs (repeatable), e.g. 'Authorization: Bearer TOKEN'; HF_TOKEN and "
+                        "CIVITAI_API_TOKEN are used for their sites without it")
+
+
+PARENTS = {"debug": _debug, "json": _json, "refs": _refs, "cache": _cache_dir, "no-cache": _no_cache,
+           "header": _header}
+
+
+def _remote(args):
+    """Options for URL sources from ``--header`` (a local user: no exposure checks)."""
+    from . import api
+    return api.remote_options(getattr(args, "header", None) or None)
 
 
 @dataclass
@@ -81,7 +94,9 @@ class Command:
 # ------------------------------------------------------------------ commands
 
 def _paths(p):
-    p.add_argument("paths", nargs="+", metavar="PATH", help="model files or diffusers folders")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="model files, diffusers folders or URLs (https://..., hf://OWNER/REPO/FILE[@REV]: only the "
+                        "header and sampled ranges are read)")
 
 
 def _print_json(obj) -> None:
@@ -116,12 +131,13 @@ def _identify(args) -> int:
     from . import api, cli_output as o
     db = api.refdb(args.refs)
     store = api._store(args.cache, not args.no_cache)
+    remote = _remote(args)
 
     def one(path):
-        cb, bar = (None, None) if args.no_hash else o.byte_bar(f"hashing {os.path.basename(path)[-30:]}")
+        cb, bar = (None, None) if args.no_hash or api.is_url(path) else o.byte_bar(f"hashing {os.path.basename(path)[-30:]}")
         try:
             return api.identify_file(path, db=db, store=store, hashes=not args.no_hash, progress=cb,
-                                     strict=True)
+                                     strict=True, remote=remote)
         finally:
             if bar is not None:
                 bar.close()
@@ -139,7 +155,9 @@ def _identify_args(p):
 
 def _inspect(args) -> int:
     from . import api, cli_output as o
-    return _per_path(args, lambda path: api.inspect_file(path, why=args.why, strict=True), o.inspect_text)
+    remote = _remote(args)
+    return _per_path(args, lambda path: api.inspect_file(path, why=args.why, strict=True, remote=remote),
+                     o.inspect_text)
 
 
 def _inspect_args(p):
@@ -150,11 +168,13 @@ def _inspect_args(p):
 def _hash(args) -> int:
     from . import api, cli_output as o
     store = api._store(args.cache, not args.no_cache)
+    remote = _remote(args)
 
     def one(path):
-        cb, bar = o.byte_bar(f"hashing {os.path.basename(path)[-30:]}")
+        cb, bar = (None, None) if api.is_url(path) and not args.download else \
+            o.byte_bar(f"hashing {os.path.basename(path)[-30:]}")
         try:
-            return api.hash_file(path, store=store, progress=cb, strict=True)
+            return api.hash_file(path, store=store, progress=cb, strict=True, remote=remote, download=args.download)
         finally:
             if bar is not None:
                 bar.close()
@@ -163,6 +183,12 @@ def _hash(args) -> int:
     finally:
         if store is not None:
             store.close()
+
+
+def _hash_args(p):
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or URLs")
+    p.add_argument("--download", action="store_true",
+                   help="for a URL without a published hash: download it whole to hash it (streamed, not saved)")
 
 
 def _scan(args) -> int:
@@ -309,10 +335,11 @@ def _refs_add(args) -> int:
     db = api.refdb(args.refs)
     if args.parent and args.parent not in db.refs:
         logging.getLogger("fpcore").warning("parent %r is not a registered reference", args.parent)
-    cb, bar = (None, None) if args.no_hash else o.byte_bar(f"hashing {os.path.basename(args.path)[-30:]}")
+    url = api.is_url(args.path)
+    cb, bar = (None, None) if args.no_hash or url else o.byte_bar(f"hashing {os.path.basename(args.path)[-30:]}")
     try:
         r = api.add_reference(args.path, args.name, parent=args.parent, note=args.note, hashes=not args.no_hash,
-                              progress=cb, db=db)
+                              progress=cb, db=db, remote=_remote(args))
     finally:
         if bar is not None:
             bar.close()
@@ -330,6 +357,60 @@ def _refs_add_args(p):
     p.add_argument("--parent", help="name of the reference this model was trained or merged from")
     p.add_argument("--note")
     p.add_argument("--no-hash", action="store_true", help="do not hash the file (no 'identical' matches)")
+
+
+def _refs_pull(args) -> int:
+    """refs pull URL --name NAME [--parent P] | refs pull --known NAME...|all"""
+    from . import api, cli_output as o
+    if args.known:
+        if args.url or args.name:
+            raise UsageError("refs pull takes either URL --name NAME, or --known NAME... (not both)")
+        rows = api.pull_known(args.known, refs_dir=args.refs, remote=_remote(args))
+        if args.json:
+            _print_json(rows)
+        for r in rows:
+            if r["status"] == "error":
+                o.err(f"fpcore: {r['error']}")
+            elif not args.json:
+                how = ("verified by the hub's SHA-256" if r["verified"] else "not verified: the hub published no "
+                       "SHA-256") if r["status"] == "added" else "already registered"
+                got = (f", {r['bytes_transferred'] / 1e6:.1f} MB in {r['requests']} requests"
+                       if r.get("bytes_transferred") else "")
+                par = f", parent {r['parent']}" if r.get("parent") else ""
+                print(f"{r['status']:8s} {r['name']} ({how}{got}{par})")
+        return EXIT_BAD_INPUT if any(r["status"] == "error" for r in rows) else 0
+    if not args.url or not args.name:
+        raise UsageError("refs pull needs URL --name NAME (or --known NAME...|all; see refs catalog)")
+    args.path, args.note, args.no_hash = args.url, args.note, False
+    return _refs_add(args)
+
+
+def _refs_pull_args(p):
+    p.add_argument("url", nargs="?", metavar="URL", help="https://..., hf://OWNER/REPO/FILE[@REV], s3://...")
+    p.add_argument("--name", help="name of the new reference")
+    p.add_argument("--parent", help="name of the reference this model was trained or merged from")
+    p.add_argument("--note")
+    p.add_argument("--known", nargs="+", metavar="NAME",
+                   help="known base releases to pull (names or aliases from refs catalog, or 'all')")
+
+
+def _refs_catalog(args) -> int:
+    from . import api
+    from .facts import format_bytes
+    rows = api.reference_catalog()
+    if args.json:
+        _print_json(rows)
+        return 0
+    for r in rows:
+        if not r["pullable"] and not args.all:
+            continue
+        where = f"{r['repo']}/{r['path']}" if r["path"] else (r["repo"] or "(where: unknown)")
+        size = format_bytes(r["size"]) if r["size"] else "?"
+        print(f"{(r['alias'] or '-'):18s} {r['name'][:44]:44s} {size:>9s}  {where}")
+    n = sum(1 for r in rows if r["pullable"])
+    print(f"{n} pullable: fpcore refs pull --known ALIAS... (or all); {len(rows)} known releases "
+          "(--all lists those without a known hub file too)")
+    return 0
 
 
 def _refs_list(args) -> int:
@@ -356,18 +437,23 @@ def _refs_remove(args) -> int:
 
 COMMANDS: dict[str, Command] = {
     "identify": Command("what is this model: architecture, base, relation", _identify,
-                        ("debug", "json", "refs", "cache", "no-cache"), _identify_args),
+                        ("debug", "json", "refs", "cache", "no-cache", "header"), _identify_args),
     "inspect": Command("architecture, components, dtypes and metadata from the header only", _inspect,
-                       ("debug", "json"), _inspect_args),
-    "hash": Command("SHA-256, AutoV2 and AutoV3 of files", _hash, ("debug", "json", "cache", "no-cache"),
-                    lambda p: p.add_argument("paths", nargs="+", metavar="PATH")),
+                       ("debug", "json", "header"), _inspect_args),
+    "hash": Command("SHA-256, AutoV2 and AutoV3 of files (of a URL: the published hash, or --download)", _hash,
+                    ("debug", "json", "cache", "no-cache", "header"), _hash_args),
     "scan": Command("identify every model under a folder; duplicates, merges, family tree", _scan,
                     ("debug", "json", "refs", "cache", "no-cache"), _scan_args),
     "demo": Command("write a small folder of generated models with known ancestry, scan it, write the report",
                     _demo, ("debug", "json"), _demo_args),
     "refs": Command("manage reference models", None, sub={
-        "add": Command("fingerprint a model and register it as a reference", _refs_add, ("debug", "refs"),
-                       _refs_add_args),
+        "add": Command("fingerprint a model (file, folder or URL) and register it as a reference", _refs_add,
+                       ("debug", "refs", "header"), _refs_add_args),
+        "pull": Command("register a reference from a remote file (URL --name N) or known releases (--known)",
+                        _refs_pull, ("debug", "json", "refs", "header"), _refs_pull_args),
+        "catalog": Command("known base releases and where each is published", _refs_catalog, ("debug", "json"),
+                           lambda p: p.add_argument("--all", action="store_true",
+                                                    help="also releases without a known hub file")),
         "list": Command("list references", _refs_list, ("debug", "json", "refs")),
         "remove": Command("remove a user reference", _refs_remove, ("debug", "refs"),
                           lambda p: p.add_argument("name")),

@@ -12,7 +12,7 @@ from .errors import FpError
 from .fingerprint import Fingerprint, canonical_tensors, fingerprint_source
 from .hashing import hash_file
 from .errors import BadFileError
-from .sources import FileIdentity, check_regular_file, open_source
+from .sources import FileIdentity, check_regular_file, is_url, open_source
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,11 @@ def _header_facts(src, ct: dict | None = None) -> tuple[dict, dict, arch.ArchRes
     return shapes, dts, arch.detect(shapes, dts, src.metadata)
 
 
-def inspect(path: str | os.PathLike, why: bool = False) -> dict:
-    """Header-only report: architecture, components, dtypes, metadata."""
+def inspect(path: str | os.PathLike, why: bool = False, remote=None) -> dict:
+    """Header-only report: architecture, components, dtypes, metadata. ``remote``: options for a
+    URL (``sources.remote.RemoteOptions``)."""
     p = os.fspath(path)
-    with open_source(p) as src:
+    with open_source(p, remote) as src:
         shapes, dts, a = _header_facts(src)
         comps: dict[str, dict] = {}
         for k, d in dts.items():
@@ -43,6 +44,10 @@ def inspect(path: str | os.PathLike, why: bool = False) -> dict:
                "metadata": provenance.extract(src.metadata), "error": None}
         if why:
             rep["rules"] = {"matched": a.rule, "rejected": [{"rule": r, "why": w} for r, w in a.rejected]}
+        rid, rsrc = remote_identity(src)
+        if rid is not None:
+            rep.update(path=src.path, sha256=rid.sha256, hash="published" if rid.sha256 else "not computed",
+                       remote=_remote_json(rid, rsrc))
         return rep
 
 
@@ -58,9 +63,9 @@ def fingerprint_open(src) -> tuple[Fingerprint, arch.ArchResult, dict, dict]:
     return fp, a, dict(src.metadata), stats
 
 
-def fingerprint_path(path: str | os.PathLike) -> tuple[Fingerprint, arch.ArchResult, dict, dict]:
-    """(fingerprint, architecture, raw metadata, read stats) of a model file or folder."""
-    with open_source(os.fspath(path)) as src:
+def fingerprint_path(path: str | os.PathLike, remote=None) -> tuple[Fingerprint, arch.ArchResult, dict, dict]:
+    """(fingerprint, architecture, raw metadata, read stats) of a model file, folder or URL."""
+    with open_source(os.fspath(path), remote) as src:
         return fingerprint_open(src)
 
 
@@ -382,13 +387,15 @@ def hashes_for(path: str | os.PathLike, store=None, progress=None) -> dict:
 
 
 def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sha256: str | None = None,
-             store=None) -> dict:
+             store=None, remote=None) -> dict:
     """Full report for one file (`identify --json`, docs/json-format.md). Raises FpError on bad input.
 
     ``sha256``: a hash the caller already knows for this file (skips hashing).
     ``store``: a fpcore.store.Store; a file seen before (same path, size, mtime, inode)
     is answered from it without hashing or reading weights."""
     p = os.fspath(path)
+    if is_url(p):   # read by range requests; the hash only where the hub publishes it
+        return identify_url(p, db, store=store, remote=remote)
     t0 = time.perf_counter()
     if os.path.isdir(p):  # a diffusers folder: several files, no single hash to key a cache by
         with open_source(p) as src:
@@ -446,6 +453,74 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
     return rep
 
 
+def remote_identity(src):
+    """(RemoteIdentity, the remote source) of a source opened from a URL (a view's too), else (None, None)."""
+    for s in (src, *(getattr(src, "_files", None) or [])):
+        if getattr(s, "remote", None) is not None:
+            return s.remote, s
+    return None, None
+
+
+def _remote_json(rid, rsrc) -> dict:
+    return {"url": rid.url, "etag": rid.etag, "size": rid.size, "sha256_from": rid.sha256_source,
+            **(rsrc.stats if rsrc is not None else {})}
+
+
+def identify_url(url: str, db, store=None, remote=None) -> dict:
+    """Report for a model at a URL, read by range requests: the header and the sampled ranges.
+
+    ``sha256`` (``hash: "published"``) only where the hub publishes it (Hugging Face's LFS hash,
+    Civitai's model-version API); the whole file is never downloaded here. The fingerprint is
+    cached by URL + ETag + size (and by the published SHA-256): a changed file is read again."""
+    t0 = time.perf_counter()
+    with open_source(url, remote) as src:
+        rid, rsrc = remote_identity(src)
+        shown, sha = src.path, rid.sha256
+        token = db.token() if store is not None else None
+        if store is not None and sha:
+            rep = store.get_report(sha, token)
+            if rep is not None:
+                rep.update(path=shown, hash="published", remote=_remote_json(rid, rsrc))
+                rep.setdefault("stats", {}).update(cached="report", seconds=round(time.perf_counter() - t0, 4))
+                return rep
+        cached = store.get_remote(rid.url, rid.etag, rid.size) if store is not None else None
+        if cached is None and store is not None and sha:
+            hit = store.get_fingerprint(sha)
+            cached = (*hit, sha) if hit else None
+        if cached:
+            fp, arch_json, meta, stats, _ = cached
+            a = arch.ArchResult(**{k: arch_json.get(k) for k in ("family", "variant", "rule", "components", "dtype",
+                                                                 "prediction", "kind")},
+                                notes=arch_json.get("notes") or [])
+            stats = dict(stats, cached="fingerprint")
+        else:
+            fp, a, meta, stats = fingerprint_open(src)   # raises (nothing cached) if the file changes
+            stats.update(rsrc.stats)
+            if store is not None:
+                store.put_remote(rid.url, rid.etag, rid.size, sha, fp, a.to_json(), meta, stats)
+                if sha:
+                    store.put_fingerprint(sha, fp, a.to_json(), meta, stats)
+        remote_info = _remote_json(rid, rsrc)
+    entry = known.lookup(sha)
+    if entry is not None:
+        known.register(db, entry, fp, a.family, sha)
+        token = db.token() if store is not None else None
+    rep = {"path": shown, "sha256": sha, "autov2": sha[:10] if sha else None, "autov3": None,
+           "hash": "published" if sha else "not computed", "format": stats["format"], "architecture": a.to_json()}
+    rep.update(identify_fingerprint(fp, a, db, sha))
+    if entry is not None:
+        rep["known_release"] = {k: entry.get(k) for k in ("family", "variant", "filename", "hf", "confidence")}
+        rep["verdict"]["summary"] = f"Identical to {known.describe(entry)} (published SHA-256)."
+        rep["verdict"].update(relation="identical", confidence=1.0)
+    rep["metadata"] = provenance.extract(meta)
+    rep["remote"] = remote_info
+    rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
+    rep["error"] = None
+    if store is not None and sha:
+        store.put_report(sha, token, rep)
+    return rep
+
+
 def error_report(path: str, err: FpError | Exception) -> dict:
     return {"path": path, "sha256": None, "autov2": None, "format": None, "architecture": None,
             "verdict": None, "merge": [], "components": {}, "candidates": [], "metadata": {},
@@ -453,8 +528,16 @@ def error_report(path: str, err: FpError | Exception) -> dict:
 
 
 def add_reference(db, path: str | os.PathLike, name: str, parent: str | None = None, note: str | None = None,
-                  hashes: bool = True, progress=None, origin: str = "user"):
-    """Fingerprint (and hash) ``path`` and register it in ``db`` as ``name``."""
+                  hashes: bool = True, progress=None, origin: str = "user", remote=None):
+    """Fingerprint (and hash) ``path`` and register it in ``db`` as ``name``. A URL is read by
+    range requests; its SHA-256 is the published one, if any (never downloaded)."""
+    if is_url(os.fspath(path)):
+        with open_source(os.fspath(path), remote) as src:
+            fp, a, _, _ = fingerprint_open(src)
+            rid, _ = remote_identity(src)
+            shown = src.path
+        return db.add(fp, name, parent=parent, note=note, family=a.family, sha256=rid.sha256, source=shown,
+                      origin=origin)
     fp, a, _, _ = fingerprint_path(path)
     sha = hash_file(path, progress=progress).sha256 if hashes else None
     return db.add(fp, name, parent=parent, note=note, family=a.family, sha256=sha, source=os.fspath(path),
