@@ -1,8 +1,8 @@
-"""A synthetic lineage zoo, and a scorer that prints accuracy per case class.
+"""A generated lineage zoo, and a scorer that prints accuracy per case class.
 
     python bench/zoo.py [--family sdxl] [--size tiny] [--out DIR] [--keep]
 
-The zoo has real key names and layouts at reduced width (fpcore.synth). Bases are
+The zoo has real key names and layouts at reduced width (testkit). Bases are
 random initialisations ("trained from scratch"); children carry dense fine-tune
 deltas with a component shared by every fine-tune (weight decay towards zero plus a
 common data direction, delta cosine ~0.06 between siblings as measured on a real
@@ -36,11 +36,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fpcore import layout, synth  # noqa: E402
-from fpcore.synth import bake_lora, finetune, merge, unet_only, _is_weight  # noqa: E402
+import testkit  # noqa: E402
+from fpcore import layout  # noqa: E402
+from testkit import bake_lora, finetune, is_weight, merge, unet_only  # noqa: E402
 from fpcore.identify import identify  # noqa: E402
 from fpcore.refs import RefDB  # noqa: E402
-from fpcore.identify import fingerprint_path  # noqa: E402
+from fpcore.identify import fingerprint_path, merge_recipe  # noqa: E402
 
 @dataclass
 class Case:
@@ -55,26 +56,29 @@ class Case:
     metadata: dict | None = None
     refset: str = "full"      # which registered references the case is scored against
     members: set | None = None  # merge scored on its members only (weights not checked)
+    differs: list | None = None  # components expected in verdict.differs (None: not checked)
+    vae: str | None = "Base"   # reference the VAE must be named after (the oldest carrying it)
+    needs: str | None = None   # a fix this case waits for (reported, not counted as wrong)
 
 
 def build(out: Path, family: str = "sdxl", size: str = "tiny", log=print):
     """Write the zoo under ``out``; returns (reference list, cases)."""
     out.mkdir(parents=True, exist_ok=True)
-    spec = synth.checkpoint_spec(family, size)
+    spec = testkit.checkpoint_spec(family, size)
     t0 = time.time()
     sd = {}
-    sd["Base"] = synth.random_state_dict(spec, 1)
+    sd["Base"] = testkit.random_state_dict(spec, 1)
     sd["Pony"] = finetune(sd["Base"], 0.35, 11, comps=("unet", "clip_l", "clip_g", "clip_h"))
     sd["Illustrious"] = finetune(sd["Base"], 0.30, 12, comps=("unet", "clip_l", "clip_g", "clip_h"))
     sd["NoobAI"] = finetune(sd["Illustrious"], 0.15, 13)
     sd["PonyFT"] = finetune(sd["Pony"], 0.02, 14)
     refs = [("Base", None), ("Pony", "Base"), ("Illustrious", "Base"), ("NoobAI", "Illustrious"), ("PonyFT", "Pony")]
     for name, _ in refs:
-        synth.write_safetensors(out / f"ref_{name}.safetensors", sd[name], "F16")
+        testkit.write_safetensors(out / f"ref_{name}.safetensors", sd[name], "F16")
     cases: list[Case] = []
 
     def add(case: Case, weights: dict):  # write at once: a zoo does not fit in memory
-        synth.write_safetensors(out / f"{case.name}.safetensors", weights, case.dtype, metadata=case.metadata,
+        testkit.write_safetensors(out / f"{case.name}.safetensors", weights, case.dtype, metadata=case.metadata,
                                 order=case.order)
         cases.append(case)
 
@@ -107,43 +111,57 @@ def build(out: Path, family: str = "sdxl", size: str = "tiny", log=print):
     # merges
     for a, b, w in (("Pony", "Illustrious", 0.5), ("Pony", "Illustrious", 0.3), ("Base", "Pony", 0.6),
                     ("NoobAI", "PonyFT", 0.7)):
-        add(Case(f"merge_{a}{w}_{b}", "merge (2 refs)", "merge", None, {a: w, b: round(1 - w, 3)}),
+        add(Case(f"merge_{a}{w}_{b}", "merge (2 refs)", "merge", "Base", {a: w, b: round(1 - w, 3)}),
             merge([(sd[a], w), (sd[b], 1 - w)]))
-    add(Case("merge3_Pony_Ill_Noob", "merge (3 refs)", "merge", "NoobAI", {"Pony": 0.2, "Illustrious": 0.3, "NoobAI": 0.5}),
+    add(Case("merge3_Pony_Ill_Noob", "merge (3 refs)", "merge", "Base", {"Pony": 0.2, "Illustrious": 0.3, "NoobAI": 0.5}),
         merge([(sd["Pony"], 0.2), (sd["Illustrious"], 0.3), (sd["NoobAI"], 0.5)]))
-    add(Case("merge_Pony_Ill_fp8", "merge (2 refs, fp8)", "merge", "Pony", {"Pony": 0.6, "Illustrious": 0.4},
+    add(Case("merge_Pony_Ill_fp8", "merge (2 refs, fp8)", "merge", "Base", {"Pony": 0.6, "Illustrious": 0.4},
              dtype="F8_E4M3"), merge([(sd["Pony"], 0.6), (sd["Illustrious"], 0.4)]))
     bw = {"input": [0.2, 0.8], "middle": [0.5, 0.5], "output": [0.9, 0.1]}
-    add(Case("block_merge_Pony_Ill", "merge (block-weighted)", "merge", None, {},
+    add(Case("block_merge_Pony_Ill", "merge (block-weighted)", "merge", "Base", {},
              {g: {"Pony": w[0], "Illustrious": w[1]} for g, w in bw.items()}),
         merge([(sd["Pony"], 0.5), (sd["Illustrious"], 0.5)], bw))
-    add(Case("merge_then_ft", "merge (then fine-tuned 1%)", "merge", "Illustrious", {"Pony": 0.4, "Illustrious": 0.6}),
+    add(Case("merge_then_ft", "merge (then fine-tuned 1%)", "merge", "Base", {"Pony": 0.4, "Illustrious": 0.6}),
         finetune(merge([(sd["Pony"], 0.4), (sd["Illustrious"], 0.6)]), 0.01, 900))
     # merge methods that do not mix whole weights: DARE (random drop + rescale) is unbiased,
     # TIES (trim, elect sign, disjoint mean) biases weights low: only its members are scored
-    add(Case("dare_Pony0.5_Ill0.5", "merge (DARE, drop 0.9)", "merge", None, {"Pony": 0.5, "Illustrious": 0.5}),
-        synth.dare_merge(sd["Base"], [(sd["Pony"], 0.5), (sd["Illustrious"], 0.5)], 0.9, 31))
-    add(Case("ties_Pony_Ill", "merge (TIES, members only)", "merge", None, members={"Pony", "Illustrious"}),
-        synth.ties_merge(sd["Base"], [sd["Pony"], sd["Illustrious"]]))
+    add(Case("dare_Pony0.5_Ill0.5", "merge (DARE, drop 0.9)", "merge", "Base", {"Pony": 0.5, "Illustrious": 0.5}),
+        testkit.dare_merge(sd["Base"], [(sd["Pony"], 0.5), (sd["Illustrious"], 0.5)], 0.9, 31))
+    add(Case("ties_Pony_Ill", "merge (TIES, members only)", "merge", "Base", members={"Pony", "Illustrious"}),
+        testkit.ties_merge(sd["Base"], [sd["Pony"], sd["Illustrious"]]))
     # add-difference: A + (B - parent(B)) is a derivative of A
     add(Case("adddiff_Pony+Noob-Ill", "add-difference", "derivative", "Pony"),
-        {k: (sd["Pony"][k] + sd["NoobAI"][k] - sd["Illustrious"][k]) if _is_weight(sd["Pony"][k]) else sd["Pony"][k]
+        {k: (sd["Pony"][k] + sd["NoobAI"][k] - sd["Illustrious"][k]) if is_weight(sd["Pony"][k]) else sd["Pony"][k]
          for k in sd["Pony"]})
     add(Case("adddiff_Ill+0.5Pony", "add-difference", "derivative", "Illustrious"),
-        {k: (sd["Illustrious"][k] + 0.5 * (sd["Pony"][k] - sd["Base"][k])) if _is_weight(sd["Pony"][k]) else sd["Pony"][k]
+        {k: (sd["Illustrious"][k] + 0.5 * (sd["Pony"][k] - sd["Base"][k])) if is_weight(sd["Pony"][k]) else sd["Pony"][k]
          for k in sd["Pony"]})
     # only some references registered: never claim a base that is not there
-    add(Case("Illustrious_vs_orphan_Pony", "parent not registered", "unknown", None, refset="pony_orphan"),
+    add(Case("Illustrious_vs_orphan_Pony", "parent not registered", "unknown", None, refset="pony_orphan",
+             vae="Pony"),
         sd["Illustrious"])
-    add(Case("Pony_ft0.03_vs_orphan_Pony", "parent not registered", "derivative", "Pony", refset="pony_orphan"),
+    add(Case("Pony_ft0.03_vs_orphan_Pony", "parent not registered", "derivative", "Pony", refset="pony_orphan",
+             vae="Pony"),
         finetune(sd["Pony"], 0.03, 950))
     add(Case("Illustrious_vs_root_Base", "parent not registered", "derivative", "Base", refset="base_only"),
         sd["Illustrious"])
+    # components other than the UNet (issue 12): a text-encoder-only fine-tune is a derivative;
+    # a baked-in VAE swap keeps the relation but is named in verdict.differs
+    add(Case("Pony_te_only_ft0.05", "fine-tune (text encoders only)", "derivative", "Pony",
+             differs=["clip_l", "clip_g"]), finetune(sd["Pony"], 0.05, 610, comps=("clip_l", "clip_g", "clip_h")))
+    foreign_vae = testkit.random_state_dict(spec, 79)
+    add(Case("Pony_vae_swap", "same weights (VAE swapped)", "same_weights", "Pony", differs=["vae"], vae=None),
+        {k: (foreign_vae[k] if layout.canonical(k)[0] == "vae" else v) for k, v in sd["Pony"].items()})
+    # ComfyUI "fp8 scaled" quantised from the fp32 master, while the reference holds fp16(w)
+    cases.append(Case("Pony_fp8_scaled_from_fp32", "same weights (fp8 scaled, fp32 master)", "same_weights", "Pony",
+                      dtype="F8_E4M3", needs="issue 12 defect 4 (scaled fp8 double rounding)"))
+    write_fp8_scaled(out / "Pony_fp8_scaled_from_fp32.safetensors", sd["Pony"])
     # independent models of the same architecture
     for seed in (77, 78):
-        ind = synth.random_state_dict(spec, seed)
-        add(Case(f"independent_{seed}", "independent (same architecture)", "unknown", None), ind)
-        add(Case(f"independent_{seed}_ft", "independent (same architecture)", "unknown", None), finetune(ind, 0.05, seed + 1))
+        ind = testkit.random_state_dict(spec, seed)
+        add(Case(f"independent_{seed}", "independent (same architecture)", "unknown", None, vae=None), ind)
+        add(Case(f"independent_{seed}_ft", "independent (same architecture)", "unknown", None, vae=None),
+            finetune(ind, 0.05, seed + 1))
     log(f"built {len(cases)} cases + {len(refs)} references in {time.time() - t0:.0f} s under {out}")
     from dataclasses import asdict
     (out / "cases.json").write_text(json.dumps({"refs": refs, "cases": [
@@ -197,11 +215,57 @@ def score(out: Path, cases: list[Case], dbs: dict[str, RefDB]) -> list[dict]:
             err = 1.0 if not got else max(abs(got.get(g, {}).get(k, 0) - w) for g, ws in c.blocks.items()
                                           for k, w in {**{k: 0 for k in got.get(g, {})}, **ws}.items())
             ok = ok and err <= 0.05
+        notes = []
+        if c.relation == "merge" and v["relation"] == "merge" and merge_recipe(rep["merge"]) not in v["summary"]:
+            ok, notes = False, notes + ["the summary does not name the recipe"]
+        if c.differs is not None and sorted(v.get("differs") or []) != sorted(c.differs):
+            ok, notes = False, notes + [f"differs {v.get('differs')}, expected {c.differs}"]
+        vae = (rep.get("components") or {}).get("vae")
+        if c.vae and vae and vae.get("ref") != c.vae:
+            ok, notes = False, notes + [f"VAE named after {vae.get('ref')}, expected {c.vae} (the oldest carrier)"]
         rows.append({"case": c.name, "class": c.klass, "expect": f"{c.relation}:{c.base}",
                      "got": f"{v['relation']}:{v['base']}", "ok": ok, "merge_err": err,
-                     "confidence": v["confidence"], "summary": v["summary"],
+                     "confidence": v["confidence"], "summary": v["summary"], "notes": notes, "needs": c.needs,
                      "seconds": rep["stats"]["fingerprint_seconds"]})
     return rows
+
+
+def write_fp8_scaled(path: Path, sd: dict) -> None:
+    """ComfyUI's "fp8 scaled" layout: e4m3 of w / s for each UNet weight (from ``sd`` as it is,
+    here the fp32 master), a scalar ``scale_weight`` beside it, and the ``scaled_fp8`` marker."""
+    out, dt = {}, {}
+    for k, v in sd.items():
+        if is_weight(v) and v.ndim >= 2 and k.startswith("model.diffusion_model."):
+            s = np.float32(max(float(np.abs(v).max()), 1e-12) / 448.0)
+            out[k], dt[k] = v / s, "F8_E4M3"
+            out[k[:-len("weight")] + "scale_weight"], dt[k[:-len("weight")] + "scale_weight"] = np.array(s, np.float32), "F32"
+        else:
+            out[k], dt[k] = v, "F16"
+    out["model.diffusion_model.scaled_fp8"], dt["model.diffusion_model.scaled_fp8"] = np.zeros(0, np.float32), "F8_E4M3"
+    testkit.write_safetensors(path, out, dt)
+
+
+def check_merge_tags(out: Path, refdir: Path, case: str = "merge_Pony0.5_Illustrious",
+                     want: str = "merge: Pony 50% + Illustrious 50%") -> dict:
+    """The 50/50 merge through ``fpcore scan --write-tags``: the sidecar must name the recipe
+    in ``base_model`` and list the members (each with its lineage) in ``merge``."""
+    import contextlib
+    import io
+    from fpcore.cli import main as cli
+    d = out.parent / "tagged"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    shutil.copy(out / f"{case}.safetensors", d / f"{case}.safetensors")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = cli(["scan", str(d), "--write-tags", "--no-cache", "--refs", str(refdir)])
+    side = json.loads((d / f"{case}.json").read_text())
+    members = [(m.get("ref"), m.get("lineage")) for m in side.get("merge") or []]
+    ok = (code == 0 and side.get("base_model") == want and side.get("lineage") == ["Base"]
+          and members == [("Pony", ["Base", "Pony"]), ("Illustrious", ["Base", "Illustrious"])]
+          and want[len("merge: "):] in buf.getvalue())
+    return {"case": f"{case} --write-tags", "ok": ok, "base_model": side.get("base_model"),
+            "merge": members, "lineage": side.get("lineage")}
 
 
 def print_table(rows: list[dict]) -> None:
@@ -216,14 +280,17 @@ def print_table(rows: list[dict]) -> None:
               f"| {k} | {len(rs)} | {sum(r['ok'] for r in rs)} | – |")
     total = sum(r["ok"] for r in rows)
     print(f"| **all** | {len(rows)} | {total} | |")
-    bad = [r for r in rows if not r["ok"]]
-    for r in bad:
-        print(f"WRONG {r['case']}: expected {r['expect']}, got {r['got']} ({r['summary']})")
+    for r in rows:
+        if not r["ok"]:
+            why = "; ".join(r.get("notes") or [])
+            print(f"{'PENDING' if r.get('needs') else 'WRONG'} {r['case']}: expected {r['expect']}, got {r['got']}"
+                  + (f" [{why}]" if why else "") + f" ({r['summary']})"
+                  + (f" — waits for {r['needs']}" if r.get("needs") else ""))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--family", default="sdxl", choices=synth.FAMILIES)
+    ap.add_argument("--family", default="sdxl", choices=testkit.FAMILIES)
     ap.add_argument("--size", default="tiny")
     ap.add_argument("--out", help="directory for the zoo (default: a temp dir, removed afterwards)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
@@ -240,9 +307,12 @@ def main(argv=None) -> int:
         dbs = register(out / "models", refs, out / "refs")
         rows = score(out / "models", cases, dbs)
         print_table(rows)
+        tagged = check_merge_tags(out / "models", out / "refs" / "full")
+        print(f"\n50/50 merge through --write-tags: {'right' if tagged['ok'] else 'WRONG'}: "
+              f"base_model {tagged['base_model']!r}, lineage {tagged['lineage']}, merge {tagged['merge']}")
         if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=1))
-        return 0 if all(r["ok"] for r in rows) else 1
+            Path(args.json).write_text(json.dumps(rows + [tagged], indent=1))
+        return 0 if all(r["ok"] or r.get("needs") for r in rows) and tagged["ok"] else 1
     finally:
         if not args.keep and not args.out:
             shutil.rmtree(out, ignore_errors=True)
