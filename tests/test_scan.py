@@ -163,7 +163,7 @@ def test_cli_scan_json_and_report(folder, tmp_path, capsys):
 
 def test_empty_folder(tmp_path, capsys):
     (tmp_path / "e").mkdir()
-    assert main(["scan", str(tmp_path / "e"), "--json"]) == 0
+    assert main(["scan", str(tmp_path / "e"), "--json"]) == 4          # nothing to do
     assert json.loads(capsys.readouterr().out)["reports"] == []
     assert main(["scan", str(tmp_path / "missing")]) == 3
 
