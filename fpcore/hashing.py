@@ -30,6 +30,8 @@ class Hashes:
     size: int
     mtime_ns: int = 0
     inode: int = 0
+    ctime_ns: int = 0
+    dev: int = 0
 
     @property
     def autov2(self) -> str:
@@ -120,4 +122,5 @@ def hash_file(path: str | os.PathLike, progress=None, autov3: bool = True) -> Ha
             raise BadFileError("file changed while it was being hashed; try again when it is complete", p)
     finally:
         os.close(fd)
-    return Hashes(full.hexdigest(), tail.hexdigest()[:12] if tail else None, size, st0.st_mtime_ns, st0.st_ino)
+    return Hashes(full.hexdigest(), tail.hexdigest()[:12] if tail else None, size, st0.st_mtime_ns, st0.st_ino,
+                  st0.st_ctime_ns, st0.st_dev)

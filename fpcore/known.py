@@ -35,6 +35,27 @@ def _lineage() -> dict:
         return {}
 
 
+#: fields of a known_hashes.json row that give the release's file size in bytes (sourced)
+SIZE_FIELDS = ("size_bytes", "size")
+
+
+@lru_cache(maxsize=1)
+def sizes() -> frozenset[int]:
+    """File sizes of the known releases: a file of one of these sizes may be one of them, and is
+    hashed to find out (every other file is identified from its fingerprint alone)."""
+    out = set()
+    for r in table().values():
+        for f in SIZE_FIELDS:
+            v = r.get(f)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                out.add(v)
+    return frozenset(out)
+
+
+def size_matches(size: int) -> bool:
+    return size in sizes()
+
+
 def lookup(sha256: str | None) -> dict | None:
     return table().get(sha256.lower()) if sha256 else None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,8 @@ from .refs import RefDB
 
 log = logging.getLogger(__name__)
 
-#: peers compared in full with each file (the nearest by a quick cosine)
+#: peers compared in full with each file: its nearest by sketch (fpcore.sketch). Eight leave room
+#: for the two or three members of a merge besides copies of the file in other precisions.
 PEER_CANDIDATES = 8
 
 
@@ -64,12 +66,13 @@ PARALLEL_GAIN = 1.15
 
 
 def _run(files: list[str], one, sizes: dict, reports: dict, workers: int | None, root: str) -> int:
-    """Identify every file; returns the number of files hashed at once in the end.
+    """Identify every file; returns the number of files read at once in the end.
 
     Unless ``workers`` is given: on a spinning disk one at a time; otherwise the first
-    files are hashed one at a time, the next ones two at a time, and two are kept only if
+    files are read one at a time, the next ones two at a time, and two are kept only if
     they were faster (the disk gains from it), since /sys often says "rotational" for
-    virtual disks and says nothing about network shares."""
+    virtual disks and says nothing about network shares. Faster: more files fingerprinted
+    per second, a hashed file counting as many as its hash took bytes of fingerprint reads."""
     from time import perf_counter
 
     def batch(paths: list[str], n: int) -> float:
@@ -81,8 +84,7 @@ def _run(files: list[str], one, sizes: dict, reports: dict, workers: int | None,
         else:
             for path in paths:
                 reports[path] = one(path)
-        hashed = sum(sizes.get(p, 0) for p in paths if "cached" not in (reports[p].get("stats") or {}))
-        return hashed / max(perf_counter() - t, 1e-9)
+        return sum(_work(reports[p], sizes.get(p, 0)) for p in paths) / max(perf_counter() - t, 1e-9)
 
     if workers:
         batch(files, workers)
@@ -96,9 +98,22 @@ def _run(files: list[str], one, sizes: dict, reports: dict, workers: int | None,
     r1 = batch(files[:PROBE_FILES], 1)
     r2 = batch(files[PROBE_FILES:3 * PROBE_FILES], 2)
     n = 2 if r2 > PARALLEL_GAIN * r1 else 1
-    log.info("hashing one file at a time: %.0f MB/s, two: %.0f MB/s; using %d", r1 / 1e6, r2 / 1e6, n)
+    log.info("reading one file at a time: %.1f, two: %.1f units/s; using %d", r1, r2, n)
     batch(files[3 * PROBE_FILES:], n)
     return n
+
+
+#: bytes a file's fingerprint reads, about: one page per sampled tensor run (the unit of _work)
+FINGERPRINT_WORK_BYTES = 4 << 20
+
+
+def _work(rep: dict, size: int) -> float:
+    """What reading one file cost the disk, in fingerprints: 0 if answered from the store."""
+    st = rep.get("stats") or {}
+    if "cached" in st or rep.get("error"):
+        return 0.0
+    hashed = size if rep.get("hash") == "computed" else 0
+    return 1.0 + hashed / FINGERPRINT_WORK_BYTES
 
 
 def _probe_anyway(path: str) -> bool:
@@ -136,12 +151,17 @@ class _Peer:
 
 def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=None, store=None, cache_dir=None,
                 use_cache: bool = True, progress=None, byte_progress=None, write_tags: bool = False,
-                dry_run: bool = False, workers: int | None = None, phase=None) -> dict:
+                dry_run: bool = False, workers: int | None = None, phase=None, hash_policy: str = "auto",
+                peer_candidates: int = PEER_CANDIDATES) -> dict:
     """Identify every model under ``root``. Returns {"reports", "groups", "tags", "errors"}.
 
     ``progress(done_files, total_files, path)``; ``byte_progress(done_bytes, total_bytes)``;
-    ``phase(name, done, total)`` for the phases after identification: "comparing" (files with
-    each other, counted per distinct content), "grouping", "tags".
+    ``phase(name, done, total)`` for the phases after identification: "hashing" (confirming
+    the files whose fingerprints say they may be the same bytes), "comparing" (files with each
+    other, counted per distinct content), "grouping", "tags".
+    ``hash_policy``: "auto" hashes only where a hash decides something (a known release's size,
+    same-size files with the same fingerprint, before they are called identical); "always",
+    "never". ``peer_candidates``: peers compared in full with each file (nearest by sketch).
     With ``write_tags`` the sidecars are written (``dry_run``: only planned)."""
     from .store import Store
     db = db or RefDB(refs_dir)
@@ -166,7 +186,7 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
                 if byte_progress:
                     byte_progress(base + n, total_bytes)
             try:
-                rep = ident.identify(path, db, store=store, progress=cb)
+                rep = ident.identify(path, db, store=store, progress=cb, hash_policy=hash_policy)
             except FpError as e:
                 rep = ident.error_report(path, e)
             except OSError as e:  # a file vanishing mid-scan, EIO ...
@@ -181,7 +201,9 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
 
         chosen = _run(files, one, sizes, reports, workers, os.fspath(root))
         fps = _fingerprints(reports, store)
-        _peer_relations(reports, fps, store, phase)
+        if hash_policy == "auto":
+            _confirm_same_bytes(reports, sizes, fps, db, store, chosen, phase)
+        _peer_relations(reports, fps, store, phase, keys=fps.keys_by_path, candidates=peer_candidates)
         if phase:
             phase("grouping", 0, 1)
         groups = _groups(reports, sizes, fps)
@@ -197,21 +219,113 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
             store.close()
 
 
-def _fingerprints(reports: dict, store) -> dict:
-    """path -> Fingerprint for every file that was identified."""
-    out = {}
-    for path, rep in reports.items():
-        if rep.get("error"):
-            continue
-        got = store.get_fingerprint(rep["sha256"]) if store is not None and rep.get("sha256") else None
+class _Fingerprints(Mapping):
+    """path -> Fingerprint of every file that was identified, loaded from the store on first use
+    (a rescan of an unchanged folder loads only those it compares), else read from the file."""
+
+    def __init__(self, reports: dict, store):
+        from .store import stat_identity
+        self._store = store
+        self._fps: dict = {}
+        self.keys_by_path: dict[str, str | None] = {}
+        for path, rep in reports.items():
+            if rep.get("error"):
+                continue
+            key = rep.get("sha256")
+            if store is not None and not key and not os.path.isdir(path):
+                try:
+                    rec = store.file_record(stat_identity(path))
+                    key = rec.key if rec is not None else None
+                except OSError:
+                    key = None
+            self.keys_by_path[path] = key
+
+    def __getitem__(self, path: str):
+        if path in self._fps:
+            return self._fps[path]
+        if path not in self.keys_by_path:
+            raise KeyError(path)
+        key = self.keys_by_path[path]
+        got = self._store.get_fingerprint(key) if self._store is not None and key else None
         if got:
-            out[path] = got[0]
+            fp = got[0]
+        else:
+            try:
+                fp = ident.fingerprint_path(path)[0]
+            except (FpError, OSError) as e:
+                log.warning("%s: cannot read the fingerprint again: %s", path, e)
+                del self.keys_by_path[path]
+                raise KeyError(path) from None
+        self._fps[path] = fp
+        return fp
+
+    def __contains__(self, path) -> bool:
+        return path in self.keys_by_path
+
+    def __iter__(self):
+        return iter(list(self.keys_by_path))
+
+    def __len__(self) -> int:
+        return len(self.keys_by_path)
+
+
+def _fingerprints(reports: dict, store) -> _Fingerprints:
+    """path -> Fingerprint for every file that was identified (loaded when first used)."""
+    return _Fingerprints(reports, store)
+
+
+def _fp_digest(fp) -> bytes:
+    """Equal for two fingerprints exactly when they sampled the same bytes of the same tensors."""
+    import hashlib
+    h = hashlib.blake2b(digest_size=16)
+    h.update("\0".join(fp.keys).encode("utf-8", "surrogateescape"))
+    h.update("\0".join(fp.dtypes).encode())
+    h.update(np.ascontiguousarray(fp.h_raw, np.uint64).tobytes())
+    h.update(str(fp.info.get("tensor_bytes")).encode())
+    return h.digest()
+
+
+def _confirm_same_bytes(reports: dict, sizes: dict, fps, db, store, workers: int, phase=None) -> None:
+    """Hash the files that may be byte-identical to another file of the folder (same size, same
+    sampled bytes of the same tensors) and have no hash yet, so that "identical" and the bytes
+    offered as reclaimable rest on compared bytes. A file that changed since its fingerprint is
+    reported (its report becomes an error) and nothing is cached for it."""
+    groups: dict[tuple, list[str]] = {}
+    for p, rep in reports.items():
+        if rep.get("error") or p not in fps or os.path.isdir(p):
             continue
         try:
-            out[path] = ident.fingerprint_path(path)[0]
-        except FpError:
+            groups.setdefault((sizes.get(p, 0), _fp_digest(fps[p])), []).append(p)
+        except KeyError:
             continue
-    return out
+    todo = [p for ps in groups.values() if len(ps) > 1 for p in ps if not reports[p].get("sha256")]
+    if not todo:
+        return
+    total = sum(sizes.get(p, 0) for p in todo)
+    done = {"bytes": 0}
+    if phase:
+        phase("hashing", 0, total)
+
+    def confirm(path: str) -> dict:
+        try:
+            rep = ident.identify(path, db, store=store, hash_policy="always")
+        except FpError as e:
+            rep = ident.error_report(path, e)
+        except OSError as e:
+            rep = ident.error_report(path, FpError(f"{e.strerror or e}", path))
+        done["bytes"] += sizes.get(path, 0)
+        if phase:
+            phase("hashing", done["bytes"], total)
+        return rep
+
+    with ThreadPoolExecutor(max(1, workers)) as ex:
+        for path, rep in zip(todo, ex.map(confirm, todo)):
+            if rep.get("error"):
+                fps.keys_by_path.pop(path, None)
+            else:
+                rep = dict(rep, stats=reports[path].get("stats"))   # what the first pass cost, plus the hash
+                fps.keys_by_path[path] = rep["sha256"]
+            reports[path] = rep
 
 
 def _quick_vectors(paths: list[str], fps: dict, comp: str) -> np.ndarray | None:
@@ -257,14 +371,18 @@ def family_groups(reports: dict, fps: dict) -> dict[tuple[str, str], list[str]]:
     return groups
 
 
-def _peer_relations(reports: dict, fps: dict, store=None, phase=None) -> None:
+def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | None = None,
+                    candidates: int = PEER_CANDIDATES) -> None:
     """Add a ``folder`` entry to each report: its relation to the other files.
 
-    Cached in the store per file content and set of peer contents, so a rescan of an
-    unchanged folder does no matching."""
+    Each distinct content is compared in full with its ``candidates`` nearest peers by sketch
+    (fpcore.sketch: a fixed-length vector per component and a nearest-neighbour search), not
+    with every file. Cached in the store per file content (its SHA-256, else its store key) and
+    set of peer contents, so a rescan of an unchanged folder does no matching."""
     import hashlib
 
-    from . import match
+    from . import match, sketch
+    keys = keys or {}
     by_family = family_groups(reports, fps)
     total = sum(len({reports[p].get("sha256") or p for p in ps}) for ps in by_family.values())
     compared = 0
@@ -272,41 +390,51 @@ def _peer_relations(reports: dict, fps: dict, store=None, phase=None) -> None:
         phase("comparing", 0, total)
     for (family, comp), paths in by_family.items():
         shas = {p: reports[p].get("sha256") for p in paths}
-        peers_key = "peers:" + hashlib.sha256("|".join(["v2", *sorted({s or p for p, s in shas.items()})]).encode()).hexdigest()[:32]
-        # one representative per distinct content
+        # the content id of a file: its SHA-256; without one, its store key (stable across scans)
+        cid = {p: shas[p] or keys.get(p) for p in paths}
+        peers_key = "peers:" + hashlib.sha256("|".join(["v3", comp, *sorted({cid[p] or p for p in paths})]).encode()
+                                              ).hexdigest()[:32]
+        # one representative per distinct content (the same bytes: the same SHA-256)
         uniq: dict[str, str] = {}
         for p in paths:
             uniq.setdefault(shas[p] or p, p)
         reps_ = list(uniq.values())
-        X = _quick_vectors(reps_, fps, comp) if len(reps_) > 1 else None
-        path_of_sha = {s: p for p, s in shas.items() if s}
+        index = {p: i for i, p in enumerate(reps_)}
+        path_of_cid = {c: p for p, c in cid.items() if c}
+        sketches: list = []
+
+        def peers_of(u: str) -> list[str]:
+            others = [q for q in reps_ if q != u]
+            if len(others) <= candidates:
+                return others
+            if not sketches:   # on the first miss only: a rescan served from the store needs none
+                sketches.append(sketch.sketch_matrix([fps[q] for q in reps_], comp))
+            S = sketches[0]
+            i = index[u]
+            near = [reps_[j] for j in sketch.nearest(S, S[i], candidates, exclude=i)]
+            return near or others[:candidates]
 
         def relation_of(u: str) -> dict:
             """The folder relation of one distinct content (``u`` represents it)."""
-            hit = store.get_report(shas[u], peers_key) if store is not None and shas[u] else None
-            if hit and (hit.get("peer_sha") is None or hit["peer_sha"] in path_of_sha):
+            hit = store.get_report(cid[u], peers_key) if store is not None and cid[u] else None
+            if hit and (hit.get("peer_sha") is None or hit["peer_sha"] in path_of_cid):
                 return {"relation": hit["relation"], "confidence": hit["confidence"],
-                        "peer": path_of_sha.get(hit.get("peer_sha")),
-                        "merge": [{"ref": path_of_sha[m["sha"]], "weight": m["weight"]} for m in hit["merge"]
-                                  if m["sha"] in path_of_sha]}
-            others = [q for q in reps_ if q != u]
-            if not others:
+                        "peer": path_of_cid.get(hit.get("peer_sha")),
+                        "merge": [{"ref": path_of_cid[m["sha"]], "weight": m["weight"]} for m in hit["merge"]
+                                  if m["sha"] in path_of_cid]}
+            if len(reps_) < 2:
                 return {"relation": "unknown", "peer": None, "confidence": 0.0, "merge": []}
-            if X is not None and len(others) > PEER_CANDIDATES:
-                i = reps_.index(u)
-                norms = np.linalg.norm(X, axis=1) * np.linalg.norm(X[i]) + 1e-30
-                cos = (X @ X[i]) / norms
-                others = [reps_[j] for j in np.argsort(-cos) if reps_[j] != u][:PEER_CANDIDATES]
+            others = peers_of(u)
             v = match.analyse(fps[u], comp, [_Peer(q, fps[q]) for q in others], tree=None)
             # files in a folder form no tree: the nearest related file may be a parent, a child
             # or a sibling, so it is only called "related"
             entry = {"relation": "related" if v.relation == "derivative" else v.relation, "peer": v.ref,
                      "confidence": v.confidence, "merge": [{"ref": n, "weight": w} for n, w in v.merge]}
-            if store is not None and shas[u] and all(shas.get(m["ref"]) for m in entry["merge"]):
-                store.put_report(shas[u], peers_key, {
+            if store is not None and cid[u] and all(cid.get(m["ref"]) for m in entry["merge"]):
+                store.put_report(cid[u], peers_key, {
                     "relation": entry["relation"], "confidence": entry["confidence"],
-                    "peer_sha": shas.get(entry["peer"]) if entry["peer"] else None,
-                    "merge": [{"sha": shas[m["ref"]], "weight": m["weight"]} for m in entry["merge"]]})
+                    "peer_sha": cid.get(entry["peer"]) if entry["peer"] else None,
+                    "merge": [{"sha": cid[m["ref"]], "weight": m["weight"]} for m in entry["merge"]]})
             return entry
 
         # numpy releases the GIL in the large products, so two threads use both cores

@@ -1,11 +1,23 @@
 """The shared fingerprint store: one SQLite database (WAL) under ``FPCORE_CACHE``.
 
-* ``files``: file identity (resolved path, size, mtime_ns, inode) -> SHA-256, AutoV3.
-  A file changed under the same name misses (its identity changed) and is re-hashed.
-* ``fingerprints``: (SHA-256, algorithm version) -> fingerprint, architecture, metadata.
-  A renamed or copied file reuses these as soon as its hash is known.
-* ``reports``: (SHA-256, version, references token) -> identify report, so a repeat
-  identify with unchanged references does no hashing, no weight reads and no matching.
+Every file's content has a *key*: its SHA-256 once that is known, until then an ``id:`` key
+minted from the file's identity the first time it is seen (most files are never hashed: the
+fingerprint answers without it).
+
+* ``files``: file identity (resolved path, size, mtime_ns, inode, ctime_ns, device) -> key,
+  SHA-256 (or NULL), AutoV3, where the hash came from. A file changed under the same name
+  misses (its identity changed) and is fingerprinted again. A file renamed or hard-linked
+  (same device, inode, size and mtime; its change time moves with the rename) keeps its key.
+* ``fingerprints``: (key, algorithm version) -> fingerprint, architecture, metadata.
+  When a file's hash becomes known its fingerprint moves to the SHA-256 key, so a copy or a
+  rename that is hashed finds it, and is not fingerprinted again.
+* ``reports``: (key, version, references token) -> identify report, so a repeat identify
+  with unchanged references does no hashing, no weight reads and no matching.
+
+Schema 1 (before fingerprint-first scanning) keyed everything by SHA-256: it is migrated in
+place (its files and fingerprints kept, its reports dropped: they are rebuilt from the
+fingerprints and now say where their hash came from). A store written by a newer fpcore is
+left alone (used without a cache), never rebuilt.
 
 The CLI, ComfyUI and A1111 share it; several processes may write at once (WAL, busy
 timeout, short transactions). A corrupt database is moved aside and rebuilt; a
@@ -14,34 +26,101 @@ these raise: they log one warning and carry on.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import paths
 from .fingerprint import ALGO_VERSION, Fingerprint
+from .sources import FileIdentity
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "fpcore.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,
-    sha256 TEXT NOT NULL, autov3 TEXT, source TEXT, seen REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS files_sha ON files(sha256);
+    ctime_ns INTEGER, dev INTEGER, key TEXT NOT NULL, sha256 TEXT, autov3 TEXT, source TEXT, seen REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS files_key ON files(key);
+CREATE INDEX IF NOT EXISTS files_inode ON files(inode);
 CREATE TABLE IF NOT EXISTS fingerprints (
-    sha256 TEXT NOT NULL, version INTEGER NOT NULL, fingerprint BLOB NOT NULL, arch TEXT NOT NULL,
-    metadata TEXT NOT NULL, stats TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (sha256, version));
+    key TEXT NOT NULL, version INTEGER NOT NULL, fingerprint BLOB NOT NULL, arch TEXT NOT NULL,
+    metadata TEXT NOT NULL, stats TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (key, version));
 CREATE TABLE IF NOT EXISTS reports (
-    sha256 TEXT NOT NULL, version INTEGER NOT NULL, refs_token TEXT NOT NULL, report TEXT NOT NULL,
-    created REAL NOT NULL, PRIMARY KEY (sha256, version, refs_token));
+    key TEXT NOT NULL, version INTEGER NOT NULL, refs_token TEXT NOT NULL, report TEXT NOT NULL,
+    created REAL NOT NULL, PRIMARY KEY (key, version, refs_token));
 """
+#: schema 1 -> 2, in one transaction: files and fingerprints keep their SHA-256 as key; reports
+#: are dropped (rebuilt from the fingerprints, now with the ``hash`` field)
+MIGRATE_1_2 = """
+ALTER TABLE files RENAME TO files_v1;
+ALTER TABLE fingerprints RENAME TO fingerprints_v1;
+DROP TABLE IF EXISTS reports;
+DROP INDEX IF EXISTS files_sha;
+""" + SCHEMA + """
+INSERT OR IGNORE INTO files (path, size, mtime_ns, inode, ctime_ns, dev, key, sha256, autov3, source, seen)
+    SELECT path, size, mtime_ns, inode, NULL, NULL, lower(sha256), lower(sha256), autov3, source, seen
+    FROM files_v1 WHERE length(sha256) = 64;
+INSERT OR IGNORE INTO fingerprints SELECT lower(sha256), version, fingerprint, arch, metadata, stats, created
+    FROM fingerprints_v1 WHERE length(sha256) = 64;
+DROP TABLE files_v1;
+DROP TABLE fingerprints_v1;
+UPDATE meta SET v = '2' WHERE k = 'schema';
+"""
+#: where a known SHA-256 came from (files.source) -> the report's ``hash`` field
+HASH_ORIGIN = {"hash": "computed", "host": "host", "published": "published"}
+NOT_COMPUTED = "not computed"
+
+
+@dataclass
+class FileStat(FileIdentity):
+    """A file's identity with the change time and device (FileIdentity plus what a rewrite
+    in place with the mtime set back, or a file on another disk, would show)."""
+    ctime_ns: int = 0
+    dev: int = 0
+
+
+def stat_identity(path: str, st: os.stat_result | None = None) -> FileStat:
+    st = st if st is not None else os.stat(path)
+    return FileStat(os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_dev)
+
+
+def same_file(a, b) -> bool:
+    """Same identity (path aside): size, mtime, inode, and change time / device where both know them."""
+    if (a.size, a.mtime_ns, a.inode) != (b.size, b.mtime_ns, b.inode):
+        return False
+    for f in ("ctime_ns", "dev"):
+        x, y = getattr(a, f, None), getattr(b, f, None)
+        if x and y and x != y:
+            return False
+    return True
+
+
+@dataclass
+class FileRecord:
+    """What the store knows about one file: its content key and, if known, its hashes."""
+    key: str
+    sha256: str | None = None
+    autov3: str | None = None
+    source: str | None = None          # "hash" | "host" | "published"
+    renamed_from: str | None = None
+
+    @property
+    def hash_origin(self) -> str:
+        return HASH_ORIGIN.get(self.source or "", "computed") if self.sha256 else NOT_COMPUTED
+
+
+def identity_key(identity) -> str:
+    """The key of a file's content until its hash is known: minted from its identity."""
+    text = "|".join(str(getattr(identity, f, "")) for f in ("path", "size", "mtime_ns", "inode", "ctime_ns", "dev"))
+    return "id:" + hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
 
 class Store:
@@ -83,10 +162,11 @@ class Store:
                 con = self._connect(readonly=False)
                 con.execute("PRAGMA journal_mode=WAL")
                 con.execute("PRAGMA synchronous=NORMAL")
-                con.executescript(SCHEMA)
-                self._check_schema(con)
+                if not self._prepare(con):
+                    con.close()
+                    return None
                 self._con = con
-                return
+                return None
             except sqlite3.DatabaseError as e:
                 msg = str(e).lower()
                 if "readonly" in msg or "read-only" in msg or "unable to open" in msg or "permission" in msg:
@@ -102,6 +182,9 @@ class Store:
                 try:
                     con = self._connect(readonly=True, immutable=immutable)
                     con.execute("SELECT count(*) FROM files").fetchone()
+                    if self._schema_of(con) != SCHEMA_VERSION:   # cannot migrate it: not ours to read
+                        con.close()
+                        break
                     self._con, self.readonly = con, True
                     log.warning("%s: fingerprint store is read-only (%s); results will not be cached", self.path, why)
                     return
@@ -109,13 +192,49 @@ class Store:
                     pass
         self._disable(f"fingerprint store {self.path} is not writable ({why}); working without a cache")
 
-    def _check_schema(self, con: sqlite3.Connection) -> None:
+    def _prepare(self, con: sqlite3.Connection) -> bool:
+        """Create or migrate the schema (once, whichever process comes first). False: the store
+        belongs to a newer fpcore and is left alone."""
+        con.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT)")
+        con.commit()
+        version = self._schema_of(con)
+        if version == SCHEMA_VERSION:
+            con.executescript(SCHEMA)   # indexes a crash between versions may have left out
+            return True
+        if version is not None and version > SCHEMA_VERSION:
+            self._disable(f"fingerprint store {self.path} was written by a newer fpcore (schema {version}); "
+                          "working without a cache")
+            return False
+        con.execute("BEGIN IMMEDIATE")  # one migrator at a time; the others wait, then see schema 2
+        try:
+            version = self._schema_of(con)
+            if version is None:
+                if con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='files'").fetchone():
+                    raise sqlite3.DatabaseError("store has tables but no schema version (corrupt)")
+                for stmt in _statements(SCHEMA):
+                    con.execute(stmt)
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif version == 1:
+                for stmt in _statements(MIGRATE_1_2):
+                    con.execute(stmt)
+                log.info("%s: fingerprint store migrated from schema 1 to %d", self.path, SCHEMA_VERSION)
+            elif version != SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"store schema {version} is unknown (corrupt)")
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        return True
+
+    @staticmethod
+    def _schema_of(con: sqlite3.Connection) -> int | None:
         row = con.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
         if row is None:
-            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            con.commit()
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"store schema {row[0]} is not {SCHEMA_VERSION} (corrupt or from another version)")
+            return None
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            raise sqlite3.DatabaseError(f"store schema {row[0]!r} is not a number (corrupt)") from None
 
     def _quarantine(self, err) -> None:
         bad = self.path.with_name(f"{DB_NAME}.corrupt-{int(time.time())}")
@@ -162,55 +281,120 @@ class Store:
                 self._open()
                 return default
 
-    # -- file identity -> hashes -----------------------------------------------------------
-    def lookup_file(self, identity) -> tuple[str, str | None] | None:
+    # -- file identity -> key and hashes ---------------------------------------------------
+    def file_record(self, identity) -> FileRecord | None:
+        """The record of an unchanged file (same path and identity), or of the same file renamed
+        or hard-linked (same device, inode, size and mtime under another path)."""
         def q(con):
-            row = con.execute("SELECT sha256, autov3, size, mtime_ns, inode FROM files WHERE path=?",
-                              (identity.path,)).fetchone()
-            if row and (row[2], row[3], row[4]) == (identity.size, identity.mtime_ns, identity.inode):
-                return row[0], row[1]
+            row = con.execute("SELECT size, mtime_ns, inode, ctime_ns, dev, key, sha256, autov3, source "
+                              "FROM files WHERE path=?", (identity.path,)).fetchone()
+            if row and same_file(identity, _Row(*row[:5])):
+                if row[3] is None and getattr(identity, "ctime_ns", None):   # migrated: learn the rest
+                    with con:
+                        con.execute("UPDATE files SET ctime_ns=?, dev=? WHERE path=?",
+                                    (identity.ctime_ns, getattr(identity, "dev", None), identity.path))
+                return FileRecord(row[5], row[6], row[7], row[8])
+            dev = getattr(identity, "dev", None)
+            if not dev:
+                return None
+            for path, key, sha, autov3, source in con.execute(
+                    "SELECT path, key, sha256, autov3, source FROM files WHERE inode=? AND size=? AND mtime_ns=? "
+                    "AND dev=? AND path<>?", (identity.inode, identity.size, identity.mtime_ns, dev, identity.path)):
+                rec = FileRecord(key, sha, autov3, source, renamed_from=path)
+                try:
+                    self._remember(con, identity, rec)
+                    if not os.path.lexists(path):   # renamed, not linked: the old name is gone
+                        with con:
+                            con.execute("DELETE FROM files WHERE path=?", (path,))
+                except sqlite3.DatabaseError:      # read-only: still recognised, just not recorded
+                    pass
+                return rec
             return None
         return self._run(q)
 
-    def put_file(self, identity, sha256: str, autov3: str | None, source: str = "hash") -> None:
+    def lookup_file(self, identity) -> tuple[str, str | None] | None:
+        """(SHA-256, AutoV3) of an unchanged file whose hash is known, else None."""
+        rec = self.file_record(identity)
+        return (rec.sha256, rec.autov3) if rec and rec.sha256 else None
+
+    @staticmethod
+    def _remember(con, identity, rec: FileRecord) -> None:
+        with con:
+            con.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (identity.path, identity.size, identity.mtime_ns, identity.inode,
+                         getattr(identity, "ctime_ns", None) or None, getattr(identity, "dev", None) or None,
+                         rec.key, rec.sha256, rec.autov3, rec.source, time.time()))
+
+    def put_file(self, identity, sha256: str | None = None, autov3: str | None = None,
+                 source: str = "hash") -> FileRecord:
+        """Record a file, with its hash when known; returns its record (the key to store its
+        fingerprint and report under). A hash learnt later moves what the file's previous key
+        held (fingerprint) to the SHA-256 key; its reports are dropped (they said "not computed")."""
+        sha = sha256.lower() if sha256 else None
+
+        def q(con):
+            row = con.execute("SELECT size, mtime_ns, inode, ctime_ns, dev, key, sha256, autov3, source "
+                              "FROM files WHERE path=?", (identity.path,)).fetchone()
+            old = row[5] if row and same_file(identity, _Row(*row[:5])) else None
+            if sha is None:
+                rec = (FileRecord(old, row[6], row[7], row[8]) if old else FileRecord(identity_key(identity)))
+                self._remember(con, identity, rec)
+                return rec
+            rec = FileRecord(sha, sha, autov3 or (row[7] if old and row[6] == sha else None), source)
+            self._remember(con, identity, rec)
+            if old and old != sha:
+                with con:
+                    con.execute("INSERT OR IGNORE INTO fingerprints SELECT ?, version, fingerprint, arch, metadata, "
+                                "stats, created FROM fingerprints WHERE key=?", (sha, old))
+                    # every other name of the same file (renamed, hard-linked) learns the hash too
+                    con.execute("UPDATE files SET key=?, sha256=?, autov3=?, source=? WHERE key=?",
+                                (sha, sha, rec.autov3, source, old))
+                    if not old.startswith("id:"):
+                        return rec
+                    con.execute("DELETE FROM fingerprints WHERE key=?", (old,))
+                    con.execute("DELETE FROM reports WHERE key=?", (old,))
+            return rec
+        fallback = FileRecord(sha or identity_key(identity), sha, autov3, source if sha else None)
+        return self._run(q, default=fallback, write=True) or fallback
+
+    def forget_file(self, identity) -> None:
+        """Drop a file whose content turned out to have changed (nothing cached for it)."""
         def q(con):
             with con:
-                con.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)",
-                            (identity.path, identity.size, identity.mtime_ns, identity.inode, sha256, autov3,
-                             source, time.time()))
+                con.execute("DELETE FROM files WHERE path=?", (identity.path,))
         self._run(q, write=True)
 
     # -- fingerprints ----------------------------------------------------------------------
-    def get_fingerprint(self, sha256: str):
-        """(Fingerprint, arch json, metadata, stats) or None."""
+    def get_fingerprint(self, key: str):
+        """(Fingerprint, arch json, metadata, stats) stored under ``key`` (a SHA-256 or an id key), or None."""
         def q(con):
-            return con.execute("SELECT fingerprint, arch, metadata, stats FROM fingerprints WHERE sha256=? AND version=?",
-                               (sha256, ALGO_VERSION)).fetchone()
-        row = self._run(q)
+            return con.execute("SELECT fingerprint, arch, metadata, stats FROM fingerprints WHERE key=? AND version=?",
+                               (key, ALGO_VERSION)).fetchone()
+        row = self._run(q) if key else None
         if not row:
             return None
         try:
             return Fingerprint.deserialize(row[0], str(self.path)), json.loads(row[1]), json.loads(row[2]), json.loads(row[3])
         except Exception as e:  # a damaged entry is a miss, not a crash
-            log.warning("%s: damaged cache entry for %s (%s); recomputing", self.path, sha256[:12], e)
+            log.warning("%s: damaged cache entry for %s (%s); recomputing", self.path, key[:12], e)
             return None
 
-    def put_fingerprint(self, sha256: str, fp: Fingerprint, arch: dict, metadata: dict, stats: dict) -> None:
+    def put_fingerprint(self, key: str, fp: Fingerprint, arch: dict, metadata: dict, stats: dict) -> None:
         blob = fp.serialize()
 
         def q(con):
             with con:
                 con.execute("INSERT OR REPLACE INTO fingerprints VALUES (?,?,?,?,?,?,?)",
-                            (sha256, ALGO_VERSION, blob, json.dumps(arch), json.dumps(metadata), json.dumps(stats),
+                            (key, ALGO_VERSION, blob, json.dumps(arch), json.dumps(metadata), json.dumps(stats),
                              time.time()))
         self._run(q, write=True)
 
     # -- reports -----------------------------------------------------------------------------
-    def get_report(self, sha256: str, refs_token: str) -> dict | None:
+    def get_report(self, key: str, refs_token: str) -> dict | None:
         def q(con):
-            return con.execute("SELECT report FROM reports WHERE sha256=? AND version=? AND refs_token=?",
-                               (sha256, ALGO_VERSION, refs_token)).fetchone()
-        row = self._run(q)
+            return con.execute("SELECT report FROM reports WHERE key=? AND version=? AND refs_token=?",
+                               (key, ALGO_VERSION, refs_token)).fetchone()
+        row = self._run(q) if key else None
         if not row:
             return None
         try:
@@ -218,17 +402,17 @@ class Store:
         except ValueError:
             return None
 
-    def put_report(self, sha256: str, refs_token: str, report: dict) -> None:
+    def put_report(self, key: str, refs_token: str, report: dict) -> None:
         text = json.dumps(report, default=str)
 
         def q(con):
             with con:
                 # one identify report per file content (stale ones go), peer entries kept apart
-                con.execute("DELETE FROM reports WHERE sha256=? AND version=? AND refs_token<>? "
+                con.execute("DELETE FROM reports WHERE key=? AND version=? AND refs_token<>? "
                             "AND (refs_token LIKE 'peers:%') = (? LIKE 'peers:%')",
-                            (sha256, ALGO_VERSION, refs_token, refs_token))
+                            (key, ALGO_VERSION, refs_token, refs_token))
                 con.execute("INSERT OR REPLACE INTO reports VALUES (?,?,?,?,?)",
-                            (sha256, ALGO_VERSION, refs_token, text, time.time()))
+                            (key, ALGO_VERSION, refs_token, text, time.time()))
         self._run(q, write=True)
 
     # -- maintenance ----------------------------------------------------------------------------
@@ -261,9 +445,9 @@ class Store:
                     gone.append(path)
             with con:
                 con.executemany("DELETE FROM files WHERE path=?", [(p,) for p in gone])
-                n_fp = con.execute("DELETE FROM fingerprints WHERE sha256 NOT IN (SELECT sha256 FROM files) "
+                n_fp = con.execute("DELETE FROM fingerprints WHERE key NOT IN (SELECT key FROM files) "
                                    "OR version<>?", (ALGO_VERSION,)).rowcount
-                n_rep = con.execute("DELETE FROM reports WHERE sha256 NOT IN (SELECT sha256 FROM files) "
+                n_rep = con.execute("DELETE FROM reports WHERE key NOT IN (SELECT key FROM files) "
                                     "OR version<>?", (ALGO_VERSION,)).rowcount
             con.execute("VACUUM")
             return {"files": len(gone), "fingerprints": n_fp, "reports": n_rep}
@@ -336,3 +520,23 @@ class Store:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@dataclass
+class _Row:
+    size: int
+    mtime_ns: int
+    inode: int
+    ctime_ns: int | None
+    dev: int | None
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script, to run one by one inside one transaction (executescript commits)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return [s for s in out if s]
