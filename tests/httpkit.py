@@ -254,6 +254,12 @@ class FaultProxy:
             def log_message(self, *a):
                 pass
 
+            def setup(self):
+                super().setup()
+                # no Nagle: a header write and a small body write would otherwise wait for the
+                # client's delayed ACK (40 ms on Linux), a latency the real link does not have
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def _upstream(self) -> http.client.HTTPConnection:
                 c = getattr(self, "_conn", None)
                 if c is None:
