@@ -420,7 +420,7 @@ def _may_be_copy_of_reference(fp: Fingerprint, db) -> bool:
 
 
 def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sha256: str | None = None,
-             store=None, hash_policy: str = HASH_AUTO, sha256_origin: str = "host") -> dict:
+             store=None, hash_policy: str = HASH_AUTO, sha256_origin: str = "host", remote=None) -> dict:
     """Full report for one file (`identify --json`, docs/json-format.md). Raises FpError on bad input.
 
     Answers from the fingerprint. The whole file is hashed (``hash_policy="auto"``) only when
@@ -433,6 +433,8 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
     bytes, called when reading starts and as a hash proceeds."""
     from . import hostcache
     p = os.fspath(path)
+    if is_url(p):   # read by range requests; the hash only where the hub publishes it
+        return identify_url(p, db, store=store, remote=remote)
     t0 = time.perf_counter()
     if hash_policy not in HASH_POLICIES:
         raise ValueError(f"hash_policy must be one of {HASH_POLICIES}, not {hash_policy!r}")
@@ -502,6 +504,74 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
     rep["error"] = None
     if store is not None and key:
         store.put_report(key, token, rep)
+    return rep
+
+
+def remote_identity(src):
+    """(RemoteIdentity, the remote source) of a source opened from a URL (a view's too), else (None, None)."""
+    for s in (src, *(getattr(src, "_files", None) or [])):
+        if getattr(s, "remote", None) is not None:
+            return s.remote, s
+    return None, None
+
+
+def _remote_json(rid, rsrc) -> dict:
+    return {"url": rid.url, "etag": rid.etag, "size": rid.size, "sha256_from": rid.sha256_source,
+            **(rsrc.stats if rsrc is not None else {})}
+
+
+def identify_url(url: str, db, store=None, remote=None) -> dict:
+    """Report for a model at a URL, read by range requests: the header and the sampled ranges.
+
+    ``sha256`` (``hash: "published"``) only where the hub publishes it (Hugging Face's LFS hash,
+    Civitai's model-version API); the whole file is never downloaded here. The fingerprint is
+    cached by URL + ETag + size (and by the published SHA-256): a changed file is read again."""
+    t0 = time.perf_counter()
+    with open_source(url, remote) as src:
+        rid, rsrc = remote_identity(src)
+        shown, sha = src.path, rid.sha256
+        token = db.token() if store is not None else None
+        if store is not None and sha:
+            rep = store.get_report(sha, token)
+            if rep is not None:
+                rep.update(path=shown, hash="published", remote=_remote_json(rid, rsrc))
+                rep.setdefault("stats", {}).update(cached="report", seconds=round(time.perf_counter() - t0, 4))
+                return rep
+        cached = store.get_remote(rid.url, rid.etag, rid.size) if store is not None else None
+        if cached is None and store is not None and sha:
+            hit = store.get_fingerprint(sha)
+            cached = (*hit, sha) if hit else None
+        if cached:
+            fp, arch_json, meta, stats, _ = cached
+            a = arch.ArchResult(**{k: arch_json.get(k) for k in ("family", "variant", "rule", "components", "dtype",
+                                                                 "prediction", "kind")},
+                                notes=arch_json.get("notes") or [])
+            stats = dict(stats, cached="fingerprint")
+        else:
+            fp, a, meta, stats = fingerprint_open(src)   # raises (nothing cached) if the file changes
+            stats.update(rsrc.stats)
+            if store is not None:
+                store.put_remote(rid.url, rid.etag, rid.size, sha, fp, a.to_json(), meta, stats)
+                if sha:
+                    store.put_fingerprint(sha, fp, a.to_json(), meta, stats)
+        remote_info = _remote_json(rid, rsrc)
+    entry = known.lookup(sha)
+    if entry is not None:
+        known.register(db, entry, fp, a.family, sha)
+        token = db.token() if store is not None else None
+    rep = {"path": shown, "sha256": sha, "autov2": sha[:10] if sha else None, "autov3": None,
+           "hash": "published" if sha else "not computed", "format": stats["format"], "architecture": a.to_json()}
+    rep.update(identify_fingerprint(fp, a, db, sha))
+    if entry is not None:
+        rep["known_release"] = {k: entry.get(k) for k in ("family", "variant", "filename", "hf", "confidence")}
+        rep["verdict"]["summary"] = f"Identical to {known.describe(entry)} (published SHA-256)."
+        rep["verdict"].update(relation="identical", confidence=1.0)
+    rep["metadata"] = provenance.extract(meta)
+    rep["remote"] = remote_info
+    rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
+    rep["error"] = None
+    if store is not None and sha:
+        store.put_report(sha, token, rep)
     return rep
 
 
