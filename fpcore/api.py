@@ -79,10 +79,11 @@ def remote_options(headers=None, policy=None):
 
 def identify_file(path: str | os.PathLike, *, sha256: str | None = None, hashes: bool = True,
                   progress=None, refs_dir=None, cache_dir=None, use_cache: bool = True,
-                  db=None, store=None, strict: bool = False, remote=None) -> dict:
+                  db=None, store=None, strict: bool = False, remote=None, hash_policy: str = "auto") -> dict:
     """Identify one model file or diffusers folder. ``sha256``: a hash the host already knows
-    (A1111 keeps one), which saves hashing the file; ``progress(done_bytes, total_bytes)``
-    reports hashing. Results are cached in the shared store (``cache_dir`` or FPCORE_CACHE)."""
+    (A1111 keeps one); ``hash_policy``: "auto" (hash the whole file only where it decides
+    something), "always" or "never" (``hashes=False`` too); ``progress(done_bytes, total_bytes)``
+    reports reading and hashing. Results are cached in the shared store (``cache_dir`` or FPCORE_CACHE)."""
     from . import identify as _ident
     p = os.fspath(path)
     own = store is None
@@ -92,7 +93,7 @@ def identify_file(path: str | os.PathLike, *, sha256: str | None = None, hashes:
             return _ident.identify(p, db or refdb(refs_dir), store=store, remote=remote)
         check_model_path(p)
         return _ident.identify(p, db or refdb(refs_dir), hashes=hashes, progress=progress, sha256=sha256,
-                               store=store)
+                               store=store, hash_policy=hash_policy)
     except FpError as e:
         return _error(p, e, strict)
     finally:
@@ -158,9 +159,10 @@ def _hash_url(url: str, remote, download: bool, progress) -> dict:
 
 def scan_folder(root: str | os.PathLike, *, refs_dir=None, cache_dir=None, use_cache: bool = True, db=None,
                 progress=None, byte_progress=None, phase=None, write_tags: bool = False,
-                dry_run: bool = False) -> dict:
+                dry_run: bool = False, hash_policy: str = "auto") -> dict:
     """Identify every model under ``root``, against the references and against each other.
 
+    ``hash_policy``: "auto" hashes only where a hash decides something (CONTRACT.md), "always", "never".
     Raises BadFileError when ``root`` is missing or not a folder. The result keeps the
     fingerprints (``_fingerprints``) for :func:`write_report`; :func:`scan_json` drops them."""
     from . import scan as _scan
@@ -171,7 +173,8 @@ def scan_folder(root: str | os.PathLike, *, refs_dir=None, cache_dir=None, use_c
         raise BadFileError("is a file, not a folder; to identify one model: fpcore identify " + _quote(r), r)
     kw = {"cache_dir": cache_dir} if cache_dir else {}
     return _scan.scan_folder(r, db=db or refdb(refs_dir), use_cache=use_cache, progress=progress,
-                             byte_progress=byte_progress, phase=phase, write_tags=write_tags, dry_run=dry_run, **kw)
+                             byte_progress=byte_progress, phase=phase, write_tags=write_tags, dry_run=dry_run,
+                             hash_policy=hash_policy, **kw)
 
 
 def scan_json(result: dict) -> dict:

@@ -134,9 +134,9 @@ def _identify(args) -> int:
     remote = _remote(args)
 
     def one(path):
-        cb, bar = (None, None) if args.no_hash or api.is_url(path) else o.byte_bar(f"hashing {os.path.basename(path)[-30:]}")
+        cb, bar = (None, None) if args.no_hash or api.is_url(path) else o.byte_bar(f"reading {os.path.basename(path)[-30:]}")
         try:
-            return api.identify_file(path, db=db, store=store, hashes=not args.no_hash, progress=cb,
+            return api.identify_file(path, db=db, store=store, hash_policy=_hash_policy(args), progress=cb,
                                      strict=True, remote=remote)
         finally:
             if bar is not None:
@@ -148,9 +148,21 @@ def _identify(args) -> int:
             store.close()
 
 
+def _hash_flags(p):
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--hash", action="store_true",
+                   help="compute every file's SHA-256 (default: only where it decides something, "
+                        "e.g. a file the size of an official release, or files about to be called identical)")
+    g.add_argument("--no-hash", action="store_true", help="never compute a whole-file SHA-256")
+
+
+def _hash_policy(args) -> str:
+    return "always" if getattr(args, "hash", False) else "never" if getattr(args, "no_hash", False) else "auto"
+
+
 def _identify_args(p):
     _paths(p)
-    p.add_argument("--no-hash", action="store_true", help="skip the SHA-256 of the whole file")
+    _hash_flags(p)
 
 
 def _inspect(args) -> int:
@@ -198,7 +210,7 @@ def _scan(args) -> int:
     try:
         res = api.scan_folder(args.dir, db=db, cache_dir=args.cache, use_cache=not args.no_cache,
                               progress=bars.file, byte_progress=bars.bytes, phase=bars.phase,
-                              write_tags=args.write_tags, dry_run=args.dry_run)
+                              write_tags=args.write_tags, dry_run=args.dry_run, hash_policy=_hash_policy(args))
         if args.report and res["reports"]:
             bars.phase("report", 0, 1)
             api.write_report(res, args.report, db=db)
@@ -232,6 +244,7 @@ def _scan_args(p):
     p.add_argument("--write-tags", action="store_true", help="write the <model>.json tag sidecars")
     p.add_argument("--dry-run", action="store_true", help="with --write-tags: show what would change, write nothing")
     p.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report")
+    _hash_flags(p)
 
 
 def _demo(args) -> int:
