@@ -175,6 +175,61 @@ def identify_named(host, name: str | None, models_dir: str | None = None, progre
     return identify_path(host, path, sha256=sha, progress=progress)
 
 
+def _url_options(policy: exposure.Policy):
+    """Remote-read options for the UI: URLs are always checked against the policy (an internal
+    address is refused unless the server owner allows it), on the first URL and every redirect."""
+    import dataclasses
+    allow = policy.allow_private_urls or exposure.env_flag(exposure.ENV_PRIVATE_URLS)
+    return api.remote_options(policy=dataclasses.replace(policy, allow_private_urls=allow))
+
+
+def identify_url(host, url: str | None) -> dict:
+    """Identify a model at a URL (https://, hf://OWNER/REPO/FILE): only its header and sampled
+    ranges are read; the hash is the one the hub publishes, if any."""
+    url = (url or "").strip()
+    if not url:
+        return {"path": None, "error": "type a URL first", "verdict": None}
+    if not api.is_url(url):
+        return {"path": url, "error": "not a URL (https://..., hf://OWNER/REPO/FILE)", "verdict": None}
+    return api.identify_file(url, refs_dir=_setting(host, "refs_dir"), cache_dir=_setting(host, "cache_dir"),
+                             remote=_url_options(policy_of(host)))
+
+
+def known_choices() -> list[str]:
+    """'alias: release name' for every known release that can be pulled (refs catalog)."""
+    try:
+        return [f"{r['alias'] or r['name']}: {r['name']}" for r in api.reference_catalog() if r["pullable"]]
+    except Exception as e:   # a broken table must not break the tab
+        log.warning("known releases unavailable: %s", e)
+        return []
+
+
+def pull_known(host, choices: list[str] | None, progress=None) -> str:
+    """Pull the fingerprints of the chosen known releases (tens of MB each, not the 7 GB files)."""
+    from .errors import FpError
+    names = [c.split(":", 1)[0].strip() for c in (choices or []) if c]
+    if not names:
+        return "Tick the releases to pull first."
+    policy = policy_of(host)
+    try:
+        exposure.check_write(policy, "adding references")
+        rows = api.pull_known(names, refs_dir=_setting(host, "refs_dir"), remote=_url_options(policy),
+                              progress=progress)
+    except FpError as e:
+        return f"**Error**: {e}"
+    lines = []
+    for r in rows:
+        if r["status"] == "added":
+            how = "verified by the hub's SHA-256" if r["verified"] else "not verified (no published SHA-256)"
+            mb = (r.get("bytes_transferred") or 0) / 1e6
+            lines.append(f"- added **{r['name']}** ({how}; {mb:.1f} MB read)")
+        elif r["status"] == "present":
+            lines.append(f"- **{r['name']}**: already registered")
+        else:
+            lines.append(f"- **{r['name']}**: {r['error']}")
+    return "\n".join(lines)
+
+
 def table_rows(result: dict, root: str | None = None) -> list[list]:
     """The results table of a scan: path (relative to root), architecture, base, relation, confidence."""
     rows = []
@@ -247,10 +302,11 @@ def add_reference(host, path: str, name: str, parent: str | None = None, note: s
         return "Give the reference a name."
     try:
         policy = policy_of(host)
-        path = exposure.confine(path, policy, what="model file")
+        url = api.is_url(path)
+        path = path if url else exposure.confine(path, policy, what="model file")
         exposure.check_write(policy, "adding a reference")
         info = api.add_reference(path, name.strip(), parent=parent or None, note=note or None,
-                                 refs_dir=_setting(host, "refs_dir"))
+                                 refs_dir=_setting(host, "refs_dir"), remote=_url_options(policy) if url else None)
     except FpError as e:
         return f"**Error**: {e}"
     return f"Added reference **{info.get('name', name)}**" + (f" (parent {parent})" if parent else "") + "."
@@ -329,6 +385,10 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
                                    elem_id="mfp_checkpoint")
                 btn_refresh = gr.Button("Refresh list", elem_id="mfp_refresh")
                 btn_identify = gr.Button("Identify", variant="primary", elem_id="mfp_identify")
+            with gr.Row():
+                url_box = gr.Textbox(label="...or a URL: only the header and a small sample are read "
+                                           "(https://..., hf://OWNER/REPO/FILE)", elem_id="mfp_url")
+                btn_url = gr.Button("Identify URL", elem_id="mfp_identify_url")
             picture_html = gr.HTML(elem_id="mfp_picture")
             summary = gr.Markdown(elem_id="mfp_summary")
             with gr.Row():
@@ -340,6 +400,11 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
             add_status = gr.Markdown(elem_id="mfp_add_status")
             with gr.Accordion("Full report (JSON)", open=False):
                 report = gr.JSON(label="Report", elem_id="mfp_report")
+            with gr.Accordion("Reference fingerprints of known base models (no 7 GB downloads)", open=False):
+                known_box = gr.CheckboxGroup(label="Pull these (tens of MB each, checked against the published "
+                                                   "SHA-256)", choices=known_choices(), elem_id="mfp_known")
+                btn_pull = gr.Button("Pull selected", elem_id="mfp_pull")
+                pull_status = gr.Markdown(elem_id="mfp_pull_status")
 
         with gr.Tab("Scan a folder", elem_id="mfp_tab_scan"):
             with gr.Row():
@@ -364,6 +429,13 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
             rep = run_with_progress(lambda cb: identify_named(host, name, mdir if standalone else None, progress=cb),
                                     _byte_progress(progress, "hashing"))
             return _identify_out(rep)
+
+        def do_url(url):
+            return _identify_out(identify_url(host, url))
+
+        def do_pull(choices, progress=gr.Progress()):
+            msg = pull_known(host, choices, progress=lambda i, n, name: progress((i, n), desc=f"pulling {name}"))
+            return msg, gr.update(choices=[""] + reference_names(host))
 
         def do_refresh(mdir):
             if standalone:
@@ -407,6 +479,8 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
         btn_current.click(do_current, inputs=[], outputs=[picture_html, summary, report, ref_path])
         btn_identify.click(do_named, inputs=[ckpt, models_dir], outputs=[picture_html, summary, report, ref_path])
         btn_refresh.click(do_refresh, inputs=[models_dir], outputs=[ckpt])
+        btn_url.click(do_url, inputs=[url_box], outputs=[picture_html, summary, report, ref_path])
+        btn_pull.click(do_pull, inputs=[known_box], outputs=[pull_status, ref_parent])
         btn_add.click(do_add, inputs=[ref_path, ref_name, ref_parent], outputs=[add_status, ref_parent])
         btn_scan.click(do_scan, inputs=[folder], outputs=[scan_status, table])
         btn_tags.click(do_scan_tags, inputs=[folder], outputs=[scan_status, table])

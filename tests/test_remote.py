@@ -337,3 +337,26 @@ def test_redact_hides_credentials():
     assert remote.parse_hf("hf://a/b@v2/c.safetensors") == remote.HubFile("a/b", "c.safetensors", "v2")
     with pytest.raises(BadFileError):
         remote.parse_hf("hf://a/b")
+
+
+def test_ui_identify_box_takes_a_url_and_pulls_known_releases(served, tmp_path, monkeypatch):
+    from fpcore import exposure, ui
+    host = ui.StandaloneHost(tmp_path, refs_dir=tmp_path / "refs", cache_dir=tmp_path / "cache")
+    monkeypatch.delenv(exposure.ENV_PRIVATE_URLS, raising=False)
+    rep = ui.identify_url(host, served["url"] + "/files/m.safetensors")
+    assert "loopback" in rep["error"]                  # a UI never reads internal addresses unless allowed
+    monkeypatch.setenv(exposure.ENV_PRIVATE_URLS, "1")
+    rep = ui.identify_url(host, served["url"] + "/files/m.safetensors")
+    assert rep["error"] is None and rep["architecture"]["family"] == "sd1"
+    assert "error" in ui.identify_url(host, "not a url") and ui.identify_url(host, "")["error"]
+    monkeypatch.setenv("HF_ENDPOINT", served["url"])
+    table = {served["sha"]: {"family": "SD1.x", "variant": "UI Base", "sha256": served["sha"], "sources": ["t"],
+                             "hub": {"repo": "org/repo", "path": "m.safetensors", "alias": "uibase"}}}
+    monkeypatch.setattr(known, "table", lambda: table)
+    assert ui.known_choices() == ["uibase: UI Base"]
+    msg = ui.pull_known(host, ["uibase: UI Base"])
+    assert "added **UI Base**" in msg and "verified" in msg
+    assert "UI Base" in ui.reference_names(host)
+    exposed = ui.StandaloneHost(tmp_path, refs_dir=tmp_path / "refs2",
+                                policy=exposure.make_policy(True, "--listen", [tmp_path]))
+    assert "refused" in ui.pull_known(exposed, ["uibase: UI Base"])
