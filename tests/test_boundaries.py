@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "fpcore.match": 5, "fpcore.mergefit": 5,
     # 6: reports: identify, scan, tags, HTML, pictures
     "fpcore.identify": 6, "fpcore.scan": 6, "fpcore.tags": 6, "fpcore.report_html": 6, "fpcore.picture": 6,
+    "fpcore.catalog": 6,   # known releases pulled as references (fingerprints them like identify)
     # 7: the facade hosts call, and the demo built on it
     "fpcore.api": 7, "fpcore.demo": 7,
     # 8: front ends
