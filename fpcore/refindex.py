@@ -1,0 +1,243 @@
+"""The candidate index: which few references of a large library can be related to a file.
+
+Each reference keeps, per component, a *sketch*: a fixed-length vector made from its
+fingerprint's sample (fpcore.sketch: a seeded projection of the per-tensor centred and
+scaled values, linear in them). Sketches of models that share a layout keep their
+geometry: the distance between two sketches follows the distance between the sampled
+weights, and so does the difference of two sketches, whatever the base they share.
+
+For a file, the index returns (``select``):
+
+* the ``K_NEAREST`` references whose sketches are closest to the file's;
+* the members of the best sparse merge of sketches, chosen by forward selection with a
+  stopping rule (``SELECT_MIN_GAIN``): each step adds the reference that explains the
+  largest part of what is still unexplained, and stops when none explains more than
+  chance alignment among thousands of unrelated siblings does;
+* the registered ancestors of all of those (the descent through the tree starts at a root).
+
+The full analysis (fpcore.match: same weights, descent, merge fit) then runs on those only.
+Search is exact brute force in numpy: at 10^3-10^4 references of SKETCH_DIM (1,024) floats
+one query is a matrix-vector product of 4-40 MB, about a millisecond to ten
+(bench/refs_scale.py prints it); an approximate index (FAISS, hnswlib, usearch) would add a
+compiled dependency and a build step to save milliseconds out of a second, and could miss
+a merge member the exact search finds.
+
+Every number that decides here is named below, with its reason and calibration.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# -- decisions ----------------------------------------------------------------------------------
+#: pools up to this size are analysed whole, as before the index: the full analysis of a
+#: few references costs less than any doubt about a shortlist, and small libraries give
+#: exactly the verdicts they always gave (bench/zoo.py). FPCORE_REFINDEX=always uses the
+#: index for every pool, =never for none (bench comparisons).
+INDEX_MIN_POOL = 16
+#: references returned by nearest sketch distance. A light fine-tune or a copy of a reference
+#: has it first by far; 8 leaves room for the members of a merge and for siblings the descent
+#: uses to measure what fine-tunes share. Calibrated: bench/refs_scale.py (the true base or
+#: members rank within the first 3 at 1,000 and 10,000 references).
+K_NEAREST = 8
+#: most references the forward selection adds as merge members (merges of more than six
+#: whole models are not told apart at our sample sizes: each member below ~5 % is noise).
+SELECT_MAX_MEMBERS = 6
+#: a reference joins the sketch merge only if it removes at least this share of the
+#: residual still unexplained. Among N unrelated siblings the best chance gain is about
+#: 2 ln(N) / SKETCH_DIM (0.013 at 1,000, 0.018 at 10,000), plus the direction sibling
+#: fine-tunes share (cosine ~0.06, RESEARCH); a real member removes most of what is left
+#: (> 0.5 even for a 10 % member of a 3-way merge).
+#: Calibrated: bench/refs_scale.py prints both.
+SELECT_MIN_GAIN = 0.15
+#: most references handed to the full analysis (nearest, members and their ancestors):
+#: the joint alignment holds one float64 column per reference per sampled value, ~1 MB per
+#: reference for a full SDXL UNet, times five arrays.
+MAX_CANDIDATES = 24
+
+
+def mode() -> str:
+    m = os.environ.get("FPCORE_REFINDEX", "auto").strip().lower()
+    return m if m in ("auto", "always", "never") else "auto"
+
+
+# -- sketches -------------------------------------------------------------------------------------
+from .sketch import SKETCH_DIM, sketch  # noqa: E402  (issue 15: one sketch for scan peers and references)
+from .sketch import SKETCH_VERSION as _SK_VERSION  # noqa: E402
+
+#: stored with every sketch; sketches of another version are recomputed from the fingerprint
+SKETCH_VERSION = f"sketch:{_SK_VERSION}:{SKETCH_DIM}"
+
+
+def sketches_of(fp) -> dict[str, np.ndarray]:
+    """component -> sketch, for every component of ``fp`` that has one."""
+    out = {}
+    for comp in fp.components():
+        try:
+            s = sketch(fp, comp)
+        except Exception as e:   # a sketch is an optimisation: never a reason to fail
+            log.debug("no sketch for %s: %s", comp, e)
+            s = None
+        if s is not None and np.all(np.isfinite(s)) and np.any(s != 0):
+            out[comp] = np.asarray(s, np.float32)
+    return out
+
+
+def encode_sketches(sk: dict) -> bytes:
+    buf = io.BytesIO()
+    arrays = {f"c_{c}": np.asarray(v, np.float32) for c, v in sk.items() if not c.startswith("_")}
+    np.savez(buf, _version=np.frombuffer(SKETCH_VERSION.encode(), np.uint8), **arrays)
+    return buf.getvalue()
+
+
+def decode_sketches(blob: bytes) -> dict:
+    """Sketches of a .fpref file (``_version`` included); {} when unreadable (then rebuilt)."""
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            out = {"_version": bytes(z["_version"]).decode()}
+            for name in z.files:
+                if name.startswith("c_"):
+                    v = z[name]
+                    if v.ndim == 1 and v.dtype.kind == "f" and v.size <= 1 << 16:
+                        out[name[2:]] = v.astype(np.float32)
+            return out
+    except Exception:
+        return {}
+
+
+def sketch_version(sk: dict) -> str | None:
+    return sk.get("_version") if sk else None
+
+
+def strip_version(sk: dict) -> dict:
+    return {c: v for c, v in (sk or {}).items() if not c.startswith("_")}
+
+
+# -- the index --------------------------------------------------------------------------------------
+#: rows converted to float32 at a time when a float16 sketch matrix is multiplied (bounds the
+#: temporary to 16 MB whatever the library's size)
+CHUNK_ROWS = 4096
+
+
+def matvec(M: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """M @ v in float32 for a float16 or float32 M, converting at most CHUNK_ROWS rows at a time."""
+    v = np.asarray(v, np.float32)
+    if M.dtype == np.float32:
+        return M @ v
+    out = np.empty(len(M), np.float32)
+    for s in range(0, len(M), CHUNK_ROWS):
+        out[s:s + CHUNK_ROWS] = M[s:s + CHUNK_ROWS].astype(np.float32) @ v
+    return out
+
+
+def top_k(sims: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, largest first (ties in row order)."""
+    k = min(k, len(sims))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    part = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+    return part[np.argsort(-sims[part], kind="stable")]
+
+
+class RefIndex:
+    """Per component, one matrix of sketches (a row per reference that has one), float16."""
+
+    def __init__(self, names: dict[str, list[str]], mats: dict[str, np.ndarray]):
+        self.names = names
+        self.mats = mats
+        self.row = {c: {n: i for i, n in enumerate(ns)} for c, ns in names.items()}
+
+    @classmethod
+    def build(cls, db) -> "RefIndex":
+        per: dict[str, list] = {}
+        for r in db.refs.values():
+            sk = r.sketches if r.sketches is not None else (
+                sketches_of(r._fp) if getattr(r, "_fp", None) is not None else {})
+            for c, v in sk.items():
+                per.setdefault(c, []).append((r.name, v))
+        names = {c: [n for n, _ in rows] for c, rows in per.items()}
+        mats = {c: np.stack([v for _, v in rows]).astype(np.float16) for c, rows in per.items()}
+        return cls(names, mats)
+
+    def rows(self, comp: str, pool_names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
+        """(sketch matrix of the pool members that have one, their names, names without one)."""
+        row = self.row.get(comp, {})
+        have = [n for n in pool_names if n in row]
+        missing = [n for n in pool_names if n not in row]
+        if have == self.names.get(comp):
+            return self.mats[comp], have, missing           # the whole index: no copy
+        mat = self.mats[comp][[row[n] for n in have]] if have else np.zeros((0, SKETCH_DIM), np.float16)
+        return mat, have, missing
+
+
+def forward_select(M: np.ndarray, q: np.ndarray, first: int, max_members: int = SELECT_MAX_MEMBERS,
+                   min_gain: float = SELECT_MIN_GAIN) -> tuple[list[int], list[float]]:
+    """Sparse affine merge of sketch rows explaining ``q``: start from row ``first``, add the
+    row that removes the largest share of the residual while that share is at least
+    ``min_gain``; weights (non-negative, summing to one) refitted at each step.
+    Returns (rows, their weights); a single row when nothing passes the rule."""
+    from .match.fits import affine_nnls
+    M64 = lambda rows: M[rows].astype(np.float64)   # noqa: E731
+    sq = np.zeros(len(M))
+    for s in range(0, len(M), CHUNK_ROWS):
+        c = M[s:s + CHUNK_ROWS].astype(np.float32)
+        sq[s:s + CHUNK_ROWS] = np.einsum("ij,ij->i", c, c)
+    sel, w = [first], np.ones(1)
+    fit = M64([first])[0]
+    e = q - fit
+    while len(sel) < max_members:
+        ee = float(e @ e)
+        if ee <= 0:
+            break
+        # with D_j = M_j - fit, from two matrix-vector products (no N x dim temporaries):
+        Mfit = matvec(M, fit)
+        dots = matvec(M, e) - float(e @ fit)                       # <e, D_j>
+        nn = sq - 2.0 * Mfit + float(fit @ fit)                     # |D_j|^2
+        t = np.clip(dots / np.maximum(nn, 1e-30), 0.0, 1.0)
+        gain = 2.0 * t * dots - t * t * nn        # |e|^2 - |e - t D_j|^2 at the best t in [0, 1]
+        gain[sel] = -np.inf
+        j = int(np.argmax(gain))
+        if not gain[j] >= min_gain * ee:
+            break
+        trial = sel + [j]
+        wt = affine_nnls(M64(trial).T, q)
+        if wt[-1] <= 0:
+            break
+        sel, w = trial, wt
+        fit = w @ M64(sel)
+        e = q - fit
+    return sel, [float(x) for x in w]
+
+
+def select(db, fp, comp: str, pool: list) -> list:
+    """The references of ``pool`` (a list of Reference) the full analysis of ``comp`` needs."""
+    m = mode()
+    if m == "never" or (m == "auto" and len(pool) <= INDEX_MIN_POOL) or not pool:
+        return pool
+    q = sketch(fp, comp)
+    by_name = {r.name: r for r in pool}
+    mat, have, missing = db.index.rows(comp, list(by_name))
+    if q is None or not np.all(np.isfinite(q)) or len(have) == 0:
+        # nothing to sketch (no 2-D weights) or no sketched reference: the analysis has nothing to
+        # compare either, a few references suffice for it to say so
+        return pool[:K_NEAREST]
+    q = np.asarray(q, np.float64)
+    sims = matvec(mat, q)          # unit sketches: the largest dot product is the nearest
+    near = [int(i) for i in top_k(sims, K_NEAREST)]
+    members, _ = forward_select(mat, q, near[0])
+    chosen: list[str] = []
+    for i in members + near:
+        if have[i] not in chosen:
+            chosen.append(have[i])
+    chosen = chosen[:MAX_CANDIDATES]
+    for n in list(chosen):                 # registered ancestors: the descent starts at a root
+        for a in db.lineage(n)[:-1]:
+            if a in db.refs and a not in chosen:
+                chosen.append(a)
+    chosen += [n for n in missing if n not in chosen]   # no sketch (rare): always analysed
+    return [by_name[n] if n in by_name else db.refs[n] for n in chosen]
