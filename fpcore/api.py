@@ -257,6 +257,19 @@ def list_references(refs_dir=None) -> list[dict]:
     return [dict(r.info(), children=db.children(r.name), orphan=db.orphan(r.name)) for r in db.refs.values()]
 
 
+def export_references(pack: str | os.PathLike, names: list[str] | None = None, *, refs_dir=None, db=None) -> dict:
+    """Write references (default: every user reference) to one pack file. Raises FpError."""
+    from .packs import export_pack
+    return export_pack(db or refdb(refs_dir), pack, names or None)
+
+
+def import_references(pack: str | os.PathLike, *, on_clash: str = "error", ask=None, refs_dir=None, db=None) -> dict:
+    """Verify a pack and add its references; ``on_clash``: error | rename | skip | ask (with
+    ``ask(name) -> rename | skip | abort``). A bad pack raises one-line FpError, imports nothing."""
+    from .packs import import_pack
+    return import_pack(db or refdb(refs_dir), pack, on_clash=on_clash, ask=ask)
+
+
 def remove_reference(name: str, refs_dir=None) -> dict:
     return refdb(refs_dir).remove(name).info()
 

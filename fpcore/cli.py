@@ -448,6 +448,58 @@ def _refs_remove(args) -> int:
     return 0
 
 
+def _refs_export(args) -> int:
+    from . import api, cli_output as o
+    res = api.export_references(args.pack, args.names, refs_dir=args.refs)
+    if args.json:
+        _print_json(res)
+    else:
+        n = len(res["references"])
+        print(f"exported {n} reference{'s' if n != 1 else ''} -> {res['path']}")
+        if res["parents_not_included"]:
+            o.err("note: parents not in the pack (importers get these references as orphans unless they have "
+                  "them): " + ", ".join(res["parents_not_included"]))
+    return 0
+
+
+def _ask_clash(name: str) -> str:
+    """On a terminal: what to do with a pack reference whose name is taken."""
+    while True:
+        sys.stderr.write(f"a reference named {name!r} already exists: [r]ename, [s]kip, [a]bort? ")
+        sys.stderr.flush()
+        ans = sys.stdin.readline()
+        if not ans:
+            return "abort"
+        a = ans.strip().lower()[:1]
+        if a in ("r", "s", "a"):
+            return {"r": "rename", "s": "skip", "a": "abort"}[a]
+
+
+def _refs_import(args) -> int:
+    from . import api
+    policy = "rename" if args.rename else "skip" if args.skip else ("ask" if sys.stdin.isatty() else "error")
+    res = api.import_references(args.pack, on_clash=policy, ask=_ask_clash if policy == "ask" else None,
+                                refs_dir=args.refs)
+    if args.json:
+        _print_json(res)
+    else:
+        print(f"imported {len(res['added'])} reference(s) from {res['path']} into {api.reference_dir(args.refs)}")
+        for old, new in res["renamed"].items():
+            print(f"  {old!r} renamed to {new!r}")
+        if res["skipped"]:
+            print(f"  skipped (name taken): {', '.join(res['skipped'])}")
+        if res["unchanged"]:
+            print(f"  already registered: {len(res['unchanged'])}")
+    return 0
+
+
+def _refs_import_args(p):
+    p.add_argument("pack", metavar="PACK")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--rename", action="store_true", help="import a reference whose name is taken as 'NAME (2)'")
+    g.add_argument("--skip", action="store_true", help="leave out references whose name is taken")
+
+
 COMMANDS: dict[str, Command] = {
     "identify": Command("what is this model: architecture, base, relation", _identify,
                         ("debug", "json", "refs", "cache", "no-cache", "header"), _identify_args),
@@ -470,6 +522,12 @@ COMMANDS: dict[str, Command] = {
         "list": Command("list references", _refs_list, ("debug", "json", "refs")),
         "remove": Command("remove a user reference", _refs_remove, ("debug", "refs"),
                           lambda p: p.add_argument("name")),
+        "export": Command("write references (default: all of yours) to one pack file to share", _refs_export,
+                          ("debug", "json", "refs"),
+                          lambda p: (p.add_argument("pack", metavar="PACK"),
+                                     p.add_argument("names", nargs="*", metavar="NAME"))),
+        "import": Command("verify a pack and add its references (asks on a name clash)", _refs_import,
+                          ("debug", "json", "refs"), _refs_import_args),
     }),
     "cache": Command("the shared fingerprint store ($FPCORE_CACHE)", _cache, ("debug", "json", "cache"), _cache_args),
     "ui": Command("the 'Identify base model' web UI, standalone (needs gradio 3.41 or 4.x)", _ui,
