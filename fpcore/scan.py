@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 #: peers compared in full with each file: its nearest by sketch (fpcore.sketch). Eight leave room
 #: for the two or three members of a merge besides copies of the file in other precisions.
 PEER_CANDIDATES = 8
+#: files the sketch shortlists per file, re-ranked by the exact similarity of the samples: the sketch
+#: keeps distances to a few per cent, which cannot tell apart the siblings that a merge of two
+#: distant models sits between (their distances differ by less than that)
+PEER_SHORTLIST = 32
 
 
 def find_models(root: str | os.PathLike) -> tuple[list[str], list[dict]]:
@@ -402,6 +406,7 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
         index = {p: i for i, p in enumerate(reps_)}
         path_of_cid = {c: p for p, c in cid.items() if c}
         sketches: list = []
+        exact: dict = {}
 
         def peers_of(u: str) -> list[str]:
             others = [q for q in reps_ if q != u]
@@ -411,8 +416,10 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
                 sketches.append(sketch.sketch_matrix([fps[q] for q in reps_], comp))
             S = sketches[0]
             i = index[u]
-            near = [reps_[j] for j in sketch.nearest(S, S[i], candidates, exclude=i)]
-            return near or others[:candidates]
+            short = [reps_[j] for j in sketch.nearest(S, S[i], max(candidates, PEER_SHORTLIST), exclude=i)]
+            if not short:
+                return others[:candidates]
+            return _pick_peers(u, short, candidates, fps, comp, exact)
 
         def relation_of(u: str) -> dict:
             """The folder relation of one distinct content (``u`` represents it)."""
@@ -448,6 +455,74 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
         for p in paths:
             dup = [q for q in paths if q != p and shas[q] and shas[q] == shas[p]]
             reports[p]["folder"] = {"duplicates": dup, **found[uniq[shas[p] or p]]}
+
+
+def _unit_sample(fp, comp: str):
+    """(keys, vector): the sampled weights of ``comp``, each tensor centred and scaled to unit RMS,
+    the whole of unit length (what the sketch approximates, exactly)."""
+    v = fp.view(comp, min_ndim=2)
+    x = np.where(np.isfinite(v.vals), v.vals, 0).astype(np.float32)
+    n = np.maximum(v.counts, 1)
+    x -= (np.bincount(v.tid, weights=x, minlength=len(v.keys)) / n)[v.tid].astype(np.float32)
+    rms = np.sqrt(np.bincount(v.tid, weights=x * x, minlength=len(v.keys)) / n)
+    x /= np.where(rms > 0, rms, 1.0)[v.tid].astype(np.float32)
+    norm = float(np.linalg.norm(x))
+    return tuple(v.keys), (x / norm if norm > 0 else x), v
+
+
+def _sample_similarity(u: str, q: str, fps, comp: str, cache: dict) -> float:
+    """Cosine of the centred, per-tensor scaled samples of two files over the tensors they share."""
+    for p in (u, q):
+        if p not in cache:
+            cache[p] = _unit_sample(fps[p], comp)
+    (ku, xu, vu), (kq, xq, vq) = cache[u], cache[q]
+    if ku == kq and len(xu) == len(xq):
+        return float(xu @ xq)
+    common = [(vu.key_index[k], vq.key_index[k]) for k in set(ku) & set(kq)
+              if vu.counts[vu.key_index[k]] == vq.counts[vq.key_index[k]]]
+    if not common:
+        return -1.0
+    iu = vu.elements(np.array([a for a, _ in common], np.int64))
+    iq = vq.elements(np.array([b for _, b in common], np.int64))
+    return float(xu[iu] @ xq[iq])
+
+
+def _pick_peers(u: str, short: list[str], k: int, fps, comp: str, cache: dict) -> list[str]:
+    """``k`` peers for ``u`` from a shortlist: the nearer half by exact similarity (the nearest
+    relative, copies in other precisions), the rest by what those leave unexplained (greedy
+    orthogonal matching pursuit on the samples), so that both members of a merge of two distant
+    models are among them even when one member's siblings are all nearer than the other member."""
+    score = {q: _sample_similarity(u, q, fps, comp, cache) for q in short}
+    ranked = sorted(short, key=lambda q: -score[q])
+    chosen, rest = ranked[:(k + 1) // 2], ranked[(k + 1) // 2:]
+    ku, r, _ = cache[u]
+    r = r.astype(np.float64)
+    basis: list[np.ndarray] = []
+
+    def add(q):
+        kq, x, _ = cache[q]
+        if kq != ku or len(x) != len(r):
+            return
+        b = x.astype(np.float64)
+        for e in basis:
+            b -= (e @ b) * e
+        n = np.linalg.norm(b)
+        if n > 1e-6:
+            basis.append(b / n)
+    for q in chosen:
+        add(q)
+    for e in basis:
+        r = r - (e @ r) * e
+    while len(chosen) < k and rest:
+        same = [q for q in rest if cache[q][0] == ku and len(cache[q][1]) == len(r)]
+        best = max(same, key=lambda q: abs(float(cache[q][1] @ r))) if same else rest[0]
+        chosen.append(best)
+        rest.remove(best)
+        n_before = len(basis)
+        add(best)
+        if len(basis) > n_before:
+            r = r - (basis[-1] @ r) * basis[-1]
+    return chosen
 
 
 def _same_component(fa, fb, comp: str) -> bool:

@@ -45,24 +45,41 @@ def test_repeat_identify_is_served_from_the_store(zoo_dir, db, tmp_path, monkeyp
     assert again["verdict"] == first["verdict"]
 
 
-def test_renamed_copy_reuses_fingerprint_and_changed_file_misses(zoo_dir, db, tmp_path, monkeypatch):
+def test_hashed_copy_reuses_fingerprint_and_changed_file_misses(zoo_dir, db, tmp_path, monkeypatch):
     store = Store(tmp_path / "cache")
     src = tmp_path / "m.safetensors"
     src.write_bytes((zoo_dir / "Other.safetensors").read_bytes())
-    ident.identify(src, db, store=store)
-    copy = tmp_path / "renamed.safetensors"
+    ident.identify(src, db, store=store, hash_policy="always")
+    copy = tmp_path / "copied.safetensors"
     copy.write_bytes(src.read_bytes())
     calls = []
     real = ident.fingerprint_path
     monkeypatch.setattr(ident, "fingerprint_path", lambda p: calls.append(p) or real(p))
-    rep = ident.identify(copy, db, store=store)           # hashed (new identity), fingerprint reused
-    assert rep["stats"]["cached"] == "report" and calls == []
-    # same name, new content: identity changes, so it is re-hashed and re-fingerprinted
+    rep = ident.identify(copy, db, store=store, hash_policy="always")   # hashed (new identity): found by hash
+    assert rep["stats"]["cached"] == "report" and calls == [] and rep["hash"] == "computed"
+    # same name, new content: identity changes, so it is fingerprinted again
     testkit.write_safetensors(src, testkit.finetune(testkit.random_state_dict(testkit.checkpoint_spec("sd1", "tiny"), 1),
                                                 0.05, 9), "F16")
     rep = ident.identify(src, db, store=store)
     assert "cached" not in rep["stats"] and calls == [str(src)]
-    assert rep["verdict"]["relation"] == "derivative"
+    assert rep["verdict"]["relation"] == "derivative" and rep["sha256"] is None
+
+
+def test_renamed_file_is_recognised_without_hashing(zoo_dir, db, tmp_path, monkeypatch):
+    store = Store(tmp_path / "cache")
+    src = tmp_path / "m.safetensors"           # a fine-tune no reference holds: nothing to hash for
+    testkit.write_safetensors(src, testkit.finetune(testkit.random_state_dict(testkit.checkpoint_spec("sd1", "tiny"), 1),
+                                                0.05, 11), "F16")
+    first = ident.identify(src, db, store=store)
+    assert first["sha256"] is None and first["hash"] == "not computed"
+    moved = tmp_path / "sub"
+    moved.mkdir()
+    os.rename(src, moved / "renamed.safetensors")
+    monkeypatch.setattr(ident, "fingerprint_path", lambda p: (_ for _ in ()).throw(AssertionError("read again")))
+    monkeypatch.setattr(ident, "hash_file", lambda *a, **k: (_ for _ in ()).throw(AssertionError("hashed")))
+    rep = ident.identify(moved / "renamed.safetensors", db, store=store)
+    assert rep["stats"]["cached"] == "report" and rep["verdict"] == first["verdict"]
+    assert store.info()["files"] == 1          # the old name is forgotten: it is gone
 
 
 def test_host_supplied_sha256_skips_hashing(zoo_dir, db, tmp_path, monkeypatch):
@@ -209,10 +226,14 @@ def test_known_release_is_named_and_registered(zoo_dir, tmp_path, monkeypatch):
     sha = hashlib.sha256(p.read_bytes()).hexdigest()
     entry = {"family": "Pony", "variant": "Pony Diffusion V6 XL", "filename": "v6.safetensors", "sha256": sha,
              "sources": ["test"]}
+    entry["size_bytes"] = p.stat().st_size          # its size is a known release's: so it is hashed
     known.table.cache_clear()
+    known.sizes.cache_clear()
     monkeypatch.setattr(known, "table", lambda: {sha: entry})
     d = RefDB(tmp_path / "refs", builtin_dir=tmp_path / "none")
     rep = ident.identify(p, d, store=Store(tmp_path / "c"))
+    known.sizes.cache_clear()
+    assert rep["hash"] == "computed"
     assert rep["verdict"]["relation"] == "identical"
     assert rep["verdict"]["summary"].startswith("Identical to the official Pony Diffusion V6 XL release")
     d2 = RefDB(tmp_path / "refs", builtin_dir=tmp_path / "none")

@@ -1,0 +1,311 @@
+"""Fingerprint first: a whole-file hash only where it decides something (issue 15).
+
+identify and scan answer from the fingerprint; the SHA-256 is computed for a file the size of a
+known release, to confirm same-size files with the same fingerprint (or a copy of a hashed
+reference) before "identical", on request, or taken from the host (A1111's cache.json). The
+store migrates schema 1; folder peers come from the sketch and match the exhaustive comparison.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import testkit
+from fpcore import hostcache, known, scan, sketch
+from fpcore import identify as ident
+from fpcore.refs import RefDB
+from fpcore.store import DB_NAME, SCHEMA_VERSION, Store
+
+DATA = Path(__file__).resolve().parent / "data"
+SPEC = testkit.checkpoint_spec("sd1", "tiny")
+
+
+@pytest.fixture(scope="module")
+def base():
+    return testkit.random_state_dict(SPEC, 1)
+
+
+@pytest.fixture
+def hash_calls(monkeypatch):
+    """Every whole-file hash identify and scan compute, by path."""
+    calls = []
+    real = ident.hash_file
+
+    def spy(p, *a, **k):
+        calls.append(os.fspath(p))
+        return real(p, *a, **k)
+    monkeypatch.setattr(ident, "hash_file", spy)
+    return calls
+
+
+def _db(tmp_path):
+    return RefDB(tmp_path / "refs", builtin_dir=tmp_path / "none")
+
+
+def _write(path, sd, dtype="F16", metadata=None):
+    testkit.write_safetensors(path, sd, dtype, metadata=metadata)
+    return Path(path)
+
+
+# -- identify ---------------------------------------------------------------------------------------
+
+def test_default_identify_reads_only_the_fingerprint(tmp_path, base, hash_calls):
+    p = _write(tmp_path / "ft.safetensors", testkit.finetune(base, 0.05, 2))
+    rep = ident.identify(p, _db(tmp_path), store=Store(tmp_path / "c"))
+    assert hash_calls == []
+    assert rep["sha256"] is None and rep["autov2"] is None and rep["hash"] == "not computed"
+    assert rep["stats"]["bytes_read"] < 0.05 * p.stat().st_size
+    again = ident.identify(p, _db(tmp_path), store=Store(tmp_path / "c"))     # the store answers
+    assert again["stats"]["cached"] == "report" and again["hash"] == "not computed" and hash_calls == []
+
+
+def test_hash_on_request_never_and_for_a_known_release_size(tmp_path, base, hash_calls, monkeypatch):
+    p = _write(tmp_path / "ft.safetensors", testkit.finetune(base, 0.05, 3))
+    sha = hashlib.sha256(p.read_bytes()).hexdigest()
+    rep = ident.identify(p, _db(tmp_path), hash_policy="always")
+    assert rep["sha256"] == sha and rep["hash"] == "computed" and hash_calls == [str(p)]
+    monkeypatch.setattr(known, "sizes", lambda: frozenset({p.stat().st_size}))   # a release of this size exists
+    assert ident.identify(p, _db(tmp_path), hash_policy="never")["hash"] == "not computed"
+    assert len(hash_calls) == 1
+    rep = ident.identify(p, _db(tmp_path))
+    assert rep["sha256"] == sha and rep["hash"] == "computed" and len(hash_calls) == 2
+    monkeypatch.setattr(known, "sizes", lambda: frozenset({p.stat().st_size + 1}))
+    assert ident.identify(p, _db(tmp_path))["hash"] == "not computed" and len(hash_calls) == 2
+
+
+def test_known_release_sizes_are_sourced():
+    rows = json.loads((Path(__file__).resolve().parent.parent / "refs" / "known_hashes.json").read_text())
+    sized = [r for r in rows if isinstance(r.get("size_bytes"), int)]
+    assert len(sized) >= 50 and known.size_matches(6938078334)                    # SDXL base 1.0
+    assert not known.size_matches(6938078333)
+
+
+def test_copy_of_a_reference_is_hashed_a_precision_copy_is_not(tmp_path, base, hash_calls):
+    db = _db(tmp_path)
+    ref = _write(tmp_path / "ref.safetensors", base)
+    ident.add_reference(db, ref, "Base")
+    hash_calls.clear()
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(ref, copy)
+    rep = ident.identify(copy, db, store=Store(tmp_path / "c"))
+    assert rep["verdict"]["relation"] == "identical" and rep["hash"] == "computed" and hash_calls == [str(copy)]
+    f32 = _write(tmp_path / "f32.safetensors", base, "F32")
+    rep = ident.identify(f32, db, store=Store(tmp_path / "c"))
+    assert rep["verdict"]["relation"] == "same_weights" and rep["sha256"] is None and len(hash_calls) == 1
+    # same tensors, other metadata of the same length: the fingerprint cannot tell, the hash can
+    meta = _write(tmp_path / "meta.safetensors", base, metadata={"x": "1"})
+    rep = ident.identify(meta, db)
+    assert rep["verdict"]["relation"] != "identical"
+
+
+def test_host_supplied_and_a1111_cache_json(tmp_path, base, hash_calls):
+    webui = tmp_path / "webui"
+    models = webui / "models" / "Stable-diffusion" / "sub"
+    models.mkdir(parents=True)
+    p = _write(models / "m.safetensors", testkit.finetune(base, 0.05, 4))
+    sha = hashlib.sha256(p.read_bytes()).hexdigest()
+    (webui / "cache.json").write_text(json.dumps({"hashes": {
+        "checkpoint/sub/m.safetensors": {"mtime": os.path.getmtime(p), "sha256": sha},
+        "checkpoint/other.safetensors": {"mtime": 1, "sha256": "0" * 64}}}, indent=4))
+    hostcache.clear()
+    rep = ident.identify(p, _db(tmp_path), store=Store(tmp_path / "c"))
+    assert rep["sha256"] == sha and rep["hash"] == "host" and hash_calls == []
+    assert ident.identify(p, _db(tmp_path), sha256=sha.upper())["hash"] == "host"
+    # the file is newer than the host's entry: A1111 would not trust it, nor do we
+    st = p.stat()
+    os.utime(p, (st.st_atime + 10, st.st_mtime + 10))
+    rep = ident.identify(p, _db(tmp_path))
+    assert rep["sha256"] is None and rep["hash"] == "not computed"
+    assert hostcache.sha256_for(tmp_path / "elsewhere.safetensors") is None
+    (webui / "cache.json").write_text("{not json")
+    assert hostcache.sha256_for(p) is None                       # unreadable: ignored, no error
+
+
+def test_file_changing_while_fingerprinted_is_reported_and_not_cached(tmp_path, base):
+    p = _write(tmp_path / "m.safetensors", testkit.finetune(base, 0.05, 5))
+    other = _write(tmp_path / "o.safetensors", testkit.finetune(base, 0.05, 6)).read_bytes()
+    store = Store(tmp_path / "c")
+
+    def rewrite(done, total):
+        with open(p, "r+b") as f:
+            f.write(other)
+    with pytest.raises(ident.BadFileError, match="changed while it was being fingerprinted"):
+        ident.identify(p, _db(tmp_path), store=store, progress=rewrite)
+    info = store.info()
+    assert info["files"] == 0 and info["fingerprints"] == 0 and info["reports"] == 0
+
+
+# -- the store ----------------------------------------------------------------------------------------
+
+def test_schema_1_store_is_migrated_not_misread(tmp_path):
+    """tests/data/store_schema1.sqlite3 was written by the schema-1 store (before this change) for
+    the file below; its row is pointed at this copy, then today's Store opens it."""
+    p = _write(tmp_path / "model.safetensors", testkit.random_state_dict(SPEC, 7))
+    sha = hashlib.sha256(p.read_bytes()).hexdigest()
+    d = tmp_path / "cache"
+    d.mkdir()
+    shutil.copy(DATA / "store_schema1.sqlite3", d / DB_NAME)
+    st = p.stat()
+    con = sqlite3.connect(d / DB_NAME)
+    assert con.execute("SELECT v FROM meta WHERE k='schema'").fetchone()[0] == "1"
+    assert con.execute("SELECT sha256 FROM files").fetchone()[0] == sha          # the fixture is this file's
+    con.execute("UPDATE files SET path=?, mtime_ns=?, inode=?", (os.path.realpath(p), st.st_mtime_ns, st.st_ino))
+    con.commit()
+    con.close()
+    store = Store(d)
+    assert store.enabled and not list(d.glob("*.corrupt-*"))
+    info = store.info()
+    assert (info["files"], info["fingerprints"], info["reports"]) == (1, 1, 0)   # old reports dropped
+    rec = store.file_record(ident.file_identity(str(p)))
+    assert rec.sha256 == sha and rec.key == sha and rec.hash_origin == "computed" and rec.autov3 == "abcdef012345"
+    rep = ident.identify(p, _db(tmp_path), store=store)
+    assert rep["sha256"] == sha and rep["hash"] == "computed"
+    assert rep["stats"].get("cached") == "fingerprint" or rep["stats"]["fingerprint_bytes"] > 0
+    store.close()
+    con = sqlite3.connect(d / DB_NAME)
+    assert con.execute("SELECT v FROM meta WHERE k='schema'").fetchone()[0] == str(SCHEMA_VERSION)
+    con.close()
+
+
+def test_store_of_a_newer_version_is_left_alone(tmp_path, caplog):
+    d = tmp_path / "cache"
+    Store(d).close()
+    con = sqlite3.connect(d / DB_NAME)
+    con.execute("UPDATE meta SET v='99' WHERE k='schema'")
+    con.commit()
+    con.close()
+    store = Store(d)
+    assert not store.enabled and "newer" in caplog.text
+    assert not list(d.glob("*.corrupt-*")) and (d / DB_NAME).exists()
+
+
+# -- scan -----------------------------------------------------------------------------------------------
+
+def _folder(tmp_path, base):
+    d = tmp_path / "models"
+    d.mkdir()
+    a = testkit.finetune(base, 0.05, 10)
+    b = testkit.random_state_dict(SPEC, 2)
+    _write(d / "a.safetensors", a)
+    shutil.copy(d / "a.safetensors", d / "a_copy.safetensors")
+    _write(d / "a_fp32.safetensors", a, "F32")
+    _write(d / "a_meta.safetensors", a, metadata={"x": "1"})      # same size and fingerprint, other bytes
+    _write(d / "a_meta2.safetensors", a, metadata={"x": "2"})
+    _write(d / "b.safetensors", b)
+    _write(d / "mix.safetensors", testkit.merge([(a, 0.5), (b, 0.5)]))
+    return d
+
+
+def test_scan_hashes_only_same_size_same_fingerprint_files(tmp_path, base, hash_calls):
+    d = _folder(tmp_path, base)
+    # metadata of the same length: same size; the header differs, so the bytes do
+    assert (d / "a_meta.safetensors").stat().st_size == (d / "a_meta2.safetensors").stat().st_size
+    res = scan.scan_folder(d, db=_db(tmp_path), cache_dir=tmp_path / "c")
+    by = {Path(r["path"]).name: r for r in res["reports"]}
+    assert sorted(Path(p).name for p in hash_calls) == ["a.safetensors", "a_copy.safetensors",
+                                                        "a_meta.safetensors", "a_meta2.safetensors"]
+    for n in ("a_fp32.safetensors", "b.safetensors", "mix.safetensors"):
+        assert by[n]["sha256"] is None and by[n]["hash"] == "not computed"
+    ident_groups = [sorted(Path(p).name for p in g["paths"]) for g in res["groups"] if g["relation"] == "identical"]
+    assert ident_groups == [["a.safetensors", "a_copy.safetensors"]]          # only where the bytes are equal
+    same = [sorted(Path(p).name for p in g["paths"]) for g in res["groups"] if g["relation"] == "same_weights"]
+    assert ["a.safetensors", "a_copy.safetensors", "a_fp32.safetensors", "a_meta.safetensors",
+            "a_meta2.safetensors"] in same
+    assert by["mix.safetensors"]["folder"]["relation"] == "merge"
+    # a rescan of the unchanged folder: no hashing, no weight reads
+    hash_calls.clear()
+    again = scan.scan_folder(d, db=_db(tmp_path), cache_dir=tmp_path / "c")
+    assert hash_calls == [] and all(r["stats"].get("cached") == "report" for r in again["reports"])
+    assert again["groups"] == res["groups"]
+
+
+def test_scan_file_changed_before_its_confirming_hash(tmp_path, base, monkeypatch):
+    d = _folder(tmp_path, base)
+    victim = d / "a_copy.safetensors"
+    other = (d / "a_meta.safetensors").read_bytes()
+    real = ident.hash_file
+
+    def change_then_hash(p, *a, **k):
+        if Path(p) == victim:
+            with open(victim, "r+b") as f:
+                f.write(other[:4096])
+        return real(p, *a, **k)
+    monkeypatch.setattr(ident, "hash_file", change_then_hash)
+    store = Store(tmp_path / "c")
+    res = scan.scan_folder(d, db=_db(tmp_path), store=store)
+    by = {Path(r["path"]).name: r for r in res["reports"]}
+    assert "changed" in by["a_copy.safetensors"]["error"]
+    assert not any(str(victim) in g["paths"] for g in res["groups"])
+    assert store.lookup_file(ident.file_identity(str(victim))) is None          # no hash cached for it
+
+
+def _lineage_folder(root: Path, n_bases: int = 3, per_base: int = 5) -> Path:
+    """A folder with more distinct contents than peer candidates: fine-tunes, fine-tunes of
+    fine-tunes, precision copies, byte copies and merges across bases."""
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    fts = []
+    for b in range(n_bases):
+        bsd = testkit.random_state_dict(SPEC, 100 + b)
+        _write(root / f"base{b}.safetensors", bsd)
+        for i in range(per_base):
+            ft = testkit.finetune(bsd, 0.04 + 0.01 * i, 1000 * b + i)
+            fts.append(ft)
+            _write(root / f"b{b}_ft{i}.safetensors", ft, "BF16" if i == 2 else "F16")
+            if i == 0:
+                _write(root / f"b{b}_ft{i}_child.safetensors", testkit.finetune(ft, 0.03, 7000 + b))
+                _write(root / f"b{b}_ft{i}_fp32.safetensors", ft, "F32")
+    shutil.copy(root / "b0_ft1.safetensors", root / "b0_ft1 (copy).safetensors")
+    for j in range(3):
+        x, y = rng.choice(len(fts), 2, replace=False)
+        _write(root / f"merge{j}.safetensors", testkit.merge([(fts[x], 0.5), (fts[y], 0.5)]))
+    return root
+
+
+def _relations(res) -> dict:
+    out = {}
+    for r in res["reports"]:
+        f = r.get("folder") or {}
+        out[Path(r["path"]).name] = (f.get("relation"), Path(f["peer"]).name if f.get("peer") else None,
+                                     sorted((Path(m["ref"]).name, round(m["weight"], 2)) for m in f.get("merge", [])))
+    return out
+
+
+def _group_names(res) -> list:
+    return sorted((g["relation"], tuple(sorted(Path(p).name for p in g["paths"]))) for g in res["groups"])
+
+
+def test_sketch_peers_give_the_exhaustive_result(tmp_path):
+    d = _lineage_folder(tmp_path / "m", 2, 4)
+    db = _db(tmp_path)
+    fast = scan.scan_folder(d, db=db, cache_dir=tmp_path / "c1")
+    slow = scan.scan_folder(d, db=db, cache_dir=tmp_path / "c2", peer_candidates=10 ** 6)
+    assert len(fast["reports"]) > 2 * scan.PEER_CANDIDATES                   # the sketch had to choose
+    assert _group_names(fast) == _group_names(slow)
+    assert _relations(fast) == _relations(slow)
+    assert any(r[0] == "merge" for r in _relations(fast).values())
+
+
+def test_sketch_is_fixed_length_and_finds_the_nearest(tmp_path, base):
+    fps = {}
+    for name, sd, dt in [("base", base, "F16"), ("base32", base, "F32"), ("ft", testkit.finetune(base, 0.05, 1), "F16"),
+                         ("other", testkit.random_state_dict(SPEC, 9), "F16")]:
+        fps[name] = ident.fingerprint_path(_write(tmp_path / f"{name}.safetensors", sd, dt))[0]
+    names = list(fps)
+    m = sketch.sketch_matrix([fps[n] for n in names], "unet")
+    assert m.shape == (4, sketch.SKETCH_DIM) and np.allclose(np.linalg.norm(m, axis=1), 1, atol=1e-5)
+    assert np.array_equal(m, sketch.sketch_matrix([fps[n] for n in names], "unet"))      # deterministic
+    near = [names[i] for i in sketch.nearest(m, m[0], 3, exclude=0)]
+    assert near == ["base32", "ft", "other"]
+    assert abs(float(m[0] @ m[3])) < 0.2 and float(m[0] @ m[1]) > 0.999
+    assert not sketch.sketch(fps["base"], "no_such_component").any()
+    assert len(sketch.nearest(np.zeros((3, sketch.SKETCH_DIM), np.float32), m[0], 2)) == 0
+    assert [list(x) for x in sketch.nearest_all(m, 1)] == [[1], [0], [0], [2]] or \
+        [list(x) for x in sketch.nearest_all(m, 1)][:2] == [[1], [0]]
