@@ -70,7 +70,7 @@ def _flux(id_, variant, forbid=(), **kw):
              forbid_match=(r"^dit:distilled_guidance_layer\.",), **kw)
 
 
-RULES: list[Rule] = [
+NOT_CHECKPOINT_RULES: list[Rule] = [
     # ===== 1. files that are not checkpoints ==========================================
     R("lycoris", "unknown", kind="lycoris", match=(LYCO_RX,)),
     R("lora", "unknown", kind="lora", match=(LORA_RX,)),
@@ -90,6 +90,8 @@ RULES: list[Rule] = [
       shapes_match=((ATTN2_K_RX, 1, 768),)),
     R("controlnet", "unknown", kind="controlnet", match=(r"(^|[:.])(input_hint_block|controlnet_cond_embedding)\.",)),
 
+]
+DIT_RULES: list[Rule] = [
     # ===== 2a. DiT denoisers ============================================================
     # SD3 / 3.5 (MMDiT): depth is told by block count, 3.5 medium by its extra x_block attention
     R("sd3.5_large", "sd3", variant="sd3.5_large", require=(MMDIT, D + "joint_blocks.37.x_block.attn.qkv.weight"),
@@ -131,6 +133,8 @@ RULES: list[Rule] = [
     R("hidream", "hidream", require=(D + "caption_projection.0.linear.weight",), prediction="flow"),
     R("qwen_image", "qwen_image", require=(D + "txt_norm.weight", D + "img_in.weight"), prediction="flow"),
 
+]
+UNET_RULES: list[Rule] = [
     # ===== 2b. LDM UNets ================================================================
     R("svd", "svd", require=(IN0, U + "input_blocks.1.1.time_stack.0.attn1.to_q.weight"), shapes=((IN0, 1, 8),),
       prediction="v"),
@@ -166,6 +170,8 @@ RULES: list[Rule] = [
     R("sd1", "sd1", require=(PROJ_IN, IN0), forbid=(LABEL,), shapes=((PROJ_IN, "ndim", 4), (IN0, 1, 4)),
       prediction="eps"),
 
+]
+PARTIAL_RULES: list[Rule] = [
     # ===== 3. partial files without a denoiser ==========================================
     # VAEs: the latent space they encode to (decoder input channels)
     R("vae_wan2.2", "wan", kind="vae", latent="wan2.2 (48 ch, 3D)", require=("vae:decoder.conv1.weight",),
@@ -200,6 +206,38 @@ RULES: list[Rule] = [
     R("te_clip_l", "unknown", variant="clip_l", kind="text_encoder",
       match=(r"^clip_l:text_model\.encoder\.layers\.11\.",), forbid_match=(r"^(unet|dit):", r"layers\.12\.")),
 ]
+RULES: list[Rule] = NOT_CHECKPOINT_RULES + DIT_RULES + UNET_RULES + PARTIAL_RULES
+
+#: the components each rule says a file may hold. A file is split into components only
+#: where the matched rule declares them: bare-key guesses (layout.BARE) never make a
+#: component on their own (a BERT's ``pooler.*`` is not a DiT), and a file no rule knows is
+#: one component, layout.WHOLE, holding every tensor. Rules for files that are not
+#: checkpoints (LoRA, embeddings, ControlNets) declare none: nothing in them is compared.
+UNET_PARTS = ("unet", "clip_l", "clip_g", "clip_h", "vae")
+DIT_PARTS = ("dit", "clip_l", "clip_g", "clip_h", "t5", "vae")
+#: partial files: by kind (VAEs) or by the text encoder variant
+PARTIAL_PARTS = {"vae": ("vae",), "umt5_xxl": ("t5",), "t5xxl": ("t5",), "t5": ("t5",),
+                 "clip_g": ("clip_l", "clip_g"), "clip_h": ("clip_h",), "clip_l": ("clip_l",)}
+PARTS: dict[str, tuple[str, ...]] = {
+    **{r.id: () for r in NOT_CHECKPOINT_RULES},
+    **{r.id: DIT_PARTS for r in DIT_RULES},
+    **{r.id: UNET_PARTS for r in UNET_RULES},
+    **{r.id: PARTIAL_PARTS[r.kind if r.kind == "vae" else r.variant] for r in PARTIAL_RULES},
+}
+
+
+def declared_components(rule_id: str | None) -> tuple[str, ...] | None:
+    """Components the rule ``rule_id`` declares; None when no rule matched (unknown)."""
+    return None if rule_id is None else PARTS.get(rule_id, ())
+
+
+def components_for(rule_id: str | None, canonical_keys) -> list[str]:
+    """The components a file is compared by: those present that its rule declares, or
+    [layout.WHOLE] for a file no rule knows (every tensor in one component)."""
+    parts = declared_components(rule_id)
+    if parts is None:
+        return [layout.WHOLE] if any(layout.in_component(k, layout.WHOLE) for k in canonical_keys) else []
+    return [c for c in layout.components_of(canonical_keys) if c in parts]
 
 #: family a LoRA / LyCORIS targets: metadata first, then key names and context shapes
 TARGETS: list[Rule] = [
@@ -335,7 +373,6 @@ def detect(shapes: dict[str, tuple[int, ...]], dtypes_: dict[str, str] | None = 
     metadata = metadata or {}
     keys = _Keys(shapes)
     match, rejected = _first_match(RULES, keys, metadata)
-    comps = layout.components_of(shapes)
     notes: list[str] = []
     latent = None
     if match is None:
@@ -360,7 +397,8 @@ def detect(shapes: dict[str, tuple[int, ...]], dtypes_: dict[str, str] | None = 
         prediction = MODELSPEC_PREDICTION[ms.lower()]
     if "other:ztsnr" in shapes:
         notes.append("ztsnr marker key: trained with zero terminal SNR")
-    if kind == "checkpoint" and comps:
+    comps = components_for(match.id if match else None, shapes)
+    if kind == "checkpoint" and comps and match is not None:
         if not any(c in layout.DENOISERS for c in comps):
             kind = {"vae": "vae"}.get(comps[0], "text_encoder")
         elif all(c in layout.DENOISERS for c in comps):

@@ -122,8 +122,8 @@ def identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str | 
 def _identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str | None = None) -> dict:
     from . import match  # numerical part, loaded only when there is something to match
 
-    comps = a.components
-    main = _denoiser(comps)
+    comps = arch.components_for(a.rule, fp.keys)   # what the matched rule declares (cached results too)
+    main = match.main_component(fp, comps)         # the denoiser, else the bulk of a partial file
     refs = list(db.refs.values())
     result: dict = {"verdict": None, "merge": [], "components": {}, "candidates": []}
     # identical: same bytes as a reference
@@ -132,13 +132,10 @@ def _identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str |
         if comp in layout.DENOISERS and a.family != "unknown":
             pool = [r for r in refs if r.family == a.family]
         else:  # unknown family, or a component shared across families: same keys and shapes
-            pool = (db.layout_pool(fp, comp, _same_layout) if hasattr(db, "layout_pool")
-                    else [r for r in refs if _same_layout(fp, r.fp, comp)])
-        # a library of thousands: the index's few candidates and their ancestors (fpcore.refindex)
-        cands = db.candidates(fp, comp, pool) if hasattr(db, "candidates") else pool
-        v = match.analyse(fp, comp, cands, tree=db, allow_merge=comp in layout.DENOISERS or comp == main)
+            pool = [r for r in refs if _same_layout(fp, r.fp, comp)]
+        v = match.analyse(fp, comp, pool, tree=db, allow_merge=comp in layout.DENOISERS or comp == main)
         entry = {"relation": v.relation, "ref": v.ref, "confidence": v.confidence, "reason": v.reason,
-                 "code": v.code}
+                 "code": v.code, "evidence": v.evidence.to_json()}
         if v.relation == "unknown" and not _comparable(v):
             entry["confidence"] = None      # nothing to compare with: no claim either way
         if v.relation == "same_weights":
@@ -160,9 +157,13 @@ def _identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str |
         fam = f" for {family_name(a.family)}" if a.family not in (None, "unknown") else ""
         result["verdict"] = {"relation": "unknown", "base": None, "lineage": [], "confidence": None,
                              "summary": f"A {what}{fam}; it has no denoiser weights to compare with references.",
-                             "reason": "no weights to compare", "differs": []}
+                             "reason": "no weights to compare", "differs": [],
+                             "evidence": match.Evidence().to_json()}
         return result
     result["verdict"] = _whole_file(result, main, a, db, n_family)
+    if match.floor_file_verdict(result, fp):    # it rests on too little of the file: unknown
+        v = result["verdict"]
+        v["summary"] = _summary("unknown", None, [], result, a, n_family, v["reason"], v["code"])
     return result
 
 
@@ -361,6 +362,8 @@ def _summary(rel, base, lineage, result, a, n_family, reason, code=None) -> str:
     if n_family == 0:
         return (f"A {fam} model; no {fam} reference is registered to compare it with "
                 f"(add one with `fpcore refs add`).")
+    if code == Code.TOO_LITTLE_COMPARABLE:
+        return f"A {fam} model; too little of it can be compared with a registered reference to tell ({reason})."
     if code == Code.PARENT_NOT_REGISTERED:
         return f"A {fam} model related to a registered reference but not placeable: {reason}."
     if code in (Code.NOTHING_COMPARABLE, Code.NO_REFERENCE):

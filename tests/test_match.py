@@ -257,3 +257,102 @@ def test_summary_is_chosen_by_code_not_by_text():
     assert "not placeable" in placed
     plain = _summary("unknown", None, [], {}, a, 3, "far from everything", code=Code.NOT_RELATED)
     assert "not placeable" not in plain
+
+
+# -- evidence floor (issue 13) ------------------------------------------------------------------
+def _sliver_file(seed, big_shape=(1000, 1000)):
+    sd = weights(seed, n=20, shape=(16, 16), prefix="other:small")
+    sd = {k: v for k, v in sd.items() if v.ndim == 2}
+    return sd, np.random.default_rng(seed + 1).normal(0, 0.05, big_shape)
+
+
+def test_same_weights_needs_nearly_all_parameters():
+    """20 small tensors equal a reference's; one big tensor (99.5 % of the parameters) is not
+    in it. By sampled values the reference covers 95 %: without the parameter share this
+    was same_weights."""
+    sd, big = _sliver_file(6)
+    ref = make_fp({**sd, "other:big.weight": np.zeros((999, 1000))})
+    v = match.analyse(make_fp({**sd, "other:big.weight": big}), "model", [Ref("R", ref)])
+    assert v.candidates[0].coverage >= match.SAME_MIN_COVERAGE and v.candidates[0].mismatch == 0
+    assert (v.relation, v.code, v.confidence) == ("unknown", Code.TOO_LITTLE_COMPARABLE, None)
+    assert v.evidence.tensors == 20 and v.evidence.component_share < 0.01
+    assert "too little of the file is comparable" in v.reason
+
+
+def test_any_verdict_needs_a_floor_of_parameters():
+    sd, big = _sliver_file(7)
+    ref = make_fp({**sd, "other:big.weight": np.zeros((999, 1000))})
+    ft = finetune(sd, 0.05, 71)
+    v = match.analyse(make_fp({**ft, "other:big.weight": big}), "model", [Ref("R", ref)])
+    assert (v.relation, v.code) == ("unknown", Code.TOO_LITTLE_COMPARABLE)
+    # the same fine-tune without the big tensor is a derivative resting on all of it
+    v = match.analyse(make_fp(ft), "model", [Ref("R", make_fp(sd))])
+    assert v.relation == "derivative" and v.evidence.component_share == pytest.approx(1.0)
+
+
+def _bert(seed, hidden=64, layers=4, inter=256, vocab=1000):
+    """A BERT-like layout (real key names): bare ``encoder.*`` keys look like a VAE and
+    ``pooler.*`` like a DiT to the bare-key table."""
+    rng = np.random.default_rng(seed)
+    sd = {"embeddings.word_embeddings.weight": rng.normal(0, 0.05, (vocab, hidden)),
+          "embeddings.position_embeddings.weight": rng.normal(0, 0.05, (128, hidden)),
+          "embeddings.LayerNorm.weight": 1 + rng.normal(0, 0.01, hidden),
+          "embeddings.LayerNorm.bias": rng.normal(0, 0.01, hidden),
+          "pooler.dense.weight": rng.normal(0, 0.05, (hidden, hidden)), "pooler.dense.bias": np.zeros(hidden)}
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for name, shape in (("attention.self.query", (hidden, hidden)), ("attention.self.key", (hidden, hidden)),
+                            ("attention.self.value", (hidden, hidden)), ("attention.output.dense", (hidden, hidden)),
+                            ("intermediate.dense", (inter, hidden)), ("output.dense", (hidden, inter))):
+            sd[p + name + ".weight"] = rng.normal(0, 0.05, shape)
+            sd[p + name + ".bias"] = rng.normal(0, 0.01, shape[0])
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            sd[p + ln + ".weight"] = 1 + rng.normal(0, 0.01, hidden)
+            sd[p + ln + ".bias"] = rng.normal(0, 0.01, hidden)
+    return sd
+
+
+def _canon(sd):
+    from fpcore import layout
+    return {layout.canonical_key(k): v for k, v in sd.items()}
+
+
+def test_unknown_architecture_is_one_component_and_a_finetune_is_not_same(tmp_path):
+    """Only non-pooler weights trained (the pooler untouched): the verdict used to rest on
+    the pooler's 160 sampled values and said same_weights."""
+    from fpcore import arch, layout
+    from fpcore.identify import identify_fingerprint
+    from fpcore.refs import RefDB
+
+    base = _bert(1)
+    trained = {k: (v if k.startswith("pooler.") else v + 0.1 * np.sqrt(np.mean(v * v)) *
+                   np.random.default_rng(abs(hash(k)) % 2 ** 32).normal(0, 1, v.shape)) for k, v in base.items()}
+    assert {layout.canonical(k)[0] for k in base} >= {"dit", "vae"}     # what the bare-key guesses say
+    db = RefDB(tmp_path / "u", builtin_dir=tmp_path / "b")
+    fb = make_fp(_canon(base), "F32")
+    db.add(fb, "BERT", family="unknown")
+
+    def ident(sd, dt):
+        fp = make_fp(_canon(sd), dt)
+        a = arch.detect(fp.shape_map(), fp.dtype_map())
+        return a, identify_fingerprint(fp, a, db)
+
+    a, rep = ident(trained, "F16")
+    assert (a.family, a.components) == ("unknown", [layout.WHOLE])
+    assert list(rep["components"]) == [layout.WHOLE]
+    assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("derivative", "BERT")
+    assert rep["verdict"]["evidence"]["share"] > 0.95
+    _, rep = ident(base, "F16")
+    assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("same_weights", "BERT")
+    assert rep["components"][layout.WHOLE]["evidence"]["component_share"] == pytest.approx(1.0)
+    _, rep = ident(_bert(2), "F16")
+    assert rep["verdict"]["relation"] == "unknown"
+
+
+def test_partial_file_verdict_describes_its_bulk():
+    sd = {"clip_l:text_model.a.weight": np.ones((8, 8)), "clip_g:b.weight": np.ones((64, 64)),
+          "vae:decoder.c.weight": np.ones((4, 4))}
+    fp = make_fp(sd)
+    assert match.main_component(fp, ["clip_l", "clip_g", "vae"]) == "clip_g"
+    assert match.main_component(fp, ["clip_l", "unet"]) == "unet"
+

@@ -18,7 +18,9 @@ from .align import Aligned, align, common, mismatch_fraction
 from .analyse import Candidate, CompVerdict, analyse
 from .decisions import *  # noqa: F401,F403 - the named decisions are part of the interface
 from .decisions import Code, Confidence
+from .evidence import Evidence, floor_file_verdict, main_component, params_of
 from .fits import affine_nnls, block_fits, delta_merge, fit_merge, whole_merge
 
-__all__ = ["Aligned", "Candidate", "Code", "CompVerdict", "Confidence", "affine_nnls", "align", "analyse",
-           "block_fits", "common", "delta_merge", "fit_merge", "mismatch_fraction", "whole_merge"]
+__all__ = ["Aligned", "Candidate", "Code", "CompVerdict", "Confidence", "Evidence", "affine_nnls", "align", "analyse",
+           "block_fits", "common", "delta_merge", "fit_merge", "floor_file_verdict", "main_component",
+           "mismatch_fraction", "params_of", "whole_merge"]

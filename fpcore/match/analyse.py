@@ -16,10 +16,12 @@ import numpy as np
 
 from ..fingerprint import Fingerprint
 from .. import layout
-from .align import Aligned, align, comp_indices, cos, finite_share, mismatch_fraction
-from .decisions import (ALIGN_MIN_COVERAGE, ALIGN_MIN_FINITE, MERGE_CONF_MAX, MERGE_MIN_WEIGHT, RELATED_MIN_COS,
-                        RELATED_MIN_Z, SAME_CONF_AT_LIMIT, SAME_MAX_MISMATCH, SAME_MIN_COVERAGE, Code, Confidence)
+from .align import Aligned, align, common, comp_indices, cos, finite_share, mismatch_fraction
+from .decisions import (ALIGN_MIN_COVERAGE, ALIGN_MIN_FINITE, EVIDENCE_MIN_SHARE, MERGE_CONF_MAX, MERGE_MIN_WEIGHT,
+                        RELATED_MIN_COS, RELATED_MIN_Z, SAME_CONF_AT_LIMIT, SAME_MAX_MISMATCH, SAME_MIN_COVERAGE,
+                        SAME_MIN_SHARE, Code, Confidence)
 from .descend import descend
+from .evidence import Evidence, evidence
 from .fits import delta_merge, excess, whole_merge
 
 
@@ -57,6 +59,7 @@ class CompVerdict:
     reason: str = ""
     n_values: int = 0
     code: str = Code.NOT_RELATED           # decisions.Code: why (summaries are chosen from it)
+    evidence: Evidence = field(default_factory=Evidence)   # what the verdict rests on
 
     # reason codes, also reachable from a verdict (``v.FAR_FROM_BASE``)
     IDENTICAL = Code.IDENTICAL
@@ -71,11 +74,15 @@ class CompVerdict:
     NOT_RELATED = Code.NOT_RELATED
     NOTHING_COMPARABLE = Code.NOTHING_COMPARABLE
     NO_REFERENCE = Code.NO_REFERENCE
+    TOO_LITTLE_COMPARABLE = Code.TOO_LITTLE_COMPARABLE
 
 
 @dataclass
 class _Stats:
     """What the decision steps share: candidates and the joint alignment."""
+    fp: Fingerprint
+    comp: str
+    refs: dict                       # name -> reference
     cands: list[Candidate]           # related first, then by distance
     al: Aligned | None               # joint alignment over the references in col_of
     col_of: dict[str, int]
@@ -87,6 +94,16 @@ class _Stats:
 
     def al_of(self, cands: list[Candidate]) -> Aligned:
         return self.al.cols([self.col_of[c.ref] for c in cands])
+
+    def aligned_evidence(self) -> Evidence:
+        """What a decision on the joint alignment rests on."""
+        return evidence(self.fp, self.comp, self.al.keys, len(self.al.x))
+
+    def same_evidence(self, ref: str) -> Evidence:
+        """What an elementwise comparison with ``ref`` rests on (every shared tensor)."""
+        vf, vr = self.fp.view(self.comp, 0), self.refs[ref].fp.view(self.comp, 0)
+        tf, _ = common(vf, [vr])
+        return evidence(self.fp, self.comp, [vf.keys[t] for t in tf], int(vf.counts[tf].sum()) if len(tf) else 0)
 
 
 # -- steps ----------------------------------------------------------------------------------
@@ -113,7 +130,7 @@ def _statistics(fp: Fingerprint, comp: str, pool: list, n_file: int) -> _Stats:
         cands.append(Candidate(r.name, max(0.0, 1.0 - dist), c, z, dist, mm, cov,
                                related=(z >= RELATED_MIN_Z and c >= RELATED_MIN_COS)))
     cands.sort(key=lambda c: (-c.related, c.distance))
-    return _Stats(cands, al, col_of, n_file)
+    return _Stats(fp, comp, {r.name: r for r in pool}, cands, al, col_of, n_file)
 
 
 def _unknown(out: CompVerdict, code: str, confidence, reason: str) -> CompVerdict:
@@ -133,7 +150,17 @@ def _same_weights(out: CompVerdict, st: _Stats) -> CompVerdict | None:
             and c.coverage >= SAME_MIN_COVERAGE]
     if not same:
         return None
-    s = min(same, key=lambda c: c.mismatch)
+    same.sort(key=lambda c: c.mismatch)
+    evs = [st.same_evidence(c.ref) for c in same]
+    ok = [(c, e) for c, e in zip(same, evs) if e.component_share >= SAME_MIN_SHARE]
+    if not ok:
+        s, ev = same[0], evs[0]
+        out.evidence = ev
+        return _unknown(out, Code.TOO_LITTLE_COMPARABLE, Confidence.NONE,
+                        f"too little of the file is comparable: the {ev.tensors} tensors shared with {s.ref} (equal "
+                        f"after rounding) hold {ev.component_share:.1%} of the parameters; same weights needs "
+                        f"{SAME_MIN_SHARE:.0%}")
+    s, out.evidence = ok[0]
     out.relation, out.ref, out.code = "same_weights", s.ref, Code.SAME_WEIGHTS
     out.confidence = round(1.0 - s.mismatch / SAME_MAX_MISMATCH * (1.0 - SAME_CONF_AT_LIMIT), 3)
     out.reason = (f"{(1 - s.mismatch) * 100:.2f}% of {st.n_file} sampled values equal {s.ref}'s "
@@ -206,9 +233,21 @@ def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool
     if st.al is None:
         return _unknown(out, Code.NOTHING_COMPARABLE, Confidence.NONE,
                         "no weights that can be compared with any reference (none shared, or not finite)")
+    out.evidence = st.aligned_evidence()
     if not st.related:
         return _not_related(out, st)
-    return (_same_weights(out, st)
-            or (allow_merge and _whole_merge(out, st))
-            or (allow_merge and _training_merge(out, st, tree))
-            or _derivative(out, st, tree))
+    return _floor(_same_weights(out, st)
+                  or (allow_merge and _whole_merge(out, st))
+                  or (allow_merge and _training_merge(out, st, tree))
+                  or _derivative(out, st, tree))
+
+
+def _floor(out: CompVerdict) -> CompVerdict:
+    """A verdict resting on a sliver of the component is no verdict (EVIDENCE_MIN_SHARE)."""
+    if out.relation == "unknown" or out.evidence.component_share >= EVIDENCE_MIN_SHARE:
+        return out
+    ev = out.evidence
+    out.relation, out.ref, out.merge, out.merge_blocks = "unknown", None, [], {}
+    return _unknown(out, Code.TOO_LITTLE_COMPARABLE, Confidence.NONE,
+                    f"too little of the file is comparable: the compared tensors hold {ev.component_share:.1%} of "
+                    f"the parameters; a verdict needs {EVIDENCE_MIN_SHARE:.0%}")

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 # -- same weights ---------------------------------------------------------------------------
 #: share of compared sampled values allowed to differ after rounding both to the coarser
-#: dtype. A precision copy leaves 0 (ties of a double rounding are allowed for elementwise);
-#: a 1 % fine-tune stored in fp8 still changes ~30 % of values. 1e-3 absorbs a handful of
-#: values a converter rounded differently (flush-to-zero of subnormals). Calibrated: zoo.
+#: dtype. A precision copy leaves 0 (the ties of a double rounding are allowed elementwise);
+#: in the zoo the lightest fine-tune (0.05 %) changes 64 % of fp16 values and a 1 % fine-tune
+#: stored in fp8 16 %. 1e-3 absorbs a handful of values a converter rounded differently
+#: (flush-to-zero of subnormals). Calibrated: zoo.
 SAME_MAX_MISMATCH = 0.001
 #: share of the file's sampled values (of the component) the reference must cover: a
 #: same-weights claim rests on (nearly) everything that was sampled. Calibrated: zoo
@@ -28,12 +29,12 @@ SAME_CONF_AT_LIMIT = 0.5
 # -- related or not -------------------------------------------------------------------------
 #: independence z-score (z = cos * sqrt(n) of per-tensor centred samples) above which two
 #: models are related. For independent weights z is ~N(0, 1): 8 sigma is beyond chance at
-#: any number of comparisons. Calibrated: zoo (independent cases sit at |z| < 4; related
-#: ones at z > 100 with n ~ 10^5).
+#: any number of comparisons. Calibrated: zoo (n ~ 10^5 sampled values: independent models
+#: at |z| <= 2.1, every related file at z >= 250).
 RELATED_MIN_Z = 8.0
 #: ... and a floor on the cosine itself: with n in the millions a cosine of 0.01 is
 #: "significant" but it is no kinship (RESEARCH: unrelated directions give ~0, sibling
-#: deltas 0.06). Calibrated: zoo (a 35 % fine-tune keeps cos > 0.9).
+#: deltas 0.06). Calibrated: zoo (independent cos <= 0.007; related >= 0.79, a DARE merge).
 RELATED_MIN_COS = 0.2
 #: a reference joins the joint alignment only if it covers at least this share of the
 #: file's sampled values (a reference that shares few tensors would shrink every
@@ -46,8 +47,8 @@ ALIGN_MIN_FINITE = 0.5
 # -- merges of whole weights ----------------------------------------------------------------
 #: a merge must leave at most this share of the residual the best single reference leaves
 #: (beyond rounding noise). A fine-tune of one reference is explained no better by mixing
-#: in a sibling (ratio ~0.9); a real merge drops it to ~0. Calibrated: zoo (merge cases
-#: < 0.05, fine-tunes > 0.6).
+#: in a sibling; a real merge drops it to ~0. Calibrated: zoo (whole-weight merges leave
+#: <= 0.3 %, a merge fine-tuned 1 % afterwards included).
 MERGE_MAX_RATIO = 0.25
 #: weights below this are dropped from a merge recipe and the fit is redone: a 5 % member
 #: cannot be told from the sampling noise of the fit at our sample sizes. Calibrated: zoo.
@@ -64,8 +65,8 @@ MERGE_CONF_MAX = 0.99
 #: enough to keep the (k+1) x k system well conditioned.
 AFFINE_ROW_WEIGHT = 1e3
 #: a block-weighted merge needs per-block fits that at least halve the residual of the
-#: global fit (else the global recipe explains it). Calibrated: zoo ("merge
-#: (block-weighted)" ~0.02; plain merges ~1).
+#: global fit (else the global recipe explains it). Calibrated: zoo ("merge (block-weighted)"
+#: against the plain merges).
 BLOCK_GAIN = 0.5
 #: a UNet block group (input/middle/output) takes part in the per-block fit only with at
 #: least this many sampled values (two 128-value runs): fewer give an unstable recipe.
@@ -83,14 +84,15 @@ RHO_MAX = 0.1
 RHO_NOISE_Z = 3.0
 #: share of a child's training (beyond what shared directions explain) needed to call the
 #: file its descendant: halfway between a sibling (0) and the child itself (1). Calibrated:
-#: zoo ("sibling" cases ~0.1, light fine-tunes of a child ~1).
+#: zoo (shares of siblings <= 0.14, of descendants >= 0.75; an add-difference of half a
+#: training 0.55, before the shared-direction bound is taken off).
 SHARE_MIN = 0.5
 #: excess share above SHARE_MIN at which a descent step is fully clear (confidence rises
 #: linearly from Confidence.UNPLACED at SHARE_MIN to Confidence.CLEAR at SHARE_MIN + this).
 SHARE_FULL_MARGIN = 0.4
 #: relative distance from a parentless reference beyond which the file may descend from an
 #: unregistered model of the family rather than from the reference itself. Calibrated: zoo
-#: (a 35 % fine-tune sits at ~0.35; 1-15 % fine-tunes below 0.15).
+#: (fine-tunes of up to 15 % sit at <= 0.15; 30-35 % fine-tunes and siblings at 0.30-0.45).
 FAR_REL = 0.2
 
 # -- merges told by the references' own trainings (TIES, DARE, merged then trained) ------------
@@ -103,6 +105,23 @@ DELTA_MERGE_MAX_PART = 0.9
 #: training shares adding up beyond this are one whole model plus part of another
 #: (add-difference), not a merge whose shares sum to about one.
 DELTA_MERGE_MAX_TOTAL = 1.5
+
+# -- evidence floor (issue 13: a verdict rests on the bulk of the file) ------------------------
+#: same weights needs the compared tensors to cover at least this share of the parameters
+#: (of the component, and for the whole file those of its same-weights components): a
+#: claim that the file is a copy must rest on nearly all of it. What may stay out: a swapped
+#: VAE (2.4 % of SDXL; reported as differing, issue 12) and the few tensors a converter adds
+#: or drops; a 22.7 M BERT whose 0.6 M pooler was the only comparable part (2.6 %) may not.
+SAME_MIN_SHARE = 0.95
+#: any other verdict needs the compared tensors to cover at least this share of the
+#: parameters: below it the verdict would describe a sliver (a pooler, a norm layer), and
+#: the result is unknown, "too little of the file is comparable". Set below the smallest
+#: denoiser share of a full checkpoint (SD3 medium with T5-XXL bundled: 27 %).
+EVIDENCE_MIN_SHARE = 0.2
+#: components that are reported but never change the whole file's relation (issue 12: a
+#: baked-in VAE swap does not make a new model); compared, they count as accepted when the
+#: same-weights share of the file is weighed (the zoo's reduced-width VAE is 19 % of a file).
+REPORTED_ONLY = ("vae",)
 
 # -- pools ----------------------------------------------------------------------------------
 #: a reference of another family (or of an unknown architecture) is compared only when at
@@ -141,8 +160,8 @@ class Confidence:
                                 "child's sibling"),
         Level(0.5, "unplaced", "related to a reference but not placeable in the tree; also the floor of a descent "
                                "step just past SHARE_MIN and of same_weights at SAME_MAX_MISMATCH"),
-        Level(None, "none", "nothing comparable (no shared tensors, non-finite weights, no reference): no claim "
-                            "either way (JSON null)"),
+        Level(None, "none", "nothing comparable (no shared tensors, non-finite weights, no reference), or too "
+                            "little of the file comparable (EVIDENCE_MIN_SHARE): no claim either way (JSON null)"),
     )
     COMPUTED = {
         "same_weights": "1 - (1 - SAME_CONF_AT_LIMIT) * mismatch / SAME_MAX_MISMATCH",
@@ -170,3 +189,4 @@ class Code:
     NOT_RELATED = "not_related"                    # unknown: related to no reference
     NOTHING_COMPARABLE = "nothing_comparable"      # unknown: no shared finite weights
     NO_REFERENCE = "no_reference"                  # unknown: no reference has this component
+    TOO_LITTLE_COMPARABLE = "too_little_comparable"  # unknown: the compared tensors are a sliver of the file
