@@ -20,11 +20,12 @@ Rules come in three groups, tried in order:
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 from . import layout
-from .facts import dominant_dtype
+from .facts import dominant_dtype  # noqa: F401 - kept importable from here
 
 U = "unet:"
 D = "dit:"
@@ -405,7 +406,13 @@ def detect(shapes: dict[str, tuple[int, ...]], dtypes_: dict[str, str] | None = 
             kind = "unet_only" if comps == ["unet"] else "dit_only"
     dt = None
     if dtypes_:
-        den = [d for k, d in dtypes_.items() if layout.split(k)[0] in layout.DENOISERS] or list(dtypes_.values())
-        dt = dominant_dtype(den)
+        # by bytes, not tensor count (a scaled fp8 file keeps its biases and norms in fp16), over
+        # the denoiser, else over the components compared
+        from . import dtypes as _dtypes
+        keys = [k for k in dtypes_ if layout.split(k)[0] in layout.DENOISERS and layout.split(k)[0] in comps] or \
+            [k for k in dtypes_ if any(layout.in_component(k, c) for c in comps)] or list(dtypes_)
+        scaled = any(dtypes_.get(k[:-len("scale_weight")] + "weight", "").startswith("F8_")
+                     for k in dtypes_ if k.endswith(".scale_weight"))
+        dt = _dtypes.storage_label(((dtypes_[k], math.prod(shapes.get(k, ()))) for k in keys), scaled)
     return ArchResult(family, variant, match.id if match else None, comps, dt, prediction, kind, notes, rejected,
                       latent)

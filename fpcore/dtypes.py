@@ -93,6 +93,85 @@ def rounding_var(values: np.ndarray, dtype: str) -> np.ndarray:
     return spacing * spacing / 12.0
 
 
+#: smallest normal exponent of each float format (below it the spacing stays fixed)
+MIN_EXP = {"F64": -1022, "F32": -126, "F16": -14, "BF16": -126, "F8_E4M3": -6, "F8_E5M2": -14}
+
+
+def rounding_interval(values: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi): the reals that round to ``values`` stored as ``dtype`` lie between, halfway
+    to each neighbour (float64; at a power of two the neighbour below is nearer)."""
+    d = DTYPES[dtype]
+    v = values.astype(np.float64)
+    a = np.abs(v)
+    if not d.is_float:
+        return v - 0.5, v + 0.5
+    fin = np.isfinite(a) & (a > 0)
+    e = np.floor(np.log2(np.where(fin, a, 1.0)))
+    e = np.maximum(np.where(fin, e, MIN_EXP[dtype]), MIN_EXP[dtype])
+    up = np.exp2(e - d.mantissa_bits) / 2                       # half the spacing away from zero
+    pow2 = fin & (a == np.exp2(e)) & (e > MIN_EXP[dtype])
+    down = np.where(pow2, up / 2, up)                           # ... and towards zero
+    lo = np.where(v < 0, v - up, v - down)
+    hi = np.where(v < 0, v + down, v + up)
+    return lo, hi
+
+
+def half_spacing(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Half the larger distance from ``values`` (stored as ``dtype``) to a neighbour (float64)."""
+    lo, hi = rounding_interval(values, dtype)
+    v = values.astype(np.float64)
+    return np.maximum(v - lo, hi - v)
+
+
+def could_be_same(a: np.ndarray, da: str, sa, b: np.ndarray, db: str, sb) -> np.ndarray:
+    """Elementwise: can one master value give ``a`` stored as ``da`` times scale ``sa`` and
+    ``b`` stored as ``db`` times ``sb`` (ComfyUI "fp8 scaled": fp8(w / s) * s)? True where
+    the sets of reals rounding to each overlap, so a double rounding through another
+    precision is allowed and a change beyond the rounding is not."""
+    sa = np.abs(np.asarray(sa, np.float64))
+    sb = np.abs(np.asarray(sb, np.float64))
+    with np.errstate(invalid="ignore", over="ignore"):
+        la, ha = rounding_interval(a, da)
+        lb, hb = rounding_interval(b, db)
+        va, vb = a.astype(np.float64) * sa, b.astype(np.float64) * sb
+        ok = (va == vb) | (np.isnan(va) & np.isnan(vb))
+        ok |= np.minimum(ha * sa, hb * sb) - np.maximum(la * sa, lb * sb) > 0
+    return ok
+
+
+#: GGML block types: (values per block, bytes per block), for sizes by bytes
+GGML_BLOCKS = {"Q8_0": (32, 34), "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24),
+               "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210),
+               "Q8_K": (256, 292)}
+
+
+def storage_bytes(dtype: str, numel: int) -> float:
+    """Bytes ``numel`` values take stored as ``dtype`` (a safetensors or GGML type name)."""
+    if dtype in DTYPES:
+        return numel * DTYPES[dtype].itemsize
+    n, b = GGML_BLOCKS.get(dtype, (1, 1))
+    return numel * b / n
+
+
+def storage_label(entries, scaled: bool = False) -> str | None:
+    """The precision of a file by bytes, not by tensor count: ``entries`` are (dtype, numel).
+    "fp16", "bf16", "fp8_e4m3", "fp8 (e4m3, scaled)" (ComfyUI scaled fp8), "Q8_0" (GGUF) ...
+    A block-quantized file is named by its quantization (the largest by bytes of its quantized
+    tensors): GGUF files keep convolutions and norms in float, which can outweigh them."""
+    by: dict[str, float] = {}
+    for dt, n in entries:
+        by[dt] = by.get(dt, 0.0) + storage_bytes(dt, n)
+    quant = {dt: b for dt, b in by.items() if dt not in DTYPES}
+    if quant:
+        return max(quant, key=quant.get)
+    if not by:
+        return None
+    top = max(by, key=by.get)
+    if top.startswith("F8_") and scaled:
+        return f"fp8 ({top[3:].lower()}, scaled)"
+    return DTYPES[top].short if top in DTYPES else top
+
+
 def _tie_ok(fine: np.ndarray, other: np.ndarray, fmt: str) -> np.ndarray:
     """Where ``fine`` lies exactly halfway between two neighbours of format ``fmt`` and
     ``other`` is one of them: a double rounding (fp32 -> fp16 -> bf16 vs fp32 -> bf16)

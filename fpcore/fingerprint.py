@@ -234,6 +234,7 @@ def fingerprint_source(src, ct: dict | None = None) -> Fingerprint:
         plan.append(n)
         if n:
             requests.append((t.key, start, n))
+    quant = getattr(src, "quant", None) or {}       # GGUF: block-quantized tensors (read as F32)
     blobs = iter(src.read_elements(requests))
     raws, h_raw, h_val = [], [], []
     for ck, n in zip(keys, plan):
@@ -246,4 +247,5 @@ def fingerprint_source(src, ct: dict | None = None) -> Fingerprint:
         counts=np.array(plan, np.int32), raw=b"".join(raws),
         h_raw=np.array(h_raw, np.uint64), h_val=np.array(h_val, np.uint64),
         format=getattr(src, "format", "safetensors"),
-        info={"n_tensors": len(src.tensors), "tensor_bytes": int(sum(t.nbytes for t in src.tensors.values()))})
+        info={"n_tensors": len(src.tensors), "tensor_bytes": int(sum(t.nbytes for t in src.tensors.values())),
+              **({"quant": {ck: quant[t.key] for ck, t in ct.items() if t.key in quant}} if quant else {})})

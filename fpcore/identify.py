@@ -25,7 +25,8 @@ FAMILY_NAMES = {f.id: f.name for f in FAMILIES.values()}
 def _header_facts(src, ct: dict | None = None) -> tuple[dict, dict, arch.ArchResult]:
     ct = ct if ct is not None else canonical_tensors(src.tensors, src.path)
     shapes = {k: tuple(t.shape) for k, t in ct.items()}
-    dts = {k: t.dtype for k, t in ct.items()}
+    quant = getattr(src, "quant", None) or {}     # GGUF block types: precision by the stored bytes
+    dts = {k: quant.get(t.key, t.dtype) for k, t in ct.items()}
     return shapes, dts, arch.detect(shapes, dts, src.metadata)
 
 
@@ -350,6 +351,8 @@ def _summary(rel, base, lineage, result, a, n_family, reason, code=None) -> str:
     if rel == "identical":
         return f"Identical to {base} (same SHA-256)."
     if rel == "same_weights":
+        if a.dtype and a.dtype.lstrip("I")[:1] == "Q" and a.dtype.lstrip("I")[1:2].isdigit():   # GGML: Q8_0, IQ4_XS
+            return f"Same weights as {base}, quantised {a.dtype}."
         return f"Same weights as {base}, stored as {a.dtype or 'another format'}."
     if rel == "derivative":
         chain = " → ".join(lineage)

@@ -63,3 +63,28 @@ def test_tie_rule_needs_an_exact_midpoint():
     fine = np.array([1.0 + 2 ** -8, 1.0 + 2 ** -8 + 2 ** -10], np.float32)     # fp16 values; bf16 spacing 2^-7
     other = np.array([1.0078125, 1.0078125], np.float32)
     assert dtypes._tie_ok(fine, other, "BF16").tolist() == [True, False]
+
+
+def test_rounding_interval_and_scaled_consistency():
+    lo, hi = dtypes.rounding_interval(np.array([1.0, -1.0, 1.5]), "F16")
+    assert lo.tolist() == [1 - 2 ** -12, -1 - 2 ** -11, 1.5 - 2 ** -11]     # below a power of two: nearer
+    assert hi.tolist() == [1 + 2 ** -11, -1 + 2 ** -12, 1.5 + 2 ** -11]
+    # scaled fp8: fp8(w / s) * s against fp16(w), w = 1.0625 s + a hair: the fp8 tie double rounding
+    s = 0.01
+    w = np.float64(1.0625 + 2 ** -20) * s
+    f8 = np.array([float(ml_dtypes.float8_e4m3fn(np.float32(w / s)))], np.float32)
+    ref = np.array([np.float16(w)], np.float32)
+    assert dtypes.could_be_same(f8, "F8_E4M3", s, ref, "F16", 1.0).tolist() == [True]
+    # one fp8 step off is another weight; neighbouring fp16 values never overlap
+    assert dtypes.could_be_same(f8 + 0.125, "F8_E4M3", s, ref, "F16", 1.0).tolist() == [False]
+    a = np.array([1.0, 1.0], np.float32)
+    assert dtypes.could_be_same(a, "F16", 1.0, np.array([1 + 2 ** -10, 1 - 2 ** -11], np.float32), "F16",
+                                1.0).tolist() == [False, False]
+
+
+def test_storage_label_by_bytes():
+    assert dtypes.storage_label([("F16", 10), ("F8_E4M3", 100)]) == "fp8_e4m3"
+    assert dtypes.storage_label([("F16", 100), ("F8_E4M3", 150)]) == "fp16"          # bytes, not counts
+    assert dtypes.storage_label([("F16", 10), ("F8_E4M3", 100), ("F32", 1)], scaled=True) == "fp8 (e4m3, scaled)"
+    assert dtypes.storage_label([("F16", 10_000), ("Q8_0", 3200), ("Q4_0", 320)]) == "Q8_0"
+    assert dtypes.storage_bytes("Q8_0", 64) == 68 and dtypes.storage_bytes("BF16", 3) == 6

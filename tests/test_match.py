@@ -356,3 +356,76 @@ def test_partial_file_verdict_describes_its_bulk():
     assert match.main_component(fp, ["clip_l", "clip_g", "vae"]) == "clip_g"
     assert match.main_component(fp, ["clip_l", "unet"]) == "unet"
 
+
+# -- scaled fp8 and GGUF quantised copies (issue 12, defects 4 and 8) ------------------------------
+def _scaled_fp8(sd: dict) -> dict:
+    """ComfyUI "fp8 scaled" from a master: each 2-D weight as fp8(w / s) with s = max|w| / 448
+    next to ``scale_weight``; biases kept in fp16."""
+    out = {}
+    for k, w in sd.items():
+        if w.ndim == 2:
+            s = float(np.max(np.abs(w))) / 448.0
+            out[k] = (w / s, "F8_E4M3")
+            out[k[:-len("weight")] + "scale_weight"] = (np.array([s]), "F32")
+        else:
+            out[k] = (w, "F16")
+    return out
+
+
+def test_scaled_fp8_from_a_higher_precision_master_is_same_weights(family, refs):
+    """fp8(w / s) where the reference holds fp16(w): double rounding, not a difference
+    (it was a derivative with ~0.15 % of values one fp8 step off)."""
+    fp = make_fp(_scaled_fp8(family["A"]))
+    mm, cov = match.mismatch_fraction(fp, refs[1].fp, "unet")
+    assert mm == 0.0 and cov >= match.SAME_MIN_COVERAGE       # (the scale_weight scalars are not in the reference)
+    v = match.analyse(fp, "unet", refs, TREE)
+    assert (v.relation, v.ref, v.confidence) == ("same_weights", "A", 1.0)
+
+
+@pytest.mark.parametrize("strength", [0.0016, 0.0005])
+def test_scaled_fp8_of_a_light_finetune_is_not_same(family, refs, strength):
+    """0.16 %: the lightest real fine-tune measured (RESEARCH); 0.05 %: the zoo's lightest."""
+    ft = finetune(family["A"], strength, 51, family["shared"])
+    v = match.analyse(make_fp(_scaled_fp8(ft)), "unet", refs, TREE)
+    assert v.relation != "same_weights"
+    assert v.candidates[0].mismatch > 3 * match.SAME_MAX_MISMATCH
+
+
+def test_precision_by_bytes_names_scaled_fp8():
+    from fpcore import arch
+    sd = {}
+    for i in range(4):
+        sd[f"unet:input_blocks.{i}.0.weight"] = np.zeros((64, 64))
+        for n in ("bias", "norm.weight", "norm.bias"):
+            sd[f"unet:input_blocks.{i}.0.{n}"] = np.zeros(64)
+    fp = make_fp(_scaled_fp8(sd))
+    assert arch.detect(fp.shape_map(), fp.dtype_map()).dtype == "fp8 (e4m3, scaled)"
+    plain = make_fp({k: (v, "F8_E4M3" if v.ndim == 2 else "F16") for k, v in sd.items()})
+    assert arch.detect(plain.shape_map(), plain.dtype_map()).dtype == "fp8_e4m3"
+
+
+def test_gguf_quantised_copy_is_same_weights_and_a_quantised_finetune_is_not(tmp_path, lineage):
+    """A GGUF Q8_0 of a UNet, written with the gguf package's quantiser from the fp32 master
+    (the reference holds fp16), is the same weights, "quantised Q8_0"; a 1 % fine-tune then
+    quantised stays a derivative. Q4_0 / Q5_0 the same."""
+    pytest.importorskip("gguf")
+    import testkit
+    from fpcore.identify import add_reference, identify
+    from fpcore.refs import RefDB
+
+    db = RefDB(tmp_path / "refs", builtin_dir=tmp_path / "none")
+    testkit.write_safetensors(tmp_path / "base.safetensors", lineage["Base"], "F16")
+    add_reference(db, tmp_path / "base.safetensors", "Base", hashes=False)
+    unet = {k[len("model.diffusion_model."):]: v for k, v in lineage["Base"].items()
+            if k.startswith("model.diffusion_model.")}
+    ft = testkit.finetune(lineage["Base"], 0.01, 61)
+    unet_ft = {k[len("model.diffusion_model."):]: v for k, v in ft.items() if k.startswith("model.diffusion_model.")}
+    for q in ("Q8_0", "Q4_0", "Q5_0"):
+        testkit.write_gguf(tmp_path / f"unet_{q}.gguf", unet, q)
+        rep = identify(tmp_path / f"unet_{q}.gguf", db, hashes=False)
+        assert rep["architecture"]["dtype"] == q
+        assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("same_weights", "Base"), (q, rep["verdict"])
+        assert f"quantised {q}" in rep["verdict"]["summary"]
+        testkit.write_gguf(tmp_path / f"ft_{q}.gguf", unet_ft, q)
+        rep = identify(tmp_path / f"ft_{q}.gguf", db, hashes=False)
+        assert rep["verdict"]["relation"] == "derivative", (q, rep["verdict"])

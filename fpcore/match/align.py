@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import dtypes, layout
+from . import quant
 from ..fingerprint import Fingerprint
 
 
@@ -128,21 +129,45 @@ def mismatch_fraction(fp: Fingerprint, ref: Fingerprint, comp: str) -> tuple[flo
     df = np.array(vf.dtypes, object)[tf]
     dr = np.array(vr.dtypes, object)[tr]
     exact = (df == dr) & (vf.h_raw[tf] == vr.h_raw[tr])
-    differ = 0
     todo = ~exact
+    differ = _differ_quantised(fp, ref, vf, vr, tf, tr, todo) if todo.any() else 0
     if todo.any():
         pairs = {(a, b) for a, b in zip(df[todo], dr[todo])}
         for da, db in pairs:
             sel = todo & (df == da) & (dr == db)
             ea, eb = vf.elements(tf[sel]), vr.elements(tr[sel])
-            a, b = vf.vals[ea], vr.vals[eb]
-            # fp8 "scaled": compare in the stored domain, the other side divided by the scale
-            if vf.scaled and not vr.scaled:
-                a, b = vf.raw_vals[ea], b / vf.scale[ea]
-            elif vr.scaled and not vf.scaled:
-                a, b = a / vr.scale[eb], vr.raw_vals[eb]
-            elif vf.scaled and vr.scaled and np.array_equal(vf.scale[ea], vr.scale[eb]):
-                a, b = vf.raw_vals[ea], vr.raw_vals[eb]
-            same = dtypes.same_after_rounding(a, da, b, db)
-            differ += int(a.size - np.count_nonzero(same))
+            if vf.scaled or vr.scaled:
+                # ComfyUI "fp8 scaled": fp8(w / s) next to s; one master value must explain both sides
+                sa = vf.scale[ea] if vf.scaled else 1.0
+                sb = vr.scale[eb] if vr.scaled else 1.0
+                same = dtypes.could_be_same(vf.raw_vals[ea], da, sa, vr.raw_vals[eb], db, sb)
+            else:
+                same = dtypes.same_after_rounding(vf.vals[ea], da, vr.vals[eb], db)
+            differ += int(len(ea) - np.count_nonzero(same))
     return differ / compared, compared / total
+
+
+def _differ_quantised(fp, ref, vf, vr, tf, tr, todo: np.ndarray) -> int:
+    """Values that differ in tensors block-quantised (GGUF) on exactly one side, compared by
+    requantising the other side with that scheme; those tensors are taken out of ``todo``."""
+    qf, qr = fp.info.get("quant") or {}, ref.info.get("quant") or {}
+    if not qf and not qr:
+        return 0
+    differ = 0
+    groups: dict[tuple, list[int]] = {}
+    for j in np.nonzero(todo)[0]:
+        kf, kr = vf.keys[tf[j]], vr.keys[tr[j]]
+        sf, sr = qf.get(kf), qr.get(kr)
+        n = int(vf.counts[tf[j]])
+        if sf and not sr and quant.comparable(sf, n):
+            groups.setdefault((0, sf, vr.dtypes[tr[j]]), []).append(j)
+        elif sr and not sf and quant.comparable(sr, n):
+            groups.setdefault((1, sr, vf.dtypes[tf[j]]), []).append(j)
+    for (side, scheme, other_dt), js in groups.items():
+        ea, eb = vf.elements(tf[js]), vr.elements(tr[js])
+        a, b = vf.vals[ea], vr.vals[eb]
+        same = quant.same_quantised(a, scheme, b, other_dt) if side == 0 else quant.same_quantised(b, scheme, a,
+                                                                                                 other_dt)
+        differ += int(len(ea) - np.count_nonzero(same))
+        todo[js] = False
+    return differ

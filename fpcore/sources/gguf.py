@@ -63,6 +63,9 @@ class GGUFFile(Source):
                 meta[name] = str(v)
         self.metadata = meta
         self._t = {}
+        #: tensor name -> GGML block type of the quantized tensors (their values read as F32):
+        #: the fingerprint keeps it, so a copy is compared by requantizing (fpcore.match.quant)
+        self.quant: dict[str, str] = {}
         tensors = {}
         for t in self._reader.tensors:
             qtype = g.GGMLQuantizationType(int(t.tensor_type))
@@ -77,6 +80,7 @@ class GGUFFile(Source):
                 dt = PLAIN[qtype.name]
             elif qtype in g.GGML_QUANT_SIZES:
                 dt = "F32"
+                self.quant[t.name] = qtype.name
             else:
                 raise UnsupportedError(f"tensor {t.name!r}: GGML type {qtype.name} is not supported", p)
             if math.prod(shape) != int(t.n_elements):
