@@ -34,6 +34,16 @@ MAX_LEVELS = 8
 _SHA = re.compile(r"^[0-9a-fA-F]{64}$")
 _lock = threading.Lock()
 _roots: dict[str, str | None] = {}
+#: (cache.json, checkpoint folder) pairs a running host told us about (``register``), tried first
+_registered: list[tuple[str, str]] = []
+
+
+def register(cache_file: str | os.PathLike, checkpoint_dirs) -> None:
+    """Called by the A1111/Forge glue: its cache.json and the folders its checkpoint titles are
+    relative to (``--ckpt-dir`` first, then models/Stable-diffusion), wherever they are."""
+    pairs = [(os.path.abspath(os.fspath(cache_file)), os.path.abspath(os.fspath(d))) for d in checkpoint_dirs if d]
+    with _lock:
+        _registered[:] = pairs + [x for x in _registered if x not in pairs]
 
 
 def _data_dir_of(folder: str) -> str | None:
@@ -101,6 +111,15 @@ def sha256_for(path: str | os.PathLike) -> str | None:
     folder and unchanged since; else None. Never raises."""
     try:
         p = os.path.abspath(os.fspath(path))
+        with _lock:
+            registered = list(_registered)
+        for cache_file, models in registered:
+            for cand in dict.fromkeys((p, os.path.realpath(p))):
+                name = os.path.relpath(cand, models)
+                if not name.startswith(os.pardir):
+                    sha = lookup(cache_file, TITLE_PREFIX + name, cand)
+                    if sha:
+                        return sha
         cache_file = os.environ.get("SD_WEBUI_CACHE_FILE")
         for cand in dict.fromkeys((p, os.path.realpath(p))):   # the folder as given, and resolved
             root = _data_dir_of(os.path.dirname(cand))
@@ -122,4 +141,5 @@ def clear() -> None:
     """Forget found data dirs and parsed caches (tests; a long-running host after a move)."""
     with _lock:
         _roots.clear()
+        _registered.clear()
     _load.cache_clear()

@@ -110,7 +110,11 @@ def format_report(rep: dict) -> str:
         chain = f" (lineage {' → '.join(m['lineage'])})" if m.get("lineage") else ""
         lines.append(f"- merge: {m['ref']} {float(m['weight']):.2f}{chain}")
     if rep.get("sha256"):
-        lines.append(f"- sha256: `{rep['sha256']}` (AutoV2 `{(rep.get('autov2') or '').upper()}`)")
+        origin = {"host": ", from the host's cache", "published": ", as published"}.get(rep.get("hash"), "")
+        lines.append(f"- sha256: `{rep['sha256']}` (AutoV2 `{(rep.get('autov2') or '').upper()}`{origin})")
+    elif rep.get("path") and "://" not in rep["path"]:
+        lines.append("- sha256: not computed (identified from the fingerprint; *Compute SHA-256* hashes the whole "
+                     "file, for an `identical` check and the Civitai/A1111 hash)")
     lines += ["", legend_markdown(evidence_notes(v.get("reason") if needs_reason(v) else ""))]
     return "\n".join(lines)
 
@@ -137,10 +141,24 @@ def report_picture(host, rep: dict) -> str:
     return f'<div class="mfp-picture-wrap" style="background:#fff;border-radius:6px">{svg}</div>' if svg else ""
 
 
-def identify_path(host, path: str, sha256: str | None = None, progress=None) -> dict:
-    """Identify one file with the host's settings. ``progress(done_bytes, total_bytes)``."""
+def identify_path(host, path: str, sha256: str | None = None, progress=None, hash_policy: str = "auto") -> dict:
+    """Identify one file with the host's settings. ``progress(done_bytes, total_bytes)``;
+    ``hash_policy``: "auto" (hash only where it decides something) or "always" (the hash button)."""
     return api.identify_file(path, sha256=sha256, progress=progress, refs_dir=_setting(host, "refs_dir"),
-                             cache_dir=_setting(host, "cache_dir"))
+                             cache_dir=_setting(host, "cache_dir"), hash_policy=hash_policy)
+
+
+def identify_hashed(host, rep: dict | None, progress=None) -> dict:
+    """The "Compute SHA-256" button: identify the file of the shown report again, hashing it."""
+    path = (rep or {}).get("path")
+    if not path or "://" in path:
+        return {"path": path, "error": "identify a local checkpoint first; its SHA-256 is then computed",
+                "verdict": None}
+    try:
+        path = exposure.confine(path, policy_of(host), what="checkpoint")
+    except exposure.ExposureError as e:
+        return {"path": None, "error": str(e), "verdict": None, "refused": True}
+    return identify_path(host, path, progress=progress, hash_policy="always")
 
 
 def identify_current(host, progress=None) -> dict:
@@ -254,6 +272,9 @@ def scan_summary(result: dict, write_tags: bool) -> str:
         lines.append(f"- {g['relation']}" + (f" ({g['label']})" if g.get("label") else "") + ": "
                      + ", ".join(os.path.basename(p) for p in g["paths"])
                      + f" ({format_bytes(g.get('reclaimable_bytes', 0))} reclaimable)")
+    root = result.get("root") or ""
+    for s in result.get("skipped") or []:
+        lines.append(f"- skipped `{os.path.relpath(s['path'], root) if root else s['path']}`: {s['reason']}")
     if write_tags:
         tags = result.get("tags") or []
         written = sum(1 for t in tags if t.get("written") or (t.get("changes") and not t.get("error")))
@@ -271,27 +292,18 @@ def check_scan(host, folder: str, write_tags: bool = False) -> str:
     folder = exposure.confine(folder, policy, what="folder")
     if write_tags:
         exposure.check_write(policy, "writing tag sidecars")
-    if policy.exposed:  # links inside the folder must not lead the scan (or its sidecars) outside
-        from .scan import find_models
-        escaping = []
-        for f in find_models(folder)[0]:
-            try:
-                exposure.confine(f, policy)
-            except exposure.ExposureError:
-                escaping.append(os.path.relpath(f, folder))
-        if escaping:
-            raise exposure.ExposureError(
-                f"folder {folder} holds {len(escaping)} model(s) whose real path is outside the model folders "
-                f"(e.g. {escaping[0]}, a symbolic link): the UI is reachable by others ({policy.why}); scan a "
-                f"folder without such links, or run the UI on 127.0.0.1")
     return folder
 
 
 def scan(host, folder: str, write_tags: bool = False, progress=None) -> dict:
-    """``api.scan_folder`` with the host's settings; ``progress(done, total, path)``."""
+    """``api.scan_folder`` with the host's settings; ``progress(done, total, path)``. Exposed: links
+    inside the folder that lead outside the model folders are not followed; they are listed in
+    ``skipped`` (neither read nor given a sidecar)."""
     folder = check_scan(host, folder, write_tags)
+    policy = policy_of(host)
     return api.scan_folder(folder, refs_dir=_setting(host, "refs_dir"), cache_dir=_setting(host, "cache_dir"),
-                           progress=progress, write_tags=write_tags)
+                           progress=progress, write_tags=write_tags,
+                           allowed_roots=policy.roots if policy.exposed else None)
 
 
 def add_reference(host, path: str, name: str, parent: str | None = None, note: str | None = None) -> str:
@@ -391,6 +403,7 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
                 btn_url = gr.Button("Identify URL", elem_id="mfp_identify_url")
             picture_html = gr.HTML(elem_id="mfp_picture")
             summary = gr.Markdown(elem_id="mfp_summary")
+            btn_hash = gr.Button("Compute SHA-256", elem_id="mfp_compute_hash")
             with gr.Row():
                 ref_path = gr.Textbox(label="Model file (for 'add as reference')", elem_id="mfp_ref_path")
                 ref_name = gr.Textbox(label="Reference name", elem_id="mfp_ref_name")
@@ -422,7 +435,7 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
 
         def do_current(progress=gr.Progress()):
             rep = run_with_progress(lambda cb: identify_current(host, progress=cb),
-                                    _byte_progress(progress, "hashing"))
+                                    _byte_progress(progress, "reading"))
             return _identify_out(rep)
 
         def do_named(name, mdir, progress=gr.Progress()):
@@ -432,6 +445,11 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
 
         def do_url(url):
             return _identify_out(identify_url(host, url))
+
+        def do_hash(rep, progress=gr.Progress()):
+            out = run_with_progress(lambda cb: identify_hashed(host, rep, progress=cb),
+                                    _byte_progress(progress, "hashing"))
+            return _identify_out(out)
 
         def do_pull(choices, progress=gr.Progress()):
             msg = pull_known(host, choices, progress=lambda i, n, name: progress((i, n), desc=f"pulling {name}"))
@@ -480,6 +498,7 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
         btn_identify.click(do_named, inputs=[ckpt, models_dir], outputs=[picture_html, summary, report, ref_path])
         btn_refresh.click(do_refresh, inputs=[models_dir], outputs=[ckpt])
         btn_url.click(do_url, inputs=[url_box], outputs=[picture_html, summary, report, ref_path])
+        btn_hash.click(do_hash, inputs=[report], outputs=[picture_html, summary, report, ref_path])
         btn_pull.click(do_pull, inputs=[known_box], outputs=[pull_status, ref_parent])
         btn_add.click(do_add, inputs=[ref_path, ref_name, ref_parent], outputs=[add_status, ref_parent])
         btn_scan.click(do_scan, inputs=[folder], outputs=[scan_status, table])

@@ -123,6 +123,21 @@ class WebuiHost:
 HOST = WebuiHost()
 
 
+def _register_hash_cache():
+    """Point fpcore at A1111's cache.json (SHA-256s it computed, keyed "checkpoint/<name>" with
+    the file's mtime), so a scan of the checkpoint folders reads them instead of hashing again."""
+    try:
+        from modules import cache as webui_cache
+        from fpcore import hostcache
+        dirs = [getattr(shared.cmd_opts, "ckpt_dir", None), getattr(sd_models, "model_path", None)]
+        hostcache.register(webui_cache.cache_filename, [d for d in dirs if d])
+    except Exception:  # an older or different host: fpcore still finds cache.json next to models/
+        log.debug("no host hash cache", exc_info=True)
+
+
+_register_hash_cache()
+
+
 def on_ui_tabs():
     return [(ui.build_ui(gr, host=HOST), ui.TAB_TITLE, ui.TAB_ID)]
 

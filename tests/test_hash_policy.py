@@ -309,3 +309,23 @@ def test_sketch_is_fixed_length_and_finds_the_nearest(tmp_path, base):
     assert len(sketch.nearest(np.zeros((3, sketch.SKETCH_DIM), np.float32), m[0], 2)) == 0
     assert [list(x) for x in sketch.nearest_all(m, 1)] == [[1], [0], [0], [2]] or \
         [list(x) for x in sketch.nearest_all(m, 1)][:2] == [[1], [0]]
+
+
+def test_host_registered_cache_outside_the_models_tree(tmp_path, base, hash_calls):
+    """A1111 started with --ckpt-dir elsewhere: the glue registers its cache.json and that folder."""
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    p = _write(ckpts / "m.safetensors", testkit.finetune(base, 0.05, 8))
+    sha = hashlib.sha256(p.read_bytes()).hexdigest()
+    cache = tmp_path / "data" / "cache.json"
+    cache.parent.mkdir()
+    cache.write_text(json.dumps({"hashes": {"checkpoint/m.safetensors": {"mtime": os.path.getmtime(p),
+                                                                          "sha256": sha}}}))
+    hostcache.clear()
+    assert hostcache.sha256_for(p) is None
+    hostcache.register(cache, [ckpts])
+    try:
+        rep = scan.scan_folder(ckpts, db=_db(tmp_path), cache_dir=tmp_path / "c")["reports"][0]
+        assert rep["sha256"] == sha and rep["hash"] == "host" and hash_calls == []
+    finally:
+        hostcache.clear()

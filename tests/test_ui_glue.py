@@ -54,7 +54,8 @@ def test_identify_named_current_and_format(folder, tmp_path):
     rep = ui.identify_named(h, "a.safetensors")
     assert rep["error"] is None and rep["architecture"]["family"] == "sd1"
     md = ui.format_report(rep)
-    assert "a.safetensors" in md and "SD1.x" in md and "unknown" in md and rep["sha256"] in md
+    assert "a.safetensors" in md and "SD1.x" in md and "unknown" in md
+    assert rep["sha256"] is None and "sha256: not computed" in md        # fingerprint first: no hash needed
     assert "choose a checkpoint" in ui.identify_named(h, "")["error"]
     assert "no checkpoint is loaded" in ui.identify_current(h)["error"]
     assert ui.format_report(ui.identify_current(h)) == "**Error**: no checkpoint is loaded or selected in the UI"
