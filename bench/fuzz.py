@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fpcore import synth  # noqa: E402
+import testkit  # noqa: E402
 from fpcore.errors import FpError  # noqa: E402
 from fpcore.identify import fingerprint_path  # noqa: E402
 
@@ -50,7 +50,7 @@ def valid_safetensors() -> bytes:
                "model.diffusion_model.out.2.bias": rng.standard_normal(4).astype(np.float32),
                "first_stage_model.decoder.conv_in.weight": rng.standard_normal((8, 4, 3, 3)).astype(np.float32)}
     buf = Path(tempfile.mkdtemp()) / "v.safetensors"
-    synth.write_safetensors(buf, tensors, {"model.diffusion_model.input_blocks.0.0.weight": "BF16",
+    testkit.write_safetensors(buf, tensors, {"model.diffusion_model.input_blocks.0.0.weight": "BF16",
                                            "model.diffusion_model.out.2.bias": "F8_E4M3",
                                            "first_stage_model.decoder.conv_in.weight": "F16"},
                             metadata={"modelspec.title": "fuzz"})
@@ -62,7 +62,7 @@ def valid_ckpt() -> bytes:
     tensors = {"model.diffusion_model.input_blocks.0.0.weight": rng.standard_normal((8, 4, 3, 3)).astype(np.float32),
                "model.diffusion_model.out.2.bias": rng.standard_normal(4).astype(np.float32)}
     buf = Path(tempfile.mkdtemp()) / "v.ckpt"
-    synth.write_torch_ckpt(buf, tensors, "F16")
+    testkit.write_torch_ckpt(buf, tensors, "F16")
     return buf.read_bytes()
 
 

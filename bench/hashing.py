@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fpcore import synth  # noqa: E402
+import testkit  # noqa: E402
 from fpcore.hashing import hash_file  # noqa: E402
 from fpcore.identify import identify  # noqa: E402
 from fpcore.refs import RefDB  # noqa: E402
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         path = str(Path(tempfile.gettempdir()) / "fpcore-bench" / "sdxl_full_fp16_random.safetensors")
         if not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            synth.write_spec_file(path, synth.checkpoint_spec("sdxl", "full"), "F16", fill="random")
+            testkit.write_spec_file(path, testkit.checkpoint_spec("sdxl", "full"), "F16", fill="random")
     size = os.path.getsize(path)
     print(f"file: {path} ({size / 1e9:.2f} GB)")
     rows = {"plain hashlib (cold)": [], "fpcore hash_file (cold)": [], "plain hashlib (warm)": [],

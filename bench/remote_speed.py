@@ -93,10 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--full", action="store_true", help="download the whole file once instead of estimating")
     args = ap.parse_args(argv)
     import httpkit
-    try:
-        import testkit
-    except ImportError:
-        from fpcore import synth as testkit
+    import testkit
     path = Path(args.file)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
     python bench/speed.py [--file PATH] [--repeat 3]
 
 Creates (once) a 6.94 GB SDXL-shaped fp16 file of random data with the real header
-(fpcore.synth), then, each in a fresh process with the file dropped from the page
+(testkit), then, each in a fresh process with the file dropped from the page
 cache (posix_fadvise DONTNEED), runs:
 
 * baseline: the approach this project started from: open with safetensors' numpy
@@ -113,13 +113,13 @@ def main(argv=None) -> int:
     ap.add_argument("--file", default=os.path.join(tempfile.gettempdir(), "fpcore-bench", "sdxl_full_fp16_random.safetensors"))
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
-    from fpcore import synth
+    import testkit
     path = args.file
-    spec = synth.checkpoint_spec("sdxl", "full")
+    spec = testkit.checkpoint_spec("sdxl", "full")
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         t = time.time()
-        size = synth.write_spec_file(path, spec, "F16", fill="random", seed=0)
+        size = testkit.write_spec_file(path, spec, "F16", fill="random", seed=0)
         print(f"wrote {path}: {size / 1e9:.2f} GB in {time.time() - t:.0f} s")
     size = os.path.getsize(path)
     refs = tempfile.mkdtemp(prefix="fpbench-refs-")

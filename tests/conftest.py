@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fpcore import synth  # noqa: E402
+import testkit  # noqa: E402
 from fpcore.refs import RefDB  # noqa: E402
 
 
@@ -23,18 +23,18 @@ def _isolated_dirs(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def sd1_spec():
-    return synth.checkpoint_spec("sd1", "tiny")
+    return testkit.checkpoint_spec("sd1", "tiny")
 
 
 @pytest.fixture(scope="session")
 def lineage(sd1_spec):
     """A small SD1 family: Base, Child (30% fine-tune), Other (sibling of Child, registered), Indep."""
-    base = synth.random_state_dict(sd1_spec, 1)
+    base = testkit.random_state_dict(sd1_spec, 1)
     return {
         "Base": base,
-        "Child": synth.finetune(base, 0.30, 11, comps=("unet", "clip_l")),
-        "Other": synth.finetune(base, 0.30, 12, comps=("unet", "clip_l")),
-        "Indep": synth.random_state_dict(sd1_spec, 99),
+        "Child": testkit.finetune(base, 0.30, 11, comps=("unet", "clip_l")),
+        "Other": testkit.finetune(base, 0.30, 12, comps=("unet", "clip_l")),
+        "Indep": testkit.random_state_dict(sd1_spec, 99),
     }
 
 
@@ -43,7 +43,7 @@ def zoo_dir(tmp_path_factory, lineage):
     """The references written once as fp16 files."""
     d = tmp_path_factory.mktemp("lineage")
     for name, sd in lineage.items():
-        synth.write_safetensors(d / f"{name}.safetensors", sd, "F16")
+        testkit.write_safetensors(d / f"{name}.safetensors", sd, "F16")
     return d
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fpcore import synth
+import testkit
 from fpcore.identify import inspect
 from fpcore.provenance import extract
 
@@ -16,29 +16,29 @@ CASES = {"sd1": "sd1", "sd2": "sd2", "sdxl": "sdxl", "sdxl_refiner": "sdxl_refin
 @pytest.mark.parametrize("size", ["full", "tiny"])
 def test_detects_family(tmp_path, family, size):
     p = tmp_path / f"{family}.safetensors"
-    synth.write_spec_file(p, synth.checkpoint_spec(family, size), "F16", fill="sparse")
+    testkit.write_spec_file(p, testkit.checkpoint_spec(family, size), "F16", fill="sparse")
     rep = inspect(p, why=True)
     assert rep["architecture"]["family"] == CASES[family]
     assert rep["rules"]["matched"] == CASES[family]
 
 
 def test_unet_only_and_components(tmp_path):
-    spec = synth.checkpoint_spec("sdxl", "tiny", components=["unet"])
+    spec = testkit.checkpoint_spec("sdxl", "tiny", components=["unet"])
     bare = {k[len("model.diffusion_model."):]: s for k, s in spec.items()}
     p = tmp_path / "unet.safetensors"
-    synth.write_spec_file(p, bare, "BF16", fill="sparse")
+    testkit.write_spec_file(p, bare, "BF16", fill="sparse")
     a = inspect(p)["architecture"]
     assert (a["family"], a["kind"], a["components"], a["dtype"]) == ("sdxl", "unet_only", ["unet"], "bf16")
 
 
 def test_sd2_prediction_note(tmp_path):
     p = tmp_path / "sd2.safetensors"
-    synth.write_spec_file(p, synth.checkpoint_spec("sd2", "tiny"), fill="sparse",
+    testkit.write_spec_file(p, testkit.checkpoint_spec("sd2", "tiny"), fill="sparse",
                           metadata={"modelspec.prediction_type": "v"})
     a = inspect(p)["architecture"]
     assert a["prediction"] == "v"
     p2 = tmp_path / "sd2b.safetensors"
-    synth.write_spec_file(p2, synth.checkpoint_spec("sd2", "tiny"), fill="sparse")
+    testkit.write_spec_file(p2, testkit.checkpoint_spec("sd2", "tiny"), fill="sparse")
     a = inspect(p2)["architecture"]
     assert a["prediction"] is None and any("v-prediction" in n for n in a["notes"])
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from fpcore import arch, synth
+import testkit
+from fpcore import arch
 from fpcore.identify import inspect
 
 # spec name -> (family, variant, kind, prediction); None = not checked
@@ -78,7 +79,7 @@ def test_every_contract_family_has_a_rule_and_a_case():
 def test_detects_full_size_sparse_header(tmp_path, name):
     fam, variant, kind, pred = CASES[name]
     p = tmp_path / f"{name}.safetensors"
-    synth.write_spec_file(p, synth.extra_spec(name), "BF16", fill="sparse")
+    testkit.write_spec_file(p, testkit.extra_spec(name), "BF16", fill="sparse")
     rep = inspect(p, why=True)
     a = rep["architecture"]
     assert (a["family"], a["kind"]) == (fam, kind), (a, rep["rules"]["rejected"][-3:])
@@ -91,36 +92,36 @@ def test_detects_full_size_sparse_header(tmp_path, name):
 
 def test_sd3_and_flux_components(tmp_path):
     p = tmp_path / "sd3.safetensors"
-    synth.write_spec_file(p, synth.extra_spec("sd3_medium"), "F16", fill="sparse")
+    testkit.write_spec_file(p, testkit.extra_spec("sd3_medium"), "F16", fill="sparse")
     assert inspect(p)["architecture"]["components"] == ["dit", "clip_l", "clip_g", "t5", "vae"]
     p = tmp_path / "flux.safetensors"
-    synth.write_spec_file(p, synth.extra_spec("flux_dev"), "F16", fill="sparse")
+    testkit.write_spec_file(p, testkit.extra_spec("flux_dev"), "F16", fill="sparse")
     assert inspect(p)["architecture"]["components"] == ["dit", "clip_l", "t5", "vae"]
 
 
 def test_vae_latent_family(tmp_path):
     for name, want in (("vae_sd", "sd (4 ch"), ("vae_flux", "sd3/flux (16 ch"), ("vae_flux2", "flux2 (32 ch")):
         p = tmp_path / f"{name}.safetensors"
-        synth.write_spec_file(p, synth.extra_spec(name), "F16", fill="sparse")
+        testkit.write_spec_file(p, testkit.extra_spec(name), "F16", fill="sparse")
         assert inspect(p)["architecture"]["latent"].startswith(want)
 
 
 def test_lora_family_from_metadata(tmp_path):
     spec = {"lora_unet_foo.lora_down.weight": (4, 320), "lora_unet_foo.lora_up.weight": (320, 4)}
     p = tmp_path / "l.safetensors"
-    synth.write_spec_file(p, spec, "F16", fill="sparse", metadata={"ss_base_model_version": "sd_v2"})
+    testkit.write_spec_file(p, spec, "F16", fill="sparse", metadata={"ss_base_model_version": "sd_v2"})
     a = inspect(p)["architecture"]
     assert (a["kind"], a["family"]) == ("lora", "sd2")
-    synth.write_spec_file(p, spec, "F16", fill="sparse", metadata={"modelspec.architecture": "flux-1-dev/lora"})
+    testkit.write_spec_file(p, spec, "F16", fill="sparse", metadata={"modelspec.architecture": "flux-1-dev/lora"})
     assert inspect(p)["architecture"]["family"] == "flux"
-    synth.write_spec_file(p, spec, "F16", fill="sparse")
+    testkit.write_spec_file(p, spec, "F16", fill="sparse")
     a = inspect(p)["architecture"]
     assert a["family"] == "unknown" and any("not told" in n for n in a["notes"])
 
 
 def test_why_lists_match_and_rejections(tmp_path):
     p = tmp_path / "schnell.safetensors"
-    synth.write_spec_file(p, synth.extra_spec("flux_schnell"), "F16", fill="sparse")
+    testkit.write_spec_file(p, testkit.extra_spec("flux_schnell"), "F16", fill="sparse")
     rep = inspect(p, why=True)
     assert rep["rules"]["matched"] == "flux_schnell"
     why = dict((r["rule"], r["why"]) for r in rep["rules"]["rejected"])

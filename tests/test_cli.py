@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fpcore import synth
+import testkit
 from fpcore.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +28,8 @@ def test_identify_json_contract(zoo_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     r = run("refs", "add", zoo_dir / "Child.safetensors", "--name", "Child", "--parent", "Base", "--refs", refs)
     assert r.returncode == 0, r.stderr
-    synth.write_safetensors(tmp_path / "ft.safetensors", synth.finetune(
-        synth.random_state_dict(synth.checkpoint_spec("sd1", "tiny"), 1), 0.01, 3), "F16")
+    testkit.write_safetensors(tmp_path / "ft.safetensors", testkit.finetune(
+        testkit.random_state_dict(testkit.checkpoint_spec("sd1", "tiny"), 1), 0.01, 3), "F16")
     r = run("identify", zoo_dir / "Child.safetensors", tmp_path / "ft.safetensors", "--json", "--refs", refs)
     assert r.returncode == 0, r.stderr
     reps = json.loads(r.stdout)

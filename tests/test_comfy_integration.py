@@ -8,7 +8,7 @@ with ``--base-directory`` in a temporary folder holding ``custom_nodes/model_fin
 (a symlink to this project), ``models/checkpoints`` and the ``user`` directory.
 
 The checkpoint is an SD1 checkpoint that ComfyUI's own model detection accepts:
-``synth``'s tiny widths are refused (SD15 requires model_channels 320 and context 768,
+``testkit``'s tiny widths are refused (SD15 requires model_channels 320 and context 768,
 and the text encoder and VAE must have their real widths to load), so it keeps the real
 widths with one UNet level and one resblock; the text encoder and the VAE are complete
 (~230 M parameters, ~460 MB in fp16, two files in the temporary folder). A one-weight
@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from fpcore import api, synth
+import testkit
+from fpcore import api
 
 ROOT = Path(__file__).resolve().parent.parent
 COMFY = os.environ.get("COMFYUI_PATH")
@@ -46,15 +47,15 @@ pytestmark = pytest.mark.skipif(
 
 def comfy_sd1_spec() -> dict:
     """An SD1 checkpoint layout ComfyUI detects as SD15 and loads, at a fraction of the size."""
-    from fpcore.synth import _FAMILY, _TEXT, _UNET, _VAE, _hf_clip_spec, _unet_spec, _vae_spec
-    parts = dict(_FAMILY["sd1"]["parts"])
+    from testkit import FAMILY_LAYOUT, TEXT, UNET, VAE, hf_clip_spec, unet_spec, vae_spec
+    parts = dict(FAMILY_LAYOUT["sd1"]["parts"])
     spec = {}
-    spec.update(_unet_spec(parts["unet"], {**_UNET["sd1"], "channel_mult": (1,), "num_res_blocks": 1,
+    spec.update(unet_spec(parts["unet"], {**UNET["sd1"], "channel_mult": (1,), "num_res_blocks": 1,
                                            "transformer_depth": (1,)}))
     # the text encoder complete: ComfyUI holds all 12 layers whatever the file has, and a
     # CLIP whose in-memory layout differs from every reference's is not compared
-    spec.update(_hf_clip_spec(parts["clip_l"], _TEXT["clip_l"]))
-    spec.update(_vae_spec(parts["vae"], _VAE))
+    spec.update(hf_clip_spec(parts["clip_l"], TEXT["clip_l"]))
+    spec.update(vae_spec(parts["vae"], VAE))
     return spec
 
 
@@ -148,15 +149,15 @@ def comfy(tmp_path_factory):
     ckpts.mkdir(parents=True)
     t0 = time.monotonic()
     spec = comfy_sd1_spec()
-    sd = synth.random_state_dict(spec, 1)
-    synth.write_safetensors(ckpts / "fp_base.safetensors", sd, "F16")
-    synth.write_safetensors(ckpts / "fp_tuned.safetensors", synth.finetune(sd, 0.3, 7), "F16")
+    sd = testkit.random_state_dict(spec, 1)
+    testkit.write_safetensors(ckpts / "fp_base.safetensors", sd, "F16")
+    testkit.write_safetensors(ckpts / "fp_tuned.safetensors", testkit.finetune(sd, 0.3, 7), "F16")
     del sd
     # a LoRA on one UNet weight, in kohya's key format (ComfyUI keeps it as a patch)
     import numpy as np
     (base / "models" / "loras").mkdir(parents=True)
     rng = np.random.default_rng(3)
-    synth.write_safetensors(base / "models" / "loras" / "fp_lora.safetensors", {
+    testkit.write_safetensors(base / "models" / "loras" / "fp_lora.safetensors", {
         "lora_unet_input_blocks_1_1_proj_in.lora_down.weight": rng.standard_normal((4, 320, 1, 1), np.float32) * 0.05,
         "lora_unet_input_blocks_1_1_proj_in.lora_up.weight": rng.standard_normal((320, 4, 1, 1), np.float32) * 0.05,
         "lora_unet_input_blocks_1_1_proj_in.alpha": np.array(4.0, np.float32)}, "F16")

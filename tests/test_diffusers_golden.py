@@ -25,10 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-try:  # the test-file generators: top-level testkit, or the older fpcore.synth
-    import testkit as kit
-except ImportError:  # pragma: no cover - before the move
-    from fpcore import synth as kit
+import testkit as kit
 
 try:
     from fpcore.sources import open_source

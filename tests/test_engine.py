@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpcore import synth
+import testkit
 from fpcore.fingerprint import Fingerprint, run_length, run_start
 from fpcore.identify import fingerprint_path, identify
 
@@ -35,12 +35,12 @@ def test_positions_come_from_shape_only():
 
 def test_invariant_to_order_metadata_and_prefix(tmp_path, lineage):
     sd = lineage["Base"]
-    synth.write_safetensors(tmp_path / "a.safetensors", sd, "F16")
-    synth.write_safetensors(tmp_path / "b.safetensors", sd, "F16", order="shuffle:7",
+    testkit.write_safetensors(tmp_path / "a.safetensors", sd, "F16")
+    testkit.write_safetensors(tmp_path / "b.safetensors", sd, "F16", order="shuffle:7",
                             metadata={"modelspec.title": "renamed", "format": "pt"})
-    unet = synth.unet_only(sd)
-    synth.write_safetensors(tmp_path / "c.safetensors", unet, "F16", order="reverse")
-    synth.write_safetensors(tmp_path / "d.safetensors",
+    unet = testkit.unet_only(sd)
+    testkit.write_safetensors(tmp_path / "c.safetensors", unet, "F16", order="reverse")
+    testkit.write_safetensors(tmp_path / "d.safetensors",
                             {"diffusion_model." + k: v for k, v in unet.items()}, "F16")
     fa, fb, fc, fd = (fp_of(tmp_path / f"{n}.safetensors") for n in "abcd")
     assert fa.serialize() == fb.serialize()          # order and metadata change nothing
@@ -53,10 +53,10 @@ def test_invariant_to_order_metadata_and_prefix(tmp_path, lineage):
 
 
 def test_value_hash_survives_lossless_precision_change(tmp_path, lineage):
-    sd16 = {k: synth._convert(v, "F16").astype(np.float32) if v.dtype == np.float32 else v
+    sd16 = {k: testkit.convert(v, "F16").astype(np.float32) if v.dtype == np.float32 else v
             for k, v in lineage["Base"].items()}
-    synth.write_safetensors(tmp_path / "h.safetensors", sd16, "F16")
-    synth.write_safetensors(tmp_path / "f.safetensors", sd16, "F32")   # upcast: exact
+    testkit.write_safetensors(tmp_path / "h.safetensors", sd16, "F16")
+    testkit.write_safetensors(tmp_path / "f.safetensors", sd16, "F32")   # upcast: exact
     a, b = fp_of(tmp_path / "h.safetensors"), fp_of(tmp_path / "f.safetensors")
     assert per_key(a, "h_val") == per_key(b, "h_val")
     assert per_key(a, "h_raw") != per_key(b, "h_raw")
@@ -64,7 +64,7 @@ def test_value_hash_survives_lossless_precision_change(tmp_path, lineage):
 
 def test_fingerprint_size_budget_for_full_sdxl(tmp_path):
     path = tmp_path / "sdxl_full.safetensors"
-    synth.write_spec_file(path, synth.checkpoint_spec("sdxl", "full"), "F16", fill="sparse")
+    testkit.write_spec_file(path, testkit.checkpoint_spec("sdxl", "full"), "F16", fill="sparse")
     fp, a, _, stats = fingerprint_path(path)
     assert a.family == "sdxl"
     assert len(fp.keys) == 2515
@@ -90,9 +90,9 @@ def test_identical(zoo_dir, db):
 @pytest.mark.parametrize("dtype", ["BF16", "F8_E4M3", "F32"])
 def test_same_weights_across_precision(tmp_path, lineage, db, dtype):
     # converted from the fp16 reference file's values, as a user's converter would
-    sd16 = {k: synth._convert(v, "F16").astype(np.float32) if v.dtype == np.float32 else v
+    sd16 = {k: testkit.convert(v, "F16").astype(np.float32) if v.dtype == np.float32 else v
             for k, v in lineage["Child"].items()}
-    synth.write_safetensors(tmp_path / "c.safetensors", sd16, dtype, order="reverse")
+    testkit.write_safetensors(tmp_path / "c.safetensors", sd16, dtype, order="reverse")
     rep = verdict(tmp_path / "c.safetensors", db)
     assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("same_weights", "Child")
     assert rep["components"]["vae"]["relation"] == "same_weights"
@@ -100,14 +100,14 @@ def test_same_weights_across_precision(tmp_path, lineage, db, dtype):
 
 def test_same_weights_from_fp32_master(tmp_path, lineage, db):
     # bf16 made from the fp32 master, reference is fp16: double rounding must not count
-    synth.write_safetensors(tmp_path / "c.safetensors", lineage["Other"], "BF16")
+    testkit.write_safetensors(tmp_path / "c.safetensors", lineage["Other"], "BF16")
     rep = verdict(tmp_path / "c.safetensors", db, hashes=False)
     assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("same_weights", "Other")
 
 
 @pytest.mark.parametrize("strength", [0.0005, 0.003, 0.05])
 def test_finetune_is_derivative_never_same_weights(tmp_path, lineage, db, strength):
-    synth.write_safetensors(tmp_path / "ft.safetensors", synth.finetune(lineage["Child"], strength, 5), "F16")
+    testkit.write_safetensors(tmp_path / "ft.safetensors", testkit.finetune(lineage["Child"], strength, 5), "F16")
     rep = verdict(tmp_path / "ft.safetensors", db, hashes=False)
     assert rep["verdict"]["relation"] == "derivative"
     assert rep["verdict"]["base"] == "Child"
@@ -115,21 +115,21 @@ def test_finetune_is_derivative_never_same_weights(tmp_path, lineage, db, streng
 
 
 def test_sibling_is_derivative_of_parent(tmp_path, lineage, db):
-    sib = synth.finetune(lineage["Base"], 0.3, 77)
-    synth.write_safetensors(tmp_path / "sib.safetensors", sib, "F16")
+    sib = testkit.finetune(lineage["Base"], 0.3, 77)
+    testkit.write_safetensors(tmp_path / "sib.safetensors", sib, "F16")
     rep = verdict(tmp_path / "sib.safetensors", db, hashes=False)
     assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("derivative", "Base")
 
 
 def test_baked_lora_is_derivative(tmp_path, lineage, db):
-    synth.write_safetensors(tmp_path / "l.safetensors", synth.bake_lora(lineage["Other"], 8, 0.05, 3), "F16")
+    testkit.write_safetensors(tmp_path / "l.safetensors", testkit.bake_lora(lineage["Other"], 8, 0.05, 3), "F16")
     rep = verdict(tmp_path / "l.safetensors", db, hashes=False)
     assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("derivative", "Other")
 
 
 def test_merge_weights(tmp_path, lineage, db):
-    m = synth.merge([(lineage["Child"], 0.3), (lineage["Other"], 0.7)])
-    synth.write_safetensors(tmp_path / "m.safetensors", m, "F16")
+    m = testkit.merge([(lineage["Child"], 0.3), (lineage["Other"], 0.7)])
+    testkit.write_safetensors(tmp_path / "m.safetensors", m, "F16")
     rep = verdict(tmp_path / "m.safetensors", db, hashes=False)
     assert rep["verdict"]["relation"] == "merge"
     got = {x["ref"]: x["weight"] for x in rep["merge"]}
@@ -140,8 +140,8 @@ def test_merge_weights(tmp_path, lineage, db):
 
 def test_block_weighted_merge(tmp_path, lineage, db):
     bw = {"input": [0.2, 0.8], "middle": [0.5, 0.5], "output": [0.9, 0.1]}
-    m = synth.merge([(lineage["Child"], 0.5), (lineage["Other"], 0.5)], bw)
-    synth.write_safetensors(tmp_path / "m.safetensors", m, "F16")
+    m = testkit.merge([(lineage["Child"], 0.5), (lineage["Other"], 0.5)], bw)
+    testkit.write_safetensors(tmp_path / "m.safetensors", m, "F16")
     rep = verdict(tmp_path / "m.safetensors", db, hashes=False)
     assert rep["verdict"]["relation"] == "merge"
     blocks = {g: {x["ref"]: x["weight"] for x in ws} for g, ws in rep["merge_blocks"].items()}
@@ -152,7 +152,7 @@ def test_block_weighted_merge(tmp_path, lineage, db):
 def test_independent_model_is_unknown(zoo_dir, tmp_path, lineage, db):
     rep = verdict(zoo_dir / "Indep.safetensors", db, hashes=False)
     assert rep["verdict"]["relation"] == "unknown" and rep["verdict"]["base"] is None
-    synth.write_safetensors(tmp_path / "i.safetensors", synth.finetune(lineage["Indep"], 0.05, 1), "BF16")
+    testkit.write_safetensors(tmp_path / "i.safetensors", testkit.finetune(lineage["Indep"], 0.05, 1), "BF16")
     rep = verdict(tmp_path / "i.safetensors", db, hashes=False)
     assert rep["verdict"]["relation"] == "unknown" and rep["verdict"]["base"] is None
     assert all(not c["related"] for c in rep["candidates"])
@@ -166,7 +166,7 @@ def test_orphan_reference_is_not_claimed_for_a_sibling(tmp_path, zoo_dir, lineag
     assert d.orphan("Child")
     rep = verdict(zoo_dir / "Other.safetensors", d, hashes=False)
     assert rep["verdict"]["base"] is None and rep["verdict"]["relation"] == "unknown"
-    synth.write_safetensors(tmp_path / "ft.safetensors", synth.finetune(lineage["Child"], 0.03, 5), "F16")
+    testkit.write_safetensors(tmp_path / "ft.safetensors", testkit.finetune(lineage["Child"], 0.03, 5), "F16")
     rep = verdict(tmp_path / "ft.safetensors", d, hashes=False)
     assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("derivative", "Child")
 
@@ -182,10 +182,10 @@ def test_no_references_says_so(zoo_dir, tmp_path):
 def test_elementwise_merges(tmp_path, lineage, db, method):
     """TIES and DARE merges do not average whole weights; they are still merges of Child and Other."""
     if method == "dare":
-        m = synth.dare_merge(lineage["Base"], [(lineage["Child"], 0.5), (lineage["Other"], 0.5)], 0.9, 3)
+        m = testkit.dare_merge(lineage["Base"], [(lineage["Child"], 0.5), (lineage["Other"], 0.5)], 0.9, 3)
     else:
-        m = synth.ties_merge(lineage["Base"], [lineage["Child"], lineage["Other"]])
-    synth.write_safetensors(tmp_path / "m.safetensors", m, "F16")
+        m = testkit.ties_merge(lineage["Base"], [lineage["Child"], lineage["Other"]])
+    testkit.write_safetensors(tmp_path / "m.safetensors", m, "F16")
     rep = verdict(tmp_path / "m.safetensors", db, hashes=False)
     assert rep["verdict"]["relation"] == "merge"
     got = {x["ref"]: x["weight"] for x in rep["merge"]}
@@ -198,7 +198,7 @@ def test_add_difference_is_a_derivative(tmp_path, lineage, db):
     """Child + 0.5 (Other - Base): all of Child plus half of Other's training."""
     ad = {k: (v + 0.5 * (lineage["Other"][k] - lineage["Base"][k])) if v.dtype == np.float32 else v
           for k, v in lineage["Child"].items()}
-    synth.write_safetensors(tmp_path / "ad.safetensors", ad, "F16")
+    testkit.write_safetensors(tmp_path / "ad.safetensors", ad, "F16")
     rep = verdict(tmp_path / "ad.safetensors", db, hashes=False)
     assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("derivative", "Child")
 
@@ -214,16 +214,16 @@ def write_fp8_scaled(path, sd):
         else:
             out[k], dt[k] = v, "F16"
     out["model.diffusion_model.scaled_fp8"], dt["model.diffusion_model.scaled_fp8"] = np.zeros(0, np.float32), "F8_E4M3"
-    synth.write_safetensors(path, out, dt)
+    testkit.write_safetensors(path, out, dt)
 
 
 def test_fp8_scaled_copy_is_same_weights(tmp_path, lineage, db):
-    sd16 = {k: synth._convert(v, "F16").astype(np.float32) if v.dtype == np.float32 else v
+    sd16 = {k: testkit.convert(v, "F16").astype(np.float32) if v.dtype == np.float32 else v
             for k, v in lineage["Child"].items()}
     write_fp8_scaled(tmp_path / "s.safetensors", sd16)
     rep = verdict(tmp_path / "s.safetensors", db, hashes=False)
     assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("same_weights", "Child")
     # and a fine-tune stored the same way is still a derivative
-    write_fp8_scaled(tmp_path / "f.safetensors", synth.finetune(lineage["Child"], 0.03, 8))
+    write_fp8_scaled(tmp_path / "f.safetensors", testkit.finetune(lineage["Child"], 0.03, 8))
     rep = verdict(tmp_path / "f.safetensors", db, hashes=False)
     assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("derivative", "Child")

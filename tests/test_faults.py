@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from fpcore import identify as ident
-from fpcore import synth, tags
+import testkit
+from fpcore import tags
 from fpcore.errors import BadFileError
 from fpcore.refs import RefDB
 from fpcore.store import DB_NAME, Store
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def models(tmp_path_factory, lineage):
     d = tmp_path_factory.mktemp("fault_models")
     for i in range(10):
-        synth.write_safetensors(d / f"m{i}.safetensors", synth.finetune(lineage["Base"], 0.01 * (i + 1), 50 + i), "F16")
+        testkit.write_safetensors(d / f"m{i}.safetensors", testkit.finetune(lineage["Base"], 0.01 * (i + 1), 50 + i), "F16")
     (d / "m0.json").write_text(json.dumps({"notes": "mine"}))
     return d
 

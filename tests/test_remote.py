@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-try:   # test-file generators: the top-level testkit package (fpcore.synth before the move)
-    import testkit
-except ImportError:   # pragma: no cover
-    from fpcore import synth as testkit
+import testkit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpkit  # noqa: E402

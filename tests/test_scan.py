@@ -9,7 +9,7 @@ import stat
 import numpy as np
 import pytest
 
-from fpcore import synth
+import testkit
 from fpcore.cli import main
 from fpcore.scan import find_models, public, scan_folder
 from fpcore.refs import RefDB
@@ -22,18 +22,18 @@ def folder(tmp_path_factory, lineage):
     d = tmp_path_factory.mktemp("models")
     (d / "sub" / "deeper").mkdir(parents=True)
     base, child, other = lineage["Base"], lineage["Child"], lineage["Other"]
-    w = synth.write_safetensors
+    w = testkit.write_safetensors
     w(d / "base.safetensors", base, "F16")
     w(d / "child.safetensors", child, "F16")
     w(d / "sub" / "other.safetensors", other, "F16")
     shutil.copy(d / "child.safetensors", d / "sub" / "child_copy.safetensors")          # duplicate
-    w(d / "child_bf16.safetensors", {k: synth._convert(v, "F16").astype(np.float32) if v.dtype == np.float32 else v
+    w(d / "child_bf16.safetensors", {k: testkit.convert(v, "F16").astype(np.float32) if v.dtype == np.float32 else v
                                      for k, v in child.items()}, "BF16")              # same weights, bf16
-    w(d / "mix.safetensors", synth.merge([(child, 0.4), (other, 0.6)]), "F16")        # merge of two folder models
+    w(d / "mix.safetensors", testkit.merge([(child, 0.4), (other, 0.6)]), "F16")        # merge of two folder models
     for i in range(8):
-        w(d / "sub" / "deeper" / f"ft{i}.safetensors", synth.finetune(child, 0.02 + 0.01 * i, 100 + i), "F16")
+        w(d / "sub" / "deeper" / f"ft{i}.safetensors", testkit.finetune(child, 0.02 + 0.01 * i, 100 + i), "F16")
     w(d / "indep.safetensors", lineage["Indep"], "F16")
-    w(d / "indep_ft.safetensors", synth.finetune(lineage["Indep"], 0.03, 5), "F16")
+    w(d / "indep_ft.safetensors", testkit.finetune(lineage["Indep"], 0.03, 5), "F16")
     # a LoRA with kohya key names
     rng = np.random.default_rng(0)
     lora = {}
@@ -47,7 +47,7 @@ def folder(tmp_path_factory, lineage):
     # a sidecar with the user's notes
     (d / "child.json").write_text(json.dumps({"description": "my favourite", "notes": "keep me", "sd version": "SD1"}))
     # a read-only model
-    w(d / "readonly.safetensors", synth.finetune(base, 0.05, 77), "F16")
+    w(d / "readonly.safetensors", testkit.finetune(base, 0.05, 77), "F16")
     os.chmod(d / "readonly.safetensors", 0o444)
     os.symlink(d / "sub", d / "sub" / "deeper" / "loop")                                  # symlink loop
     return d
@@ -172,9 +172,9 @@ def test_scan_sees_other_formats(tmp_path, lineage):
     """A diffusers folder is one model, a .ckpt copy is the same weights as its .safetensors."""
     d = tmp_path / "m"
     d.mkdir()
-    synth.write_safetensors(d / "child.safetensors", lineage["Child"], "F16")
-    synth.write_torch_ckpt(d / "child.ckpt", lineage["Child"], "F16")
-    synth.write_diffusers(d / "child_diffusers", lineage["Child"], "sd1")
+    testkit.write_safetensors(d / "child.safetensors", lineage["Child"], "F16")
+    testkit.write_torch_ckpt(d / "child.ckpt", lineage["Child"], "F16")
+    testkit.write_diffusers(d / "child_diffusers", lineage["Child"], "sd1")
     refs = tmp_path / "r"
     res = scan_folder(d, db=RefDB(refs, builtin_dir=refs / "n"), cache_dir=tmp_path / "c")
     r = by_name(res)

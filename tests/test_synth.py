@@ -1,4 +1,4 @@
-"""Tests for fpcore.synth: synthetic checkpoints with real key layouts."""
+"""Tests for testkit: generated checkpoints with real key layouts."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from fpcore import synth
+import testkit
 
 U = "model.diffusion_model."
 
@@ -44,22 +44,22 @@ def _read_header(path):
     ("sdxl_refiner", "clip_g", 694_659_841),
 ])
 def test_full_param_counts(family, component, params):
-    spec = synth.checkpoint_spec(family, "full", {component})
+    spec = testkit.checkpoint_spec(family, "full", {component})
     assert spec
-    assert synth.param_count(spec) == params
+    assert testkit.param_count(spec) == params
 
 
 def test_full_sdxl_file_size():
-    spec = synth.checkpoint_spec("sdxl", "full")
+    spec = testkit.checkpoint_spec("sdxl", "full")
     assert len(spec) == 2515
-    nbytes = synth.spec_nbytes(spec, "F16")
+    nbytes = testkit.spec_nbytes(spec, "F16")
     # 3,468,837,868 fp16 params + int64 position_ids (77 * 8)
     assert nbytes == 3_468_837_868 * 2 + 77 * 8
     assert round(nbytes / 1e9, 2) == 6.94
 
 
 def test_full_key_samples():
-    sd1 = synth.checkpoint_spec("sd1", "full")
+    sd1 = testkit.checkpoint_spec("sd1", "full")
     assert sd1[U + "input_blocks.1.1.proj_in.weight"] == (320, 320, 1, 1)
     assert sd1[U + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"] == (320, 768)
     assert sd1[U + "input_blocks.4.0.skip_connection.weight"] == (640, 320, 1, 1)
@@ -74,7 +74,7 @@ def test_full_key_samples():
     assert "first_stage_model.decoder.up.0.upsample.conv.weight" not in sd1
     assert not any(k.startswith("conditioner.") for k in sd1)
 
-    sd2 = synth.checkpoint_spec("sd2", "full")
+    sd2 = testkit.checkpoint_spec("sd2", "full")
     assert sd2[U + "input_blocks.1.1.proj_in.weight"] == (320, 320)
     assert sd2[U + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"] == (320, 1024)
     m = "cond_stage_model.model."
@@ -85,7 +85,7 @@ def test_full_key_samples():
     assert sd2[m + "text_projection"] == (1024, 1024)
     assert sd2[m + "logit_scale"] == ()
 
-    xl = synth.checkpoint_spec("sdxl", "full")
+    xl = testkit.checkpoint_spec("sdxl", "full")
     assert xl[U + "label_emb.0.0.weight"] == (1280, 2816)
     assert xl[U + "label_emb.0.2.weight"] == (1280, 1280)
     assert xl[U + "input_blocks.4.1.transformer_blocks.1.attn2.to_k.weight"] == (640, 2048)
@@ -98,7 +98,7 @@ def test_full_key_samples():
     assert xl["conditioner.embedders.1.model.text_projection"] == (1280, 1280)
     assert xl["conditioner.embedders.0.transformer.text_model.final_layer_norm.weight"] == (768,)
 
-    ref = synth.checkpoint_spec("sdxl_refiner", "full")
+    ref = testkit.checkpoint_spec("sdxl_refiner", "full")
     assert ref[U + "label_emb.0.0.weight"] == (1536, 2560)
     assert ref[U + "input_blocks.4.1.transformer_blocks.3.attn2.to_k.weight"] == (768, 1280)
     assert U + "input_blocks.10.1.norm.weight" not in ref  # level 3: no attention
@@ -108,26 +108,26 @@ def test_full_key_samples():
 
 
 def test_components_and_order():
-    full = synth.checkpoint_spec("sdxl", "tiny")
-    parts = [synth.checkpoint_spec("sdxl", "tiny", {c}) for c in ("unet", "clip_l", "clip_g", "vae")]
+    full = testkit.checkpoint_spec("sdxl", "tiny")
+    parts = [testkit.checkpoint_spec("sdxl", "tiny", {c}) for c in ("unet", "clip_l", "clip_g", "vae")]
     merged = {}
     for p in parts:
         merged.update(p)
     assert list(merged) == list(full)                   # insertion order = file module order
-    assert synth.checkpoint_spec("sd1", "tiny", {"clip_g"}) == {}  # not in family: skipped
+    assert testkit.checkpoint_spec("sd1", "tiny", {"clip_g"}) == {}  # not in family: skipped
     with pytest.raises(ValueError):
-        synth.checkpoint_spec("sd1", "tiny", {"clip_x"})
+        testkit.checkpoint_spec("sd1", "tiny", {"clip_x"})
     with pytest.raises(ValueError):
-        synth.checkpoint_spec("sd3", "tiny")
+        testkit.checkpoint_spec("sd3", "tiny")
     with pytest.raises(ValueError):
-        synth.checkpoint_spec("sd1", "huge")
+        testkit.checkpoint_spec("sd1", "huge")
 
 
-@pytest.mark.parametrize("family", synth.ALL_FAMILIES)
+@pytest.mark.parametrize("family", testkit.ALL_FAMILIES)
 def test_sizes_share_keys(family):
-    full = synth.checkpoint_spec(family, "full")
-    tiny = synth.checkpoint_spec(family, "tiny")
-    small = synth.checkpoint_spec(family, "small")
+    full = testkit.checkpoint_spec(family, "full")
+    tiny = testkit.checkpoint_spec(family, "tiny")
+    small = testkit.checkpoint_spec(family, "small")
     assert list(full) == list(tiny) == list(small)
     assert all(len(full[k]) == len(tiny[k]) for k in full)
     # semantic dims stay real
@@ -145,25 +145,25 @@ def test_sizes_share_keys(family):
             assert tiny[k] == full[k]
         if k.endswith("norm.weight") or ".norm1." in k or ".norm2." in k or "in_layers.0" in k:
             assert tiny[k][0] % 32 == 0 or ".transformer_blocks." in k
-    assert synth.param_count(tiny) < synth.param_count(small) < synth.param_count(full)
+    assert testkit.param_count(tiny) < testkit.param_count(small) < testkit.param_count(full)
 
 
 def test_variant_families():
-    assert synth.checkpoint_spec("sd1_inpaint", "tiny")[U + "input_blocks.0.0.weight"][1] == 9
-    assert synth.checkpoint_spec("sdxl_inpaint", "full")[U + "input_blocks.0.0.weight"] == (320, 9, 3, 3)
-    assert synth.checkpoint_spec("sd1_pix2pix", "tiny")[U + "input_blocks.0.0.weight"][1] == 8
+    assert testkit.checkpoint_spec("sd1_inpaint", "tiny")[U + "input_blocks.0.0.weight"][1] == 9
+    assert testkit.checkpoint_spec("sdxl_inpaint", "full")[U + "input_blocks.0.0.weight"] == (320, 9, 3, 3)
+    assert testkit.checkpoint_spec("sd1_pix2pix", "tiny")[U + "input_blocks.0.0.weight"][1] == 8
 
 
 def test_dtype_of_key():
-    assert synth.dtype_of_key("cond_stage_model.transformer.text_model.embeddings.position_ids") == "I64"
-    assert synth.dtype_of_key(U + "out.2.weight") == "F16"
+    assert testkit.dtype_of_key("cond_stage_model.transformer.text_model.embeddings.position_ids") == "I64"
+    assert testkit.dtype_of_key(U + "out.2.weight") == "F16"
 
 
 # ---------------------------------------------------------------- random weights
 
 def test_random_state_dict_statistics():
-    spec = synth.checkpoint_spec("sdxl", "tiny")
-    sd = synth.random_state_dict(spec, 1)
+    spec = testkit.checkpoint_spec("sdxl", "tiny")
+    sd = testkit.random_state_dict(spec, 1)
     assert list(sd) == list(spec)
     for k, shape in spec.items():
         assert sd[k].shape == shape
@@ -184,19 +184,19 @@ def test_random_state_dict_statistics():
     assert sd["conditioner.embedders.1.model.logit_scale"].shape == ()
     np.testing.assert_array_equal(
         sd["conditioner.embedders.0.transformer.text_model.embeddings.position_ids"], np.arange(77)[None])
-    unscaled = synth.random_state_dict({U + "out.2.weight": (4, 32, 3, 3)}, 1, scale_by_fan_in=False)
+    unscaled = testkit.random_state_dict({U + "out.2.weight": (4, 32, 3, 3)}, 1, scale_by_fan_in=False)
     assert 0.8 < unscaled[U + "out.2.weight"].std() < 1.2
 
 
 def test_random_state_dict_deterministic_per_seed_and_key():
-    spec = synth.checkpoint_spec("sd1", "tiny")
-    a = synth.random_state_dict(spec, 7)
-    sub = synth.checkpoint_spec("sd1", "tiny", {"vae"})
+    spec = testkit.checkpoint_spec("sd1", "tiny")
+    a = testkit.random_state_dict(spec, 7)
+    sub = testkit.checkpoint_spec("sd1", "tiny", {"vae"})
     rev = dict(reversed(list(sub.items())))
-    b = synth.random_state_dict(rev, 7)
+    b = testkit.random_state_dict(rev, 7)
     for k in sub:
         np.testing.assert_array_equal(a[k], b[k])
-    c = synth.random_state_dict(sub, 8)
+    c = testkit.random_state_dict(sub, 8)
     k = "first_stage_model.encoder.conv_in.weight"
     assert not np.array_equal(a[k], c[k])
     # different keys of equal shape differ
@@ -208,8 +208,8 @@ def test_random_state_dict_deterministic_per_seed_and_key():
 
 @pytest.fixture(scope="module")
 def tiny_sd1():
-    spec = synth.checkpoint_spec("sd1", "tiny")
-    return spec, synth.random_state_dict(spec, 3)
+    spec = testkit.checkpoint_spec("sd1", "tiny")
+    return spec, testkit.random_state_dict(spec, 3)
 
 
 @pytest.mark.parametrize("dtype,np_dtype", [("F16", np.float16), ("F32", np.float32)])
@@ -219,7 +219,7 @@ def test_roundtrip_safetensors_package(tmp_path, tiny_sd1, dtype, np_dtype):
 
     spec, sd = tiny_sd1
     p = tmp_path / "m.safetensors"
-    synth.write_safetensors(p, sd, dtype, metadata={"modelspec.architecture": "stable-diffusion-v1"})
+    testkit.write_safetensors(p, sd, dtype, metadata={"modelspec.architecture": "stable-diffusion-v1"})
     back = load_file(str(p))
     assert set(back) == set(spec)
     for k, a in sd.items():
@@ -245,7 +245,7 @@ def test_roundtrip_safetensors_package(tmp_path, tiny_sd1, dtype, np_dtype):
 def test_byte_level_low_precision(tmp_path, tiny_sd1, dtype, ml):
     spec, sd = tiny_sd1
     p = tmp_path / "m.safetensors"
-    synth.write_safetensors(p, sd, dtype)
+    testkit.write_safetensors(p, sd, dtype)
     n, header = _read_header(p)
     assert "__metadata__" not in header
     data = p.read_bytes()[8 + n:]
@@ -272,7 +272,7 @@ def test_mixed_dtype_dict(tmp_path, tiny_sd1):
     spec, sd = tiny_sd1
     dt = {k: ("F32" if k.startswith("first_stage_model.") else "F16") for k in sd}
     p = tmp_path / "m.safetensors"
-    synth.write_safetensors(p, sd, dt)
+    testkit.write_safetensors(p, sd, dt)
     back = load_file(str(p))
     assert back["first_stage_model.quant_conv.weight"].dtype == np.float32
     assert back[U + "out.2.weight"].dtype == np.float16
@@ -280,7 +280,7 @@ def test_mixed_dtype_dict(tmp_path, tiny_sd1):
 
 def test_fp8_saturates(tmp_path):
     p = tmp_path / "m.safetensors"
-    synth.write_safetensors(p, {"w": np.array([1000.0, -1000.0, 0.5], np.float32)}, "F8_E4M3")
+    testkit.write_safetensors(p, {"w": np.array([1000.0, -1000.0, 0.5], np.float32)}, "F8_E4M3")
     n, header = _read_header(p)
     got = np.frombuffer(p.read_bytes()[8 + n:], ml_dtypes.float8_e4m3fn).astype(np.float32)
     np.testing.assert_array_equal(got, [448.0, -448.0, 0.5])
@@ -293,12 +293,12 @@ def test_orders_give_identical_tensors(tmp_path, tiny_sd1):
     loaded, offsets = [], []
     for order in ("sorted", "reverse", "shuffle:1", "shuffle:2"):
         p = tmp_path / f"{order.replace(':', '_')}.safetensors"
-        synth.write_safetensors(p, sd, "F16", order=order)
+        testkit.write_safetensors(p, sd, "F16", order=order)
         loaded.append(load_file(str(p)))
         _, header = _read_header(p)
         offsets.append({k: v["data_offsets"][0] for k, v in header.items()})
         n, _ = _read_header(p)  # header length varies with the offsets' digits
-        assert os.path.getsize(p) - 8 - n == synth.spec_nbytes(spec, "F16")
+        assert os.path.getsize(p) - 8 - n == testkit.spec_nbytes(spec, "F16")
     for other in loaded[1:]:
         for k in sd:
             np.testing.assert_array_equal(loaded[0][k], other[k])
@@ -307,17 +307,17 @@ def test_orders_give_identical_tensors(tmp_path, tiny_sd1):
     assert first == min(sd)
     assert min(offsets[1], key=offsets[1].get) == max(sd)
     with pytest.raises(ValueError):
-        synth.write_safetensors(tmp_path / "x.safetensors", sd, order="bogus")
+        testkit.write_safetensors(tmp_path / "x.safetensors", sd, order="bogus")
 
 
 def test_sparse_full_sdxl(tmp_path):
-    spec = synth.checkpoint_spec("sdxl", "full")
+    spec = testkit.checkpoint_spec("sdxl", "full")
     p = tmp_path / "xl.safetensors"
-    size = synth.write_spec_file(p, spec, "F16", metadata={"k": "v"})
+    size = testkit.write_spec_file(p, spec, "F16", metadata={"k": "v"})
     st = os.stat(p)
     assert st.st_size == size
     n, header = _read_header(p)
-    assert size == 8 + n + synth.spec_nbytes(spec, "F16")
+    assert size == 8 + n + testkit.spec_nbytes(spec, "F16")
     assert round(size / 1e9, 2) == 6.94
     assert header["__metadata__"] == {"k": "v"}
     assert header[U + "label_emb.0.0.weight"] == {
@@ -331,23 +331,23 @@ def test_sparse_full_sdxl(tmp_path):
 
 
 def test_spec_file_random_fill(tmp_path):
-    spec = synth.checkpoint_spec("sd1", "tiny", {"vae"})
+    spec = testkit.checkpoint_spec("sd1", "tiny", {"vae"})
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    size = synth.write_spec_file(a, spec, "BF16", fill="random", seed=5)
-    synth.write_spec_file(b, spec, "BF16", fill="random", seed=5)
+    size = testkit.write_spec_file(a, spec, "BF16", fill="random", seed=5)
+    testkit.write_spec_file(b, spec, "BF16", fill="random", seed=5)
     assert os.path.getsize(a) == size
     assert a.read_bytes() == b.read_bytes()
     n, header = _read_header(a)
     assert {v["dtype"] for k, v in header.items()} == {"BF16"}
     data = a.read_bytes()[8 + n:]
-    assert len(data) == synth.param_count(spec) * 2
+    assert len(data) == testkit.param_count(spec) * 2
     assert data.count(0) < len(data) // 100
     with pytest.raises(ValueError):
-        synth.write_spec_file(a, spec, fill="zeros")
+        testkit.write_spec_file(a, spec, fill="zeros")
 
 
 def test_tiny_sdxl_file_size(tmp_path):
-    spec = synth.checkpoint_spec("sdxl", "tiny")
+    spec = testkit.checkpoint_spec("sdxl", "tiny")
     p = tmp_path / "xl.safetensors"
-    synth.write_safetensors(p, synth.random_state_dict(spec, 0), "F16")
+    testkit.write_safetensors(p, testkit.random_state_dict(spec, 0), "F16")
     assert os.path.getsize(p) < 80e6

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fpcore import synth
+import testkit
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -59,11 +59,11 @@ def _free_port() -> int:
 def models(tmp_path_factory):
     """a.safetensors; a duplicate of it; sub/b.safetensors, a fine-tune of a (SD1, tiny widths)."""
     d = tmp_path_factory.mktemp("ui_models")
-    spec = synth.checkpoint_spec("sd1", "tiny")
-    a = synth.random_state_dict(spec, 1)
-    synth.write_safetensors(d / "a.safetensors", a, "F16")
+    spec = testkit.checkpoint_spec("sd1", "tiny")
+    a = testkit.random_state_dict(spec, 1)
+    testkit.write_safetensors(d / "a.safetensors", a, "F16")
     (d / "sub").mkdir()
-    synth.write_safetensors(d / "sub" / "b.safetensors", synth.finetune(a, 0.30, 11, comps=("unet", "clip_l")), "F16")
+    testkit.write_safetensors(d / "sub" / "b.safetensors", testkit.finetune(a, 0.30, 11, comps=("unet", "clip_l")), "F16")
     shutil.copy(d / "a.safetensors", d / "a_copy.safetensors")
     return d
 

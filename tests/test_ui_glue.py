@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from fpcore import synth, ui
+import testkit
+from fpcore import ui
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,11 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     d = tmp_path_factory.mktemp("glue_models")
-    spec = synth.checkpoint_spec("sd1", "tiny")
-    a = synth.random_state_dict(spec, 1)
-    synth.write_safetensors(d / "a.safetensors", a, "F16")
+    spec = testkit.checkpoint_spec("sd1", "tiny")
+    a = testkit.random_state_dict(spec, 1)
+    testkit.write_safetensors(d / "a.safetensors", a, "F16")
     (d / "sub").mkdir()
-    synth.write_safetensors(d / "sub" / "b.safetensors", synth.finetune(a, 0.30, 11, comps=("unet", "clip_l")), "F16")
+    testkit.write_safetensors(d / "sub" / "b.safetensors", testkit.finetune(a, 0.30, 11, comps=("unet", "clip_l")), "F16")
     (d / "notes.txt").write_text("not a model")
     return d
 

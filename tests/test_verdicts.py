@@ -8,17 +8,14 @@ import os
 import numpy as np
 import pytest
 
-try:
-    import testkit as synth
-except ImportError:  # until the test-file generators have moved out of fpcore
-    from fpcore import synth
+import testkit
 from fpcore import layout
 from fpcore.cli import main
 from fpcore.identify import identify
 from fpcore.refs import RefDB
 from fpcore.scan import scan_folder
 
-_convert = getattr(synth, "convert", None) or synth._convert
+_convert = testkit.convert
 
 
 def _swap(sd: dict, donor: dict, comp: str) -> dict:
@@ -36,13 +33,13 @@ def variants(lineage):
     return {
         "child": child,
         "vae_swap": _swap(child, lineage["Indep"], "vae"),
-        "te_trained": synth.finetune(child, 0.05, 21, comps=("clip_l",)),
-        "mix": synth.merge([(lineage["Child"], 0.5), (lineage["Other"], 0.5)]),
+        "te_trained": testkit.finetune(child, 0.05, 21, comps=("clip_l",)),
+        "mix": testkit.merge([(lineage["Child"], 0.5), (lineage["Other"], 0.5)]),
     }
 
 
 def _write(d, name, sd, dtype="F16"):
-    synth.write_safetensors(d / f"{name}.safetensors", sd, dtype)
+    testkit.write_safetensors(d / f"{name}.safetensors", sd, dtype)
     return d / f"{name}.safetensors"
 
 
@@ -208,7 +205,7 @@ def test_unknown_with_nothing_comparable_has_no_confidence(tmp_path, lineage):
 
 
 def test_reason_shown_when_confidence_below_one(tmp_path, lineage, db, capsys):
-    p = _write(tmp_path, "ind", synth.finetune(lineage["Indep"], 0.05, 3))
+    p = _write(tmp_path, "ind", testkit.finetune(lineage["Indep"], 0.05, 3))
     assert main(["identify", str(p), "--no-hash", "--no-cache", "--refs", str(db.user_dir)]) == 0
     rep = identify(p, db, hashes=False)
     out = capsys.readouterr().out
@@ -219,7 +216,7 @@ def test_reason_shown_when_confidence_below_one(tmp_path, lineage, db, capsys):
 
 def test_html_and_ui_carry_a_legend_and_reasons(tmp_path, lineage, db):
     from fpcore import report_html, ui
-    p = _write(tmp_path, "ind", synth.finetune(lineage["Indep"], 0.05, 3))
+    p = _write(tmp_path, "ind", testkit.finetune(lineage["Indep"], 0.05, 3))
     rep = identify(p, db, hashes=False)
     res = {"root": str(tmp_path), "reports": [rep], "groups": [], "tags": [], "errors": []}
     page = report_html.render(res)
