@@ -159,10 +159,12 @@ def _hash_url(url: str, remote, download: bool, progress) -> dict:
 
 def scan_folder(root: str | os.PathLike, *, refs_dir=None, cache_dir=None, use_cache: bool = True, db=None,
                 progress=None, byte_progress=None, phase=None, write_tags: bool = False,
-                dry_run: bool = False, hash_policy: str = "auto") -> dict:
+                dry_run: bool = False, hash_policy: str = "auto", allowed_roots=None) -> dict:
     """Identify every model under ``root``, against the references and against each other.
 
     ``hash_policy``: "auto" hashes only where a hash decides something (CONTRACT.md), "always", "never".
+    ``allowed_roots`` (an exposed UI's model folders): files and folders whose real path leaves
+    them are not read, and are listed in ``skipped``.
     Raises BadFileError when ``root`` is missing or not a folder. The result keeps the
     fingerprints (``_fingerprints``) for :func:`write_report`; :func:`scan_json` drops them."""
     from . import scan as _scan
@@ -174,7 +176,7 @@ def scan_folder(root: str | os.PathLike, *, refs_dir=None, cache_dir=None, use_c
     kw = {"cache_dir": cache_dir} if cache_dir else {}
     return _scan.scan_folder(r, db=db or refdb(refs_dir), use_cache=use_cache, progress=progress,
                              byte_progress=byte_progress, phase=phase, write_tags=write_tags, dry_run=dry_run,
-                             hash_policy=hash_policy, **kw)
+                             hash_policy=hash_policy, allowed_roots=allowed_roots, **kw)
 
 
 def scan_json(result: dict) -> dict:

@@ -32,10 +32,27 @@ PEER_CANDIDATES = 8
 PEER_SHORTLIST = 32
 
 
-def find_models(root: str | os.PathLike) -> tuple[list[str], list[dict]]:
+def _leaves(path: str, roots: tuple[str, ...]) -> bool:
+    """True when ``path``'s real location (symlinks, ``..`` resolved) is inside none of ``roots``."""
+    real = os.path.realpath(path)
+    return not any(real == r or os.path.commonpath([real, r]) == r for r in roots)
+
+
+def find_models(root: str | os.PathLike, allowed_roots=None,
+                skipped: list | None = None) -> tuple[list[str], list[dict]]:
     """Model files under ``root``, recursively, each real directory visited once (symlink
-    loops end there). Unreadable directories are reported, not fatal."""
+    loops end there). Unreadable directories are reported, not fatal. With ``allowed_roots``
+    (an exposed UI: the model folders), a file or folder whose real path leaves them is neither
+    read nor walked; it is appended to ``skipped`` as {"path", "reason"} (the link, not its target)."""
     root = os.fspath(root)
+    roots = tuple(os.path.realpath(r) for r in allowed_roots) if allowed_roots is not None else None
+
+    def outside(path: str) -> bool:
+        if roots is None or not _leaves(path, roots):
+            return False
+        if skipped is not None:
+            skipped.append({"path": path, "reason": "a link leading outside the model folders"})
+        return True
     errors: list[dict] = []
     if not os.path.isdir(root):
         from .errors import BadFileError
@@ -56,9 +73,9 @@ def find_models(root: str | os.PathLike) -> tuple[list[str], list[dict]]:
             files.append(dirpath)
             dirnames[:] = []
             continue
-        dirnames.sort()
+        dirnames[:] = [d for d in sorted(dirnames) if not outside(os.path.join(dirpath, d))]
         for f in sorted(filenames):
-            if f.lower().endswith(MODEL_EXTS):
+            if f.lower().endswith(MODEL_EXTS) and not outside(os.path.join(dirpath, f)):
                 files.append(os.path.join(dirpath, f))
     return files, errors
 
@@ -156,7 +173,7 @@ class _Peer:
 def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=None, store=None, cache_dir=None,
                 use_cache: bool = True, progress=None, byte_progress=None, write_tags: bool = False,
                 dry_run: bool = False, workers: int | None = None, phase=None, hash_policy: str = "auto",
-                peer_candidates: int = PEER_CANDIDATES) -> dict:
+                peer_candidates: int = PEER_CANDIDATES, allowed_roots=None) -> dict:
     """Identify every model under ``root``. Returns {"reports", "groups", "tags", "errors"}.
 
     ``progress(done_files, total_files, path)``; ``byte_progress(done_bytes, total_bytes)``;
@@ -166,13 +183,15 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
     ``hash_policy``: "auto" hashes only where a hash decides something (a known release's size,
     same-size files with the same fingerprint, before they are called identical); "always",
     "never". ``peer_candidates``: peers compared in full with each file (nearest by sketch).
-    With ``write_tags`` the sidecars are written (``dry_run``: only planned)."""
+    With ``write_tags`` the sidecars are written (``dry_run``: only planned). ``allowed_roots``
+    (an exposed UI): files and folders whose real path leaves them are listed in ``skipped``."""
     from .store import Store
     db = db or RefDB(refs_dir)
     own_store = store is None and use_cache
     store = store if store is not None else (Store(cache_dir) if use_cache else None)
     try:
-        files, errors = find_models(root)
+        skipped: list[dict] = []
+        files, errors = find_models(root, allowed_roots, skipped)
         sizes = {}
         for f in files:
             try:
@@ -216,8 +235,11 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
             if phase:
                 phase("tags", 0, 1)
             tag_results = _write_tags(reports, dry_run)
-        return {"root": os.fspath(root), "reports": [reports[f] for f in files], "groups": groups,
-                "tags": tag_results, "errors": errors, "workers": chosen, "_fingerprints": fps}
+        out = {"root": os.fspath(root), "reports": [reports[f] for f in files], "groups": groups,
+               "tags": tag_results, "errors": errors, "workers": chosen, "_fingerprints": fps}
+        if allowed_roots is not None:
+            out["skipped"] = skipped
+        return out
     finally:
         if own_store and store is not None:
             store.close()

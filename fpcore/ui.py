@@ -272,6 +272,9 @@ def scan_summary(result: dict, write_tags: bool) -> str:
         lines.append(f"- {g['relation']}" + (f" ({g['label']})" if g.get("label") else "") + ": "
                      + ", ".join(os.path.basename(p) for p in g["paths"])
                      + f" ({format_bytes(g.get('reclaimable_bytes', 0))} reclaimable)")
+    root = result.get("root") or ""
+    for s in result.get("skipped") or []:
+        lines.append(f"- skipped `{os.path.relpath(s['path'], root) if root else s['path']}`: {s['reason']}")
     if write_tags:
         tags = result.get("tags") or []
         written = sum(1 for t in tags if t.get("written") or (t.get("changes") and not t.get("error")))
@@ -289,27 +292,18 @@ def check_scan(host, folder: str, write_tags: bool = False) -> str:
     folder = exposure.confine(folder, policy, what="folder")
     if write_tags:
         exposure.check_write(policy, "writing tag sidecars")
-    if policy.exposed:  # links inside the folder must not lead the scan (or its sidecars) outside
-        from .scan import find_models
-        escaping = []
-        for f in find_models(folder)[0]:
-            try:
-                exposure.confine(f, policy)
-            except exposure.ExposureError:
-                escaping.append(os.path.relpath(f, folder))
-        if escaping:
-            raise exposure.ExposureError(
-                f"folder {folder} holds {len(escaping)} model(s) whose real path is outside the model folders "
-                f"(e.g. {escaping[0]}, a symbolic link): the UI is reachable by others ({policy.why}); scan a "
-                f"folder without such links, or run the UI on 127.0.0.1")
     return folder
 
 
 def scan(host, folder: str, write_tags: bool = False, progress=None) -> dict:
-    """``api.scan_folder`` with the host's settings; ``progress(done, total, path)``."""
+    """``api.scan_folder`` with the host's settings; ``progress(done, total, path)``. Exposed: links
+    inside the folder that lead outside the model folders are not followed; they are listed in
+    ``skipped`` (neither read nor given a sidecar)."""
     folder = check_scan(host, folder, write_tags)
+    policy = policy_of(host)
     return api.scan_folder(folder, refs_dir=_setting(host, "refs_dir"), cache_dir=_setting(host, "cache_dir"),
-                           progress=progress, write_tags=write_tags)
+                           progress=progress, write_tags=write_tags,
+                           allowed_roots=policy.roots if policy.exposed else None)
 
 
 def add_reference(host, path: str, name: str, parent: str | None = None, note: str | None = None) -> str:

@@ -143,8 +143,15 @@ def test_ui_handlers_refuse_when_exposed_and_allow_when_local(tree, tmp_path):
     with pytest.raises(ExposureError, match="writing tag sidecars"):
         ui.scan(ex, str(tree.models), write_tags=True)
     assert not list(tree.models.glob("*.json"))
-    with pytest.raises(ExposureError, match="real path is outside the model folders"):
-        ui.scan(ex, str(tree.models))            # links inside lead out: sneaky.safetensors, link_out/
+    # links inside that lead out (sneaky.safetensors, link_out/) are skipped and listed, the rest is scanned
+    res = ui.scan(ex, str(tree.models))
+    assert sorted(os.path.relpath(r["path"], res["root"]) for r in res["reports"]) == [
+        "a.safetensors", os.path.join("sub", "inside_link.safetensors")]
+    assert [os.path.basename(s["path"]) for s in res["skipped"]] == ["link_out", "sneaky.safetensors"]
+    summary = ui.scan_summary(res, False)
+    assert "- skipped `link_out`: a link leading outside the model folders" in summary, summary
+    assert "- skipped `sneaky.safetensors`" in summary and str(tree.outside) not in summary
+    assert "skipped" not in ui.scan(loc, str(tree.models))   # a local scan follows every link, as before
     inside = ui.scan(ex, str(tree.models / "sub"))  # a link that stays inside is fine
     assert [os.path.basename(r["path"]) for r in inside["reports"]] == ["inside_link.safetensors"]
     # add as reference: refused outside and without the opt-in; fine locally
@@ -154,6 +161,21 @@ def test_ui_handlers_refuse_when_exposed_and_allow_when_local(tree, tmp_path):
     assert "Added reference" in ui.add_reference(loc, str(tree.outside / "secret.safetensors"), "S")
     res = ui.scan(loc, str(tree.outside), write_tags=True)
     assert [os.path.basename(r["path"]) for r in res["reports"]] == ["secret.safetensors"]
+
+
+def test_find_models_skips_what_leaves_the_allowed_roots(tree):
+    from fpcore.scan import find_models
+    os.symlink("/", tree.models / "sub" / "to_root")     # never walked when confined
+    skipped: list = []
+    files, errors = find_models(tree.models, [tree.models], skipped)
+    assert [os.path.relpath(f, tree.models) for f in files] == [
+        "a.safetensors", os.path.join("sub", "inside_link.safetensors")] and not errors
+    assert sorted(os.path.relpath(s["path"], tree.models) for s in skipped) == [
+        "link_out", "sneaky.safetensors", os.path.join("sub", "to_root")]
+    # without allowed roots, links are followed (the CLI and a local UI): the outside file is found
+    os.unlink(tree.models / "sub" / "to_root")
+    everything = [os.path.relpath(f, tree.models) for f in find_models(tree.models)[0]]
+    assert os.path.join("link_out", "secret.safetensors") in everything and "sneaky.safetensors" in everything
 
 
 # -- URLs ----------------------------------------------------------------------------------------
