@@ -194,10 +194,13 @@ def identify_named(host, name: str | None, models_dir: str | None = None, progre
 
 
 def _url_options(policy: exposure.Policy):
-    """Remote-read options for the UI: URLs are always checked against the policy (an internal
-    address is refused unless the server owner allows it), on the first URL and every redirect."""
+    """Remote-read options for the UI. On a UI reachable by others, URLs are checked against the
+    policy on the first URL and every redirect: an internal address is refused unless the server
+    owner allows it. A local UI reads what its user asks for, like the command line (a NAS on
+    the LAN is a normal place for models)."""
     import dataclasses
-    allow = policy.allow_private_urls or exposure.env_flag(exposure.ENV_PRIVATE_URLS)
+    allow = (not policy.exposed or policy.allow_private_urls
+             or exposure.env_flag(exposure.ENV_PRIVATE_URLS))
     return api.remote_options(policy=dataclasses.replace(policy, allow_private_urls=allow))
 
 

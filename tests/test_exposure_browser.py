@@ -10,7 +10,7 @@ Each action, exposed and local:
 - a URL to 127.0.0.1, to a private address (10.0.0.1), and to a public address that answers 302 to
   ``http://10.0.0.1/x.safetensors``: refused before any connection to the private address (a
   listener there counts connections), while the public one is read. The local UI reads all three
-  (internal addresses are refused on any UI unless ``FPCORE_ALLOW_PRIVATE_URLS=1``, which it has).
+  (internal addresses are refused on an exposed UI unless ``FPCORE_ALLOW_PRIVATE_URLS=1``; a local UI reads them).
 
 The public and private addresses exist in a private network namespace (``unshare -rn``, the
 addresses on its loopback device) holding the UI, the HTTP servers and Chromium; nothing is
@@ -182,7 +182,7 @@ def _log(logs: Path, addr: str) -> list[str]:
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def ui(request, netns, tree, tmp_path_factory):
     """``python -m fpcore ui`` from the gradio venv: exposed (--host 0.0.0.0, no opt-ins) or local
-    (127.0.0.1, FPCORE_ALLOW_PRIVATE_URLS=1); each with its own copy of the tree."""
+    (127.0.0.1, no settings either: a local UI reads what its user asks for); each with its own copy of the tree."""
     kind, mode = request.param
     py = _venv_python(kind)
     prefix, _ = netns
@@ -199,8 +199,6 @@ def ui(request, netns, tree, tmp_path_factory):
            and k not in ("FPCORE_EXPOSED_WRITES", "FPCORE_ALLOW_PRIVATE_URLS")}
     env.update(PYTHONPATH=str(ROOT), FPCORE_REFS=str(work / "refs"), FPCORE_CACHE=str(work / "cache"),
                GRADIO_ANALYTICS_ENABLED="False", NO_PROXY="*", no_proxy="*")
-    if mode == "local":
-        env["FPCORE_ALLOW_PRIVATE_URLS"] = "1"
     host = "0.0.0.0" if mode == "exposed" else "127.0.0.1"
     log = open(work / "server.log", "w+")
     proc = subprocess.Popen([*prefix, py, "-m", "fpcore", "ui", "--host", host, "--port", str(port),
@@ -374,7 +372,7 @@ def test_writes(ui, page):
 def test_urls(ui, page, netns, http):
     """127.0.0.1, a private address, and a public address redirecting to the private one: refused on
     the exposed UI (the redirect before any connection to the private address); read on the local
-    UI (FPCORE_ALLOW_PRIVATE_URLS=1), which also reaches the private listener, so it is listening.
+    UI (no setting needed), which also reaches the private listener, so it is listening.
     A public URL is read on both."""
     if http is None:
         pytest.skip(f"no private network namespace for the public and private addresses: {netns[1]}")

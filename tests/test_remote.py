@@ -72,6 +72,27 @@ def test_url_fingerprint_equals_local_and_reads_little(served):
     assert sum(r["bytes"] for r in log) < os.path.getsize(served["root"] / "m.safetensors")
 
 
+def test_header_length_starting_with_0x80_is_still_safetensors(served):
+    """The first byte of a safetensors file is the low byte of its header length: 0x80 (a pickle's
+    first byte) in about 1 file of 256. Such a file is read, not refused as a torch checkpoint."""
+    import json as _json
+    src = served["root"] / "m.safetensors"
+    data = src.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = data[8:8 + n].rstrip(b" ")
+    pad = (0x80 - (len(header) % 256)) % 256 or 256     # trailing spaces are allowed in the header
+    header += b" " * pad
+    assert len(header) % 256 == 0x80 and _json.loads(header)
+    dst = served["root"] / "x80.safetensors"
+    dst.write_bytes(len(header).to_bytes(8, "little") + header + data[8 + n:])
+    assert dst.read_bytes()[:1] == b"\x80"
+    from fpcore.identify import fingerprint_open
+    from fpcore.sources import open_source
+    with open_source(served["url"] + "/files/x80.safetensors") as s:
+        fp, a, _, _ = fingerprint_open(s)
+    assert a.family == "sd1" and fp.raw == local_fp(src).raw
+
+
 def test_single_range_server_falls_back(served):
     from fpcore.identify import fingerprint_open
     from fpcore.sources import open_source
@@ -341,9 +362,13 @@ def test_ui_identify_box_takes_a_url_and_pulls_known_releases(served, tmp_path, 
     host = ui.StandaloneHost(tmp_path, refs_dir=tmp_path / "refs", cache_dir=tmp_path / "cache")
     monkeypatch.delenv(exposure.ENV_PRIVATE_URLS, raising=False)
     rep = ui.identify_url(host, served["url"] + "/files/m.safetensors")
-    assert "loopback" in rep["error"]                  # a UI never reads internal addresses unless allowed
+    assert rep["error"] is None and rep["architecture"]["family"] == "sd1"   # a local UI reads what its user asks
+    exposed_ro = ui.StandaloneHost(tmp_path, refs_dir=tmp_path / "refs3",
+                                   policy=exposure.make_policy(True, "--listen", [tmp_path]))
+    rep = ui.identify_url(exposed_ro, served["url"] + "/files/m.safetensors")
+    assert "loopback" in rep["error"]                  # an exposed UI never reads internal addresses unless allowed
     monkeypatch.setenv(exposure.ENV_PRIVATE_URLS, "1")
-    rep = ui.identify_url(host, served["url"] + "/files/m.safetensors")
+    rep = ui.identify_url(exposed_ro, served["url"] + "/files/m.safetensors")
     assert rep["error"] is None and rep["architecture"]["family"] == "sd1"
     assert "error" in ui.identify_url(host, "not a url") and ui.identify_url(host, "")["error"]
     monkeypatch.setenv("HF_ENDPOINT", served["url"])

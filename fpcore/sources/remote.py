@@ -919,7 +919,9 @@ def open_url(url: str, opts: RemoteOptions | None = None) -> Source:
     f = open_remote_file(url, opts)
     try:
         magic = f.head[:4]
-        if magic == b"GGUF" or magic[:2] == b"PK" or magic[:1] == b"\x80":
+        # a safetensors file starts with its header length (any first byte, 0x80 included), then "{"
+        looks_safetensors = f.head[8:9] == b"{"
+        if magic == b"GGUF" or magic[:2] == b"PK" or (magic[:1] == b"\x80" and not looks_safetensors):
             what = "a GGUF file" if magic == b"GGUF" else "a torch checkpoint (.ckpt/.pt)"
             raise UnsupportedError(f"{what}: remote reading supports safetensors files; download it first", f.display)
         return RemoteSafetensors(f, f.display)
