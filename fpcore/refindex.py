@@ -32,6 +32,8 @@ import os
 
 import numpy as np
 
+from . import layout
+
 log = logging.getLogger(__name__)
 
 # -- decisions ----------------------------------------------------------------------------------
@@ -41,10 +43,15 @@ log = logging.getLogger(__name__)
 #: index for every pool, =never for none (bench comparisons).
 INDEX_MIN_POOL = 16
 #: references returned by nearest sketch distance. A light fine-tune or a copy of a reference
-#: has it first by far; 8 leaves room for the members of a merge and for siblings the descent
-#: uses to measure what fine-tunes share. Calibrated: bench/refs_scale.py (the true base or
-#: members rank within the first 3 at 1,000 and 10,000 references).
-K_NEAREST = 8
+#: has it first by far, a descendant of a registered child has the child before the parent;
+#: the rest are spares for the sketch's error (a few per cent of a distance). Each one costs a
+#: fingerprint read and a column of the analysis (~30 ms for a reduced-width SDXL).
+#: Calibrated: bench/refs_scale.py (the true base ranks first at 1,000 and 10,000 references).
+K_NEAREST = 4
+#: sketches within this of the best count as a tie (several references carrying the same
+#: weights: SDXL's VAE in hundreds of fine-tunes); among ties the oldest come first (the
+#: verdict names the oldest registered carrier). float16 rounding of a unit sketch is ~1e-4.
+TIE = 1e-3
 #: most references the forward selection adds as merge members (merges of more than six
 #: whole models are not told apart at our sample sizes: each member below ~5 % is noise).
 SELECT_MAX_MEMBERS = 6
@@ -176,11 +183,12 @@ class RefIndex:
 
 
 def forward_select(M: np.ndarray, q: np.ndarray, first: int, max_members: int = SELECT_MAX_MEMBERS,
-                   min_gain: float = SELECT_MIN_GAIN) -> tuple[list[int], list[float]]:
+                   min_gain: float = SELECT_MIN_GAIN, trace: list | None = None) -> tuple[list[int], list[float]]:
     """Sparse affine merge of sketch rows explaining ``q``: start from row ``first``, add the
     row that removes the largest share of the residual while that share is at least
     ``min_gain``; weights (non-negative, summing to one) refitted at each step.
-    Returns (rows, their weights); a single row when nothing passes the rule."""
+    Returns (rows, their weights); a single row when nothing passes the rule. ``trace``: gets
+    (row, share of the residual it removes, accepted) per step (calibration, bench)."""
     from .match.fits import affine_nnls
     M64 = lambda rows: M[rows].astype(np.float64)   # noqa: E731
     sq = np.zeros(len(M))
@@ -202,6 +210,8 @@ def forward_select(M: np.ndarray, q: np.ndarray, first: int, max_members: int = 
         gain = 2.0 * t * dots - t * t * nn        # |e|^2 - |e - t D_j|^2 at the best t in [0, 1]
         gain[sel] = -np.inf
         j = int(np.argmax(gain))
+        if trace is not None:
+            trace.append((j, float(gain[j] / ee), bool(gain[j] >= min_gain * ee)))
         if not gain[j] >= min_gain * ee:
             break
         trial = sel + [j]
@@ -228,8 +238,12 @@ def select(db, fp, comp: str, pool: list) -> list:
         return pool[:K_NEAREST]
     q = np.asarray(q, np.float64)
     sims = matvec(mat, q)          # unit sketches: the largest dot product is the nearest
-    near = [int(i) for i in top_k(sims, K_NEAREST)]
-    members, _ = forward_select(mat, q, near[0])
+    wide = top_k(sims, K_NEAREST * 8)
+    depth = np.array([len(db.lineage(have[i])) for i in wide])
+    tied = sims[wide] >= sims[wide[0]] - TIE
+    order = np.lexsort((np.arange(len(wide)), np.where(tied, depth, 0), ~tied))   # ties: oldest first
+    near = [int(wide[i]) for i in order[:K_NEAREST]]
+    members = forward_select(mat, q, near[0])[0] if comp in layout.DENOISERS else [near[0]]
     chosen: list[str] = []
     for i in members + near:
         if have[i] not in chosen:

@@ -43,9 +43,11 @@ CATALOG = ".fpcatalog"
 CATALOG_VERSION = 1
 #: fingerprints kept in memory after the analysis read them (least recently used dropped):
 #: a scan meets the same few candidates again and again, while a library of thousands must
-#: never be held at once. 32 full-size SDXL fingerprints with their decoded views are about
-#: 200 MB; reduced-width ones far less. Calibrated: bench/refs_scale.py (peak RSS).
-FP_CACHE_MAX = 32
+#: never be held at once. One identify of an SDXL file reads 8-12 (the index's candidates and
+#: their ancestors for four components, mostly the same ones); a reduced-width SDXL fingerprint
+#: with its decoded views is ~5 MB, a full-size one ~30 MB. Calibrated: bench/refs_scale.py
+#: (peak RSS at 1,000 references).
+FP_CACHE_MAX = 16
 #: metadata fields of a reference (ref.json, catalog, packs)
 META_FIELDS = ("name", "parent", "note", "family", "sha256", "source", "added")
 #: largest ref.json / sketch member read from a .fpref file (a hostile file cannot make us

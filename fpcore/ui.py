@@ -327,6 +327,29 @@ def add_reference(host, path: str, name: str, parent: str | None = None, note: s
     return f"Added reference **{info.get('name', name)}**" + (f" (parent {parent})" if parent else "") + "."
 
 
+def import_pack(host, pack, on_clash: str = "skip") -> str:
+    """Import a reference pack (an uploaded file: a path, or gradio's file object with
+    ``.name``). ``on_clash``: "skip" or "rename" for names already registered."""
+    from .errors import FpError
+    path = getattr(pack, "name", pack)
+    if not path:
+        return "Choose a reference pack (.fprefs) first."
+    try:
+        exposure.check_write(policy_of(host), "importing references")
+        res = api.import_references(os.fspath(path), on_clash="rename" if on_clash == "rename" else "skip",
+                                    refs_dir=_setting(host, "refs_dir"))
+    except FpError as e:
+        return f"**Error**: {str(e).replace(os.fspath(path), os.path.basename(os.fspath(path)))}"
+    parts = [f"Imported **{len(res['added'])}** reference(s)."]
+    if res["renamed"]:
+        parts.append("Renamed: " + ", ".join(f"{a} → {b}" for a, b in res["renamed"].items()) + ".")
+    if res["skipped"]:
+        parts.append("Skipped (name taken): " + ", ".join(res["skipped"]) + ".")
+    if res["unchanged"]:
+        parts.append(f"Already registered: {len(res['unchanged'])}.")
+    return " ".join(parts)
+
+
 def reference_names(host) -> list[str]:
     try:
         return sorted(r["name"] for r in api.list_references(_setting(host, "refs_dir")))
@@ -421,6 +444,12 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
                                                    "SHA-256)", choices=known_choices(), elem_id="mfp_known")
                 btn_pull = gr.Button("Pull selected", elem_id="mfp_pull")
                 pull_status = gr.Markdown(elem_id="mfp_pull_status")
+            with gr.Accordion("Import a reference pack (refs export makes one)", open=False):
+                pack_file = gr.File(label="Reference pack (.fprefs)", elem_id="mfp_pack_file")
+                pack_clash = gr.Radio(["skip", "rename"], value="skip", label="When a name is already registered",
+                                      elem_id="mfp_pack_clash")
+                btn_pack = gr.Button("Import pack", elem_id="mfp_import_pack")
+                pack_status = gr.Markdown(elem_id="mfp_pack_status")
 
         with gr.Tab("Scan a folder", elem_id="mfp_tab_scan"):
             with gr.Row():
@@ -467,6 +496,9 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
                     return gr.update(choices=[])
             return gr.update(choices=host.list_checkpoints(mdir) if standalone else host.list_checkpoints())
 
+        def do_import(pack, clash):
+            return import_pack(host, pack, clash), gr.update(choices=[""] + reference_names(host))
+
         def do_add(path, name, parent):
             msg = add_reference(host, path, name, parent)
             return msg, gr.update(choices=[""] + reference_names(host))
@@ -504,6 +536,7 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
         btn_hash.click(do_hash, inputs=[report], outputs=[picture_html, summary, report, ref_path])
         btn_pull.click(do_pull, inputs=[known_box], outputs=[pull_status, ref_parent])
         btn_add.click(do_add, inputs=[ref_path, ref_name, ref_parent], outputs=[add_status, ref_parent])
+        btn_pack.click(do_import, inputs=[pack_file, pack_clash], outputs=[pack_status, ref_parent])
         btn_scan.click(do_scan, inputs=[folder], outputs=[scan_status, table])
         btn_tags.click(do_scan_tags, inputs=[folder], outputs=[scan_status, table])
     return blocks

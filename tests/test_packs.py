@@ -251,3 +251,23 @@ def test_cli_export_import(library, tmp_path):
     bad.write_bytes(b"PK\x03\x04" + os.urandom(200))
     r = run("refs", "import", bad, "--refs", d)
     assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_ui_imports_a_pack(library, tmp_path, space):
+    from fpcore import ui
+    pack = tmp_path / "p.fprefs"
+    packs.export_pack(library, pack)
+    d = _clashing(tmp_path, space)
+    host = ui.StandaloneHost(refs_dir=d, cache_dir=tmp_path / "cache")
+
+    class Upload:           # gradio 3 hands over a file object with .name; gradio 4 a path
+        name = str(pack)
+    msg = ui.import_pack(host, Upload(), "skip")
+    assert "Imported **2**" in msg and "Skipped (name taken): Child" in msg
+    assert ui.import_pack(host, str(pack), "rename").startswith("Imported **1**")
+    assert set(ui.reference_names(host)) == {"Base", "Child", "Child (2)", "Grandchild"}
+    bad = tmp_path / "bad.fprefs"
+    bad.write_bytes(b"nonsense")
+    msg = ui.import_pack(host, str(bad))
+    assert msg.startswith("**Error**") and "not a reference pack" in msg and str(tmp_path) not in msg
+    assert ui.import_pack(host, None).startswith("Choose")
