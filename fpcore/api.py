@@ -256,7 +256,9 @@ def pull_known(names, *, refs_dir=None, db=None, remote=None, progress=None) -> 
 
 def list_references(refs_dir=None) -> list[dict]:
     db = refdb(refs_dir)
-    return [dict(r.info(), children=db.children(r.name), orphan=db.orphan(r.name)) for r in db.refs.values()]
+    kids = db.children_map() if hasattr(db, "children_map") else None   # one pass: libraries of thousands
+    return [dict(r.info(), children=sorted(kids.get(r.name, [])) if kids is not None else db.children(r.name),
+                 orphan=db.orphan(r.name)) for r in db.refs.values()]
 
 
 def export_references(pack: str | os.PathLike, names: list[str] | None = None, *, refs_dir=None, db=None) -> dict:

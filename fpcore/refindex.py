@@ -48,6 +48,10 @@ INDEX_MIN_POOL = 16
 #: fingerprint read and a column of the analysis (~30 ms for a reduced-width SDXL).
 #: Calibrated: bench/refs_scale.py (the true base ranks first at 1,000 and 10,000 references).
 K_NEAREST = 4
+#: ... for the other components (text encoders, VAE): shared by many references unchanged or
+#: fine-tuned along one line, so the nearest two and their ancestors are what the analysis
+#: uses (same weights as the oldest carrier, or a descent); merges are told by the denoiser.
+K_NEAREST_OTHER = 2
 #: sketches within this of the best count as a tie (several references carrying the same
 #: weights: SDXL's VAE in hundreds of fine-tunes); among ties the oldest come first (the
 #: verdict names the oldest registered carrier). float16 rounding of a unit sketch is ~1e-4.
@@ -238,12 +242,13 @@ def select(db, fp, comp: str, pool: list) -> list:
         return pool[:K_NEAREST]
     q = np.asarray(q, np.float64)
     sims = matvec(mat, q)          # unit sketches: the largest dot product is the nearest
-    wide = top_k(sims, K_NEAREST * 8)
+    k = K_NEAREST if comp in layout.DENOISERS else K_NEAREST_OTHER
+    wide = top_k(sims, k * 8)
     depth = np.array([len(db.lineage(have[i])) for i in wide])
     tied = sims[wide] >= sims[wide[0]] - TIE
     order = np.lexsort((np.arange(len(wide)), np.where(tied, depth, 0), ~tied))   # ties: oldest first
-    near = [int(wide[i]) for i in order[:K_NEAREST]]
-    members = forward_select(mat, q, near[0])[0] if comp in layout.DENOISERS else [near[0]]
+    near = [int(wide[i]) for i in order[:k]]
+    members = forward_select(mat, q, near[0])[0]
     chosen: list[str] = []
     for i in members + near:
         if have[i] not in chosen:
