@@ -162,7 +162,7 @@ def scan_folder(root: str | os.PathLike, *, refs_dir=None, cache_dir=None, use_c
                 dry_run: bool = False, hash_policy: str = "auto", allowed_roots=None) -> dict:
     """Identify every model under ``root``, against the references and against each other.
 
-    ``hash_policy``: "auto" hashes only where a hash decides something (CONTRACT.md), "always", "never".
+    ``hash_policy``: "auto" hashes only where a hash decides something, "always", "never".
     ``allowed_roots`` (an exposed UI's model folders): files and folders whose real path leaves
     them are not read, and are listed in ``skipped``.
     Raises BadFileError when ``root`` is missing or not a folder. The result keeps the

@@ -374,7 +374,7 @@ def _summary(rel, base, lineage, result, a, n_family, reason, code=None) -> str:
     return f"A {fam} model not related to any registered {fam} reference (unknown base)."
 
 
-#: when identify/scan compute a whole-file SHA-256 (CONTRACT.md "Hashing"): "auto" only where it
+#: when identify/scan compute a whole-file SHA-256 (docs/json-format.md): "auto" only where it
 #: decides something (a size a known release has, a copy of a reference to confirm) or the host
 #: already knows it; "always" (``--hash``); "never" (``--no-hash``)
 HASH_AUTO, HASH_ALWAYS, HASH_NEVER = "auto", "always", "never"
