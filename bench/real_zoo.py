@@ -134,6 +134,7 @@ def score(out: Path, refs, cases: list[Case], log=print) -> list[tuple[Case, dic
     from fpcore import api
     refs_dir = out / "refs"
     shutil.rmtree(refs_dir, ignore_errors=True)
+    shutil.rmtree(out / "cache", ignore_errors=True)        # fingerprints of another engine version must not be reused
     for name, parent in refs:
         api.add_reference(out / f"ref_{name}.safetensors", name, parent=parent, refs_dir=refs_dir)
     env = dict(os.environ, FPCORE_REFS=str(refs_dir), FPCORE_CACHE=str(out / "cache"))
