@@ -13,7 +13,7 @@ fingerprinted and compared with references of the same key set.
 
 Every model is made by real AdamW steps on a masked-language-model objective over
 generated sentences (testkit.bert; seeded), stopped when the relative change of the 2-D
-weights reaches the target. Nothing is a synthetic delta. Files keep the model's own key
+weights reaches the target. No delta is made up: every change is an optimizer step. Files keep the model's own key
 names (embeddings.*, encoder.layer.N.*, pooler.*); the pooler is not on the training path
 and stays as it was, as in a real fine-tune.
 
