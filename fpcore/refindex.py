@@ -54,7 +54,7 @@ K_NEAREST = 4
 K_NEAREST_OTHER = 2
 #: sketches within this of the best count as a tie (several references carrying the same
 #: weights: SDXL's VAE in hundreds of fine-tunes); among ties the oldest come first (the
-#: verdict names the oldest registered carrier). float16 rounding of a unit sketch is ~1e-4.
+#: verdict names the oldest registered carrier).
 TIE = 1e-3
 #: most references the forward selection adds as merge members (merges of more than six
 #: whole models are not told apart at our sample sizes: each member below ~5 % is noise).
@@ -83,6 +83,38 @@ from .sketch import SKETCH_VERSION as _SK_VERSION  # noqa: E402
 
 #: stored with every sketch; sketches of another version are recomputed from the fingerprint
 SKETCH_VERSION = f"sketch:{_SK_VERSION}:{SKETCH_DIM}"
+
+
+#: length of the vectors the index searches: a sketch folded to this many buckets (bucket b of
+#: the count sketch goes to b mod INDEX_DIM, itself a count sketch of the same values, then
+#: scaled to unit length). 256 floats keep distances to ~9 % (sqrt(2/256)): the true base of a
+#: light fine-tune is still first by far, and a merge member's gain (> 0.5) stays far above the
+#: chance gains (< 0.08 at 10,000 references); a float32 matrix of 10,000 rows is 10 MB and one
+#: product ~1 ms, where full-length float16 rows cost 160 MB and ~25 ms per product.
+#: Calibrated: bench/refs_scale.py.
+INDEX_DIM = 256
+#: stored in the catalog; vectors of another version are recomputed
+INDEX_VERSION = f"{SKETCH_VERSION}:fold{INDEX_DIM}"
+
+
+def fold(v: np.ndarray) -> np.ndarray | None:
+    """A full sketch folded to INDEX_DIM (unit length, float32); None for an empty one."""
+    v = np.asarray(v, np.float64)
+    if v.size % INDEX_DIM:
+        return None
+    f = v.reshape(-1, INDEX_DIM).sum(axis=0)
+    n = float(np.linalg.norm(f))
+    return (f / n).astype(np.float32) if n > 0 and np.isfinite(n) else None
+
+
+def index_vectors(sk: dict) -> dict[str, np.ndarray]:
+    """component -> folded vector, from full sketches (``_version`` and empty ones dropped)."""
+    out = {}
+    for c, v in strip_version(sk).items():
+        f = fold(v)
+        if f is not None:
+            out[c] = f
+    return out
 
 
 def sketches_of(fp) -> dict[str, np.ndarray]:
@@ -156,7 +188,7 @@ def top_k(sims: np.ndarray, k: int) -> np.ndarray:
 
 
 class RefIndex:
-    """Per component, one matrix of sketches (a row per reference that has one), float16."""
+    """Per component, one float32 matrix of folded sketches (a row per reference that has one)."""
 
     def __init__(self, names: dict[str, list[str]], mats: dict[str, np.ndarray]):
         self.names = names
@@ -168,11 +200,11 @@ class RefIndex:
         per: dict[str, list] = {}
         for r in db.refs.values():
             sk = r.sketches if r.sketches is not None else (
-                sketches_of(r._fp) if getattr(r, "_fp", None) is not None else {})
+                index_vectors(sketches_of(r._fp)) if getattr(r, "_fp", None) is not None else {})
             for c, v in sk.items():
                 per.setdefault(c, []).append((r.name, v))
         names = {c: [n for n, _ in rows] for c, rows in per.items()}
-        mats = {c: np.stack([v for _, v in rows]).astype(np.float16) for c, rows in per.items()}
+        mats = {c: np.stack([v for _, v in rows]).astype(np.float32) for c, rows in per.items()}
         return cls(names, mats)
 
     def rows(self, comp: str, pool_names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
@@ -182,7 +214,7 @@ class RefIndex:
         missing = [n for n in pool_names if n not in row]
         if have == self.names.get(comp):
             return self.mats[comp], have, missing           # the whole index: no copy
-        mat = self.mats[comp][[row[n] for n in have]] if have else np.zeros((0, SKETCH_DIM), np.float16)
+        mat = self.mats[comp][[row[n] for n in have]] if have else np.zeros((0, INDEX_DIM), np.float32)
         return mat, have, missing
 
 
@@ -233,10 +265,10 @@ def select(db, fp, comp: str, pool: list) -> list:
     m = mode()
     if m == "never" or (m == "auto" and len(pool) <= INDEX_MIN_POOL) or not pool:
         return pool
-    q = sketch(fp, comp)
+    q = fold(sketch(fp, comp))
     by_name = {r.name: r for r in pool}
     mat, have, missing = db.index.rows(comp, list(by_name))
-    if q is None or not np.all(np.isfinite(q)) or len(have) == 0:
+    if q is None or len(have) == 0:
         # nothing to sketch (no 2-D weights) or no sketched reference: the analysis has nothing to
         # compare either, a few references suffice for it to say so
         return pool[:K_NEAREST]

@@ -40,7 +40,7 @@ EXT = ".fpref"
 #: the catalog file in each reference folder (hidden: not a reference itself)
 CATALOG = ".fpcatalog"
 #: bump when the catalog's content changes; an older catalog is rebuilt from the files
-CATALOG_VERSION = 1
+CATALOG_VERSION = 2
 #: fingerprints kept in memory after the analysis read them (least recently used dropped):
 #: a scan meets the same few candidates again and again, while a library of thousands must
 #: never be held at once. One identify of an SDXL file reads 8-12 (the index's candidates and
@@ -54,10 +54,8 @@ META_FIELDS = ("name", "parent", "note", "family", "sha256", "source", "added")
 #: parse gigabytes); real ones are a few KB
 MAX_META_BYTES = 1 << 20
 MAX_SKETCH_BYTES = 16 << 20
-#: sketches are kept (catalog, memory) as float16: half the memory of a library of thousands;
-#: the rounding (relative 5e-4 per coordinate) is far below the distance between a light
-#: fine-tune and its base (~1e-2 of the sketch's norm)
-SKETCH_DTYPE = np.float16
+#: the catalog keeps each sketch folded to refindex.INDEX_DIM floats (the .fpref keeps it whole)
+SKETCH_DTYPE = np.float32
 
 
 class Reference:
@@ -256,7 +254,7 @@ class FolderCatalog:
             try:
                 with np.load(p, allow_pickle=False) as z:
                     head = json.loads(bytes(z["meta"]).decode())
-                    if head.get("version") != CATALOG_VERSION or head.get("sketch") != refindex.SKETCH_VERSION:
+                    if head.get("version") != CATALOG_VERSION or head.get("sketch") != refindex.INDEX_VERSION:
                         continue
                     entries = {e["file"]: e for e in head["entries"]}
                     sketches: dict[str, dict] = {f: {} for f in entries}
@@ -306,7 +304,7 @@ class FolderCatalog:
                 continue
             self.entries[f] = {"file": f, "size": st[0], "mtime_ns": st[1], **{
                 k: meta.get(k) for k in (*META_FIELDS, "origin", "fp_version", "dtype", "n_tensors", "layouts")}}
-            self.sketches[f] = {c: v.astype(SKETCH_DTYPE) for c, v in refindex.strip_version(sk).items()}
+            self.sketches[f] = refindex.index_vectors(sk)
         if changed:
             self.save()
 
@@ -319,7 +317,7 @@ class FolderCatalog:
         self.entries[path.name] = {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                    **{k: meta.get(k) for k in (*META_FIELDS, "origin", "fp_version", "dtype",
                                                                "n_tensors", "layouts")}}
-        self.sketches[path.name] = {c: v.astype(SKETCH_DTYPE) for c, v in _refindex().strip_version(sketches).items()}
+        self.sketches[path.name] = _refindex().index_vectors(sketches)
 
     def drop(self, file: str) -> None:
         self.entries.pop(file, None)
@@ -337,7 +335,7 @@ class FolderCatalog:
             have = [f for f in files if c in self.sketches.get(f, {})]
             arrays[f"files_{c}"] = np.array([pos[f] for f in have], np.int32)
             arrays[f"sk_{c}"] = np.stack([self.sketches[f][c] for f in have]).astype(SKETCH_DTYPE)
-        head = {"version": CATALOG_VERSION, "sketch": refindex.SKETCH_VERSION, "comps": comps,
+        head = {"version": CATALOG_VERSION, "sketch": refindex.INDEX_VERSION, "comps": comps,
                 "entries": [self.entries[f] for f in files]}
         buf = io.BytesIO()
         np.savez(buf, meta=np.frombuffer(json.dumps(head).encode(), np.uint8), **arrays)
@@ -441,7 +439,7 @@ class RefDB:
         if ref.sketches is None:
             if ref._fp is None:
                 return None
-            ref.sketches = _refindex().sketches_of(ref._fp)
+            ref.sketches = _refindex().index_vectors(_refindex().sketches_of(ref._fp))
         return ref.sketches.get(comp)
 
     @property
@@ -557,6 +555,12 @@ class RefDB:
             cat.put(Path(ref.path), meta, sk or {})
             ref.sketches = cat.sketches.get(os.path.basename(ref.path))
         ref._db = self
+        if ref.path and ref._fp is not None:     # not pinned: a library of thousands added in one
+            with self._lock:                     # process must not keep every fingerprint
+                self._fps[ref.name] = ref._fp
+                while len(self._fps) > FP_CACHE_MAX:
+                    self._fps.popitem(last=False)
+            ref._fp = None
         self.refs[ref.name] = ref
         self._index = None
 
