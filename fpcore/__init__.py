@@ -2,6 +2,6 @@
 
 The engine imports nothing from any host (ComfyUI, A1111, Forge, gradio).
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .errors import BadFileError, FpError, HeaderError, RefError, UnsupportedError  # noqa: E402,F401
