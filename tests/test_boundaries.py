@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "fpcore.fingerprint": 3, "fpcore.sketch": 3,
     # 4: beside the pipeline: the store, references, known releases, reference index, packs
     "fpcore.store": 4, "fpcore.refs": 4, "fpcore.known": 4, "fpcore.refindex": 4, "fpcore.packs": 4,
+    "fpcore.reffile": 4, "fpcore.refcatalog": 4,   # the .fpref file and the catalog of a folder (fpcore.refs)
     # 5: matching
     "fpcore.match": 5, "fpcore.mergefit": 5,
     # 6: reports: identify, scan, tags, HTML, pictures

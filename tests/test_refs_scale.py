@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpcore import refindex, refs as refs_mod
+from fpcore import refindex, reffile, refs as refs_mod
 from fpcore.identify import identify
 from fpcore.refs import CATALOG, RefDB
 from testkit.library import Space, build_library
@@ -43,7 +43,8 @@ def _fill(d: Path, space, n: int, prefix="R") -> list:
 def _no_fingerprint_reads(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a fingerprint was read")
-    monkeypatch.setattr(refs_mod, "read_fingerprint", boom)
+    monkeypatch.setattr(reffile, "read_fingerprint", boom)      # its home: the database and catalog call it there
+    monkeypatch.setattr(refs_mod, "read_fingerprint", boom)     # the old name, re-exported
 
 
 # -- the catalog -------------------------------------------------------------------------------------
