@@ -46,7 +46,7 @@ LAYERS: dict[str, int] = {
     "fpcore.api": 7, "fpcore.demo": 7,
     # 8: front ends
     "fpcore.cli": 8, "fpcore.cli_output": 8, "fpcore.ui": 8, "fpcore.__main__": 8,
-    "fpcore.cli_commands": 8,
+    "fpcore.cli_commands": 8, "fpcore.ui_actions": 8, "fpcore.ui_format": 8,
 }
 
 
