@@ -102,6 +102,10 @@ def build_big(folder: Path) -> int:
     return total
 
 
+#: fine-tunes kept in memory as sources for more fine-tunes, copies and merges
+MEMORY_POOL = 60
+
+
 def build_small(folder: Path, n: int, seed: int = 0) -> None:
     """n small checkpoints: bases, fine-tunes (some of fine-tunes), byte copies, fp32/bf16 copies, merges."""
     import numpy as np
@@ -119,12 +123,13 @@ def build_small(folder: Path, n: int, seed: int = 0) -> None:
         put(f"base{b:02d}", sd)
         made.append((f"base{b:02d}", sd))
     count = n_bases
+    written = [name for name, _ in made]
     while count < n:
         kind = rng.random()
         src_name, src = made[rng.integers(len(made))]
         name = f"m{count:04d}"
-        if kind < 0.06:                                     # a byte copy
-            shutil.copy(folder / f"{src_name}.safetensors", folder / f"{name}.safetensors")
+        if kind < 0.06:                                     # a byte copy of any file written so far
+            shutil.copy(folder / f"{written[rng.integers(len(written))]}.safetensors", folder / f"{name}.safetensors")
         elif kind < 0.12:                                   # another precision
             put(name, src, "F32" if rng.random() < 0.5 else "BF16")
         elif kind < 0.20 and len(made) > 2:                 # a merge of two
@@ -135,6 +140,9 @@ def build_small(folder: Path, n: int, seed: int = 0) -> None:
             sd = testkit.finetune(src, float(rng.uniform(0.03, 0.08)), int(rng.integers(1 << 30)))
             put(name, sd)
             made.append((name, sd))
+            if len(made) > n_bases + MEMORY_POOL:           # bounded memory: the bases and recent fine-tunes
+                del made[n_bases]
+        written.append(name)
         count += 1
 
 
