@@ -82,7 +82,11 @@ def layout_digests(fp: Fingerprint) -> dict[str, list]:
     from . import layout
     per: dict[str, list[str]] = {}
     for k, s in zip(fp.keys, fp.shapes):
-        per.setdefault(layout.split(k)[0], []).append(f"{k}:{','.join(map(str, s))}")
+        item = f"{k}:{','.join(map(str, s))}"
+        comp = layout.split(k)[0]
+        per.setdefault(comp, []).append(item)
+        if layout.in_component(k, layout.WHOLE):     # a file no rule knows is compared as one component
+            per.setdefault(layout.WHOLE, []).append(item)
     for comp, items in per.items():
         out[comp] = [hashlib.blake2b("\n".join(items).encode(), digest_size=12).hexdigest(), len(items)]
     return out

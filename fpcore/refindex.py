@@ -225,7 +225,7 @@ def forward_select(M: np.ndarray, q: np.ndarray, first: int, max_members: int = 
     ``min_gain``; weights (non-negative, summing to one) refitted at each step.
     Returns (rows, their weights); a single row when nothing passes the rule. ``trace``: gets
     (row, share of the residual it removes, accepted) per step (calibration, bench)."""
-    from .match.fits import affine_nnls
+    from .nnls import affine_nnls
     M64 = lambda rows: M[rows].astype(np.float64)   # noqa: E731
     sq = np.zeros(len(M))
     for s in range(0, len(M), CHUNK_ROWS):

@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from . import paths, reffile
+from . import layout, paths, reffile
 from .errors import BadFileError, RefError
 from .fingerprint import ALGO_VERSION, Fingerprint
 from .refcatalog import CATALOG, CATALOG_VERSION, SKETCH_DTYPE, FolderCatalog, fallback_catalog  # noqa: F401
@@ -168,6 +168,9 @@ class RefDB:
             lay = (r.layouts or {}).get(comp)
             if lay:
                 groups.setdefault(lay[0], []).append(r)
+            elif comp == layout.WHOLE and r.layouts is not None:
+                # written before whole-file digests existed: decided on its own fingerprint
+                groups.setdefault(f"ref:{r.name}", []).append(r)
         out = []
         for members in groups.values():
             for r in members:      # the first readable one decides for its layout

@@ -26,7 +26,7 @@ LAZY_GRADIO = {"fpcore.cli", "fpcore.ui"}
 LAYERS: dict[str, int] = {
     # 0: base facts and helpers, importing nothing above them
     "fpcore": 0, "fpcore.errors": 0, "fpcore.paths": 0, "fpcore.dtypes": 0, "fpcore.facts": 0,
-    "fpcore.keymaps": 0, "fpcore.provenance": 0, "fpcore.exposure": 0,
+    "fpcore.keymaps": 0, "fpcore.provenance": 0, "fpcore.exposure": 0, "fpcore.nnls": 0,
     # 1: sources (containers, local and remote) and whole-file hashing; deprecated shims of old names
     "fpcore.sources": 1, "fpcore.hashing": 1, "fpcore.hostcache": 1,
     "fpcore.reader": 1, "fpcore.formats": 1, "fpcore.memsource": 1,

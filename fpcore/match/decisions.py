@@ -60,10 +60,7 @@ MERGE_MIN_MEMBERS = 2
 MERGE_REFITS = 3
 #: confidence ceiling of a merge (1 - residual ratio): a fit is never certain.
 MERGE_CONF_MAX = 0.99
-#: weight of the extra row that makes NNLS weights sum to one, times sqrt(n): large
-#: enough that the sum is exact to ~1e-3 against residual rows of unit scale, small
-#: enough to keep the (k+1) x k system well conditioned.
-AFFINE_ROW_WEIGHT = 1e3
+#: AFFINE_ROW_WEIGHT (the row that makes merge weights sum to one) lives with the solver, in fpcore/nnls.py
 #: a block-weighted merge needs per-block fits that at least halve the residual of the
 #: global fit (else the global recipe explains it). Calibrated: zoo ("merge (block-weighted)"
 #: against the plain merges).

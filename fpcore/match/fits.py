@@ -7,31 +7,16 @@ from the common root regresses cleanly on the references' edge deltas (child - p
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import layout
 from .align import Aligned
-from .decisions import (AFFINE_ROW_WEIGHT, BLOCK_GAIN, BLOCK_MIN_GROUPS, BLOCK_MIN_VALUES, DELTA_MERGE_MAX_PART,
+from .decisions import (BLOCK_GAIN, BLOCK_MIN_GROUPS, BLOCK_MIN_VALUES, DELTA_MERGE_MAX_PART,
                         DELTA_MERGE_MAX_TOTAL, DELTA_MERGE_MIN, MERGE_MAX_RATIO, MERGE_MIN_MEMBERS,
                         MERGE_MIN_WEIGHT, MERGE_REFITS, RHO_MAX)
-
-
-def affine_nnls(R: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """min |x - R w| with w >= 0 and sum(w) = 1 (the sum enforced by a heavy extra row)."""
-    from scipy.optimize import nnls  # imported here: scipy costs 0.3 s of start-up on a cache hit
-
-    n, k = R.shape
-    lam = AFFINE_ROW_WEIGHT * math.sqrt(max(n, 1))
-    M = np.vstack([np.column_stack([R, x]), np.append(np.full(k, lam), lam)])
-    # |A w - b| equals |T[:, :k] w - T[:, k]| up to a constant, T from the QR of [A | b]:
-    # the same NNLS on a (k+1) x k system instead of n x k
-    T = np.linalg.qr(M, mode="r")
-    w, _ = nnls(T[:, :k], T[:, k], maxiter=50 * k + 100)
-    s = w.sum()
-    return w / s if s > 0 else w
+from ..nnls import affine_nnls  # noqa: F401  (re-exported: match.affine_nnls)
 
 
 def excess(al: Aligned, rows: np.ndarray | slice, w: np.ndarray) -> float:
