@@ -231,3 +231,25 @@ def test_index_never_used_for_small_pools(tmp_path, small_space, monkeypatch):
     pool = list(db.refs.values())
     monkeypatch.setattr(refindex, "sketch", lambda *a: (_ for _ in ()).throw(AssertionError("index used")))
     assert refindex.select(db, small_space.fingerprint(small_space.base), small_space.comp[0], pool) == pool
+
+
+def test_report_tree_of_a_large_family_reads_no_reference_fingerprint(tmp_path, monkeypatch):
+    """Above TREE_EXACT_MAX_REFS references the family tree places them by the catalog's sketches."""
+    from fpcore import api, report_html
+    space = Space("sd1", seed=5)
+    db = _db(tmp_path / "r")
+    vals = [space.finetune(space.base, 0.1, 300 + i) for i in range(6)]
+    for i, v in enumerate(vals):
+        db.add(space.fingerprint(v), f"R{i}", family="sd1")
+    models = tmp_path / "m"
+    models.mkdir()
+    space.write_model(models / "a.safetensors", space.finetune(vals[0], 0.03, 1))
+    space.write_model(models / "b.safetensors", space.finetune(vals[1], 0.03, 2))
+    res = api.scan_folder(str(models), refs_dir=str(tmp_path / "r"), cache_dir=str(tmp_path / "c"))
+    exact = report_html.family_trees(res, _db(tmp_path / "r"))
+    assert [f for f, _ in exact] == ["sd1"] and all(f"R{i}<" in exact[0][1] for i in range(6))
+    monkeypatch.setattr(report_html, "TREE_EXACT_MAX_REFS", 2)
+    _no_fingerprint_reads(monkeypatch)
+    trees = report_html.family_trees(res, _db(tmp_path / "r"))
+    assert [f for f, _ in trees] == ["sd1"]
+    assert all(f"R{i}<" in trees[0][1] for i in range(6)) and "b.safetensors" in trees[0][1]
