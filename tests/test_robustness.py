@@ -145,7 +145,7 @@ def _hostile_folder(d: Path) -> dict[str, str]:
     (d / "empty.safetensors").write_bytes(b"")
     want["empty.safetensors"] = "file is 0 bytes, too small for a safetensors header (truncated or empty)"
     (d / "x.safetensors").mkdir()
-    want["x.safetensors"] = "is a directory, not a model file"
+    want["x.safetensors"] = "is a folder of models, not a model; to identify every model in it: fpcore scan"   # the CLI points to scan
     os.mkfifo(d / "fifo.safetensors")
     want["fifo.safetensors"] = "is not a regular file (FIFO, socket or device)"
     os.symlink(d / "loop.safetensors", d / "loop.safetensors")
