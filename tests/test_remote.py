@@ -235,7 +235,7 @@ def test_429_and_5xx_retried_with_retry_after_and_bounded(served, monkeypatch):
         seen = [r["fault"] for r in px.requests]
     assert rep["error"] is None and "status" in seen
     assert time.time() - t0 >= 1.0                   # Retry-After honoured
-    monkeypatch.setattr(remote, "BACKOFF", 0.05)
+    monkeypatch.setattr(remote.client, "BACKOFF", 0.05)   # read where it is used
     t0 = time.time()
     with FaultProxy(up, faults=[Fault("status", status=503, times=-1)]) as px:
         rep = api.identify_file(px.url + "/files/m.safetensors", use_cache=False)
