@@ -133,8 +133,11 @@ def _identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str |
         if comp in layout.DENOISERS and a.family != "unknown":
             pool = [r for r in refs if r.family == a.family]
         else:  # unknown family, or a component shared across families: same keys and shapes
-            pool = [r for r in refs if _same_layout(fp, r.fp, comp)]
-        v = match.analyse(fp, comp, pool, tree=db, allow_merge=comp in layout.DENOISERS or comp == main)
+            pool = (db.layout_pool(fp, comp, _same_layout) if hasattr(db, "layout_pool")
+                    else [r for r in refs if _same_layout(fp, r.fp, comp)])
+        # a library of thousands: the index's few candidates and their ancestors (fpcore.refindex)
+        cands = db.candidates(fp, comp, pool) if hasattr(db, "candidates") else pool
+        v = match.analyse(fp, comp, cands, tree=db, allow_merge=comp in layout.DENOISERS or comp == main)
         entry = {"relation": v.relation, "ref": v.ref, "confidence": v.confidence, "reason": v.reason,
                  "code": v.code, "evidence": v.evidence.to_json()}
         if v.relation == "unknown" and not _comparable(v):
