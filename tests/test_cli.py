@@ -203,10 +203,19 @@ def test_closed_pipe_is_quiet(demo_dir):
 def test_ctrl_c_is_one_line(tmp_path):
     import signal
     import time
-    p = subprocess.Popen([sys.executable, "-m", "fpcore", "demo", str(tmp_path / "d")], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, cwd=ROOT, text=True)
-    p.stderr.readline()                            # "writing generated models ..." : inside main()
-    time.sleep(0.3)
+    # a command that is still working when Ctrl-C comes (the real demo can finish first on a fast machine)
+    code = ("import sys, time\n"
+            "import fpcore.cli_commands as c\n"
+            "def busy(args):\n"
+            "    print('working', file=sys.stderr, flush=True)\n"
+            "    time.sleep(60)\n"
+            "c._demo = busy\n"
+            "import fpcore.cli\n"
+            f"sys.exit(fpcore.cli.main(['demo', {str(tmp_path / 'd')!r}]))\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                         text=True)
+    assert p.stderr.readline().strip() == "working"  # inside main(), in the command
+    time.sleep(0.2)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130 and "Traceback" not in err and "interrupted" in err, err
