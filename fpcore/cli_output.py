@@ -136,7 +136,9 @@ class Phases:
     """One bar per phase of a scan, on a terminal only (stderr). The phase label only moves
     forward (a late callback of an earlier phase is ignored) and a bar never moves back."""
 
-    ORDER = ("hashing & fingerprinting", "comparing", "grouping", "tags", "report")
+    ORDER = ("hashing & fingerprinting", "hashing", "comparing", "grouping", "tags", "report")
+    #: what each phase counts: bytes read, or files / steps
+    UNITS = {"hashing & fingerprinting": "B", "hashing": "B", "comparing": "files"}
 
     def __init__(self):
         self.tqdm = _tqdm()
@@ -175,7 +177,7 @@ class Phases:
             self.bytes(0, self.bar.total if self.bar is not None else 0)
 
     def phase(self, name: str, done: int, total: int) -> None:
-        if name in self.ORDER and self._start(name, total, "files" if name == "comparing" else "step"):
+        if name in self.ORDER and self._start(name, total, self.UNITS.get(name, "step")):
             self.files = ""
             self._set(done, total)
 

@@ -268,12 +268,14 @@ def test_progress_phases_move_forward(demo_dir, tmp_path):
     ph.tqdm = Bar
     ph.bytes(50, 100)
     ph.bytes(30, 100)          # a late callback of a parallel hash: the bar does not go back
+    ph.phase("hashing", 10, 20)  # confirming the hashes of files that may be identical
     ph.phase("comparing", 1, 4)
     ph.bytes(90, 100)          # a callback of an earlier phase: ignored, the label stays
+    ph.phase("hashing", 20, 20)
     ph.phase("comparing", 4, 4)
     ph.close()
-    assert [b.desc for b in bars] == ["hashing & fingerprinting", "comparing"]
-    assert bars[0].drawn == [50, 50] and bars[1].drawn == [1, 4]
+    assert [b.desc for b in bars] == ["hashing & fingerprinting", "hashing", "comparing"]
+    assert bars[0].drawn == [50, 50] and bars[1].drawn == [10] and bars[2].drawn == [1, 4]
 
 
 def test_commands_are_a_table_with_shared_options():
