@@ -204,7 +204,9 @@ def test_ctrl_c_is_one_line(tmp_path):
     import signal
     import time
     # a command that is still working when Ctrl-C comes (the real demo can finish first on a fast machine)
-    code = ("import sys, time\n"
+    # SIGINT's default handler restored first: a test runner started in the background inherits it ignored
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "import fpcore.cli_commands as c\n"
             "def busy(args):\n"
             "    print('working', file=sys.stderr, flush=True)\n"
