@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from speed import drop_cache  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -66,15 +67,6 @@ out = {{"seconds": t1 - t0, "read_bytes": io1["read_bytes"] - io0["read_bytes"],
                              for m in (r.get("folder") or {{}}).get("merge", []))] for r in res["reports"]}}}}
 print(json.dumps(out))
 """
-
-
-def drop_cache(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def child(policy: str, folder: Path, cache: Path, peers: int = 8, cold: bool = True) -> dict:

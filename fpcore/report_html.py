@@ -28,11 +28,6 @@ from .refs import RefDB
 TREE_EXACT_MAX_REFS = 16
 
 
-def _fmt_bytes(n: int) -> str:
-    """Decimal units, as the command line and the UI show them."""
-    return format_bytes(n)
-
-
 def _tree_svg(labels: list[str], is_ref: list[bool], X: np.ndarray) -> str:
     from scipy.cluster.hierarchy import dendrogram, linkage
     from scipy.spatial.distance import pdist
@@ -167,7 +162,7 @@ def render(result: dict, db: RefDB | None = None) -> str:
     for g in result["groups"]:
         paths = "<br>".join(html.escape(os.path.relpath(p, result["root"])) for p in g["paths"])
         label = f"<div class=muted>{html.escape(g['label'])}</div>" if g.get("label") else ""
-        groups.append(f"<tr><td>{g['relation']}{label}</td><td>{paths}</td><td>{_fmt_bytes(g['reclaimable_bytes'])}</td></tr>")
+        groups.append(f"<tr><td>{g['relation']}{label}</td><td>{paths}</td><td>{format_bytes(g['reclaimable_bytes'])}</td></tr>")
     total = _scan.reclaimable_total(result["groups"])
     trees = "".join(f"<h3>{html.escape(f)}</h3>{svg}" for f, svg in family_trees(result, db)) or \
         "<p class=muted>Not enough models of one architecture for a tree.</p>"
@@ -179,7 +174,7 @@ def render(result: dict, db: RefDB | None = None) -> str:
 <th>in this folder</th></tr>{''.join(rows)}</table>
 {legend_html()}
 <h2>Duplicates and same weights</h2>
-<p>{_fmt_bytes(total)} could be reclaimed by keeping one file per group. Only groups whose files hold the same
+<p>{format_bytes(total)} could be reclaimed by keeping one file per group. Only groups whose files hold the same
 weights in every component count; a same_denoiser group shares the UNet/DiT only and reclaims nothing.</p>
 <table><tr><th>relation</th><th>files</th><th>reclaimable</th></tr>{''.join(groups) or '<tr><td colspan=3 class=muted>none</td></tr>'}</table>
 <h2>Family tree</h2><p class=muted>★ registered reference. Clustering of weight fingerprints (average linkage).</p>
