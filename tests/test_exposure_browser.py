@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 import testkit
-from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, GRADIOS, _free_port, _venv_python
+from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, GRADIOS, _free_port, _pick, _venv_python
 
 ROOT = Path(__file__).resolve().parent.parent
 #: a global address (example.com's, IANA's example domain) given to the namespace's loopback device
@@ -254,11 +254,6 @@ def page(ui, tmp_path):
 def el(page, elem_id: str, inner: str = ""):
     """gradio 3 repeats a Markdown's elem_id inside it: the first match."""
     return page.locator(f"#{elem_id} {inner}".strip()).first
-
-
-def _pick(page, elem_id: str, option: str):
-    page.locator(f"#{elem_id} input").click()
-    page.locator("ul.options li", has_text=option).first.click()
 
 
 #: per output: (the button, the input to empty first) of an action whose answer is a fixed line, so

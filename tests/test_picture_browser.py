@@ -116,8 +116,7 @@ def test_ui_shows_the_picture_above_the_text(server, library):
             expect.set_options(timeout=60_000)
             page.goto(url, wait_until="domcontentloaded")
             page.wait_for_selector("#mfp_identify")
-            page.locator("#mfp_refresh").first.click()
-            _pick(page, "mfp_checkpoint", "blend.safetensors")
+            _pick(page, "mfp_checkpoint", "blend.safetensors", refresh="mfp_refresh")
             page.locator("#mfp_identify").first.click()
             svg = page.locator("#mfp_picture svg.mfp-picture").first
             expect(svg).to_be_visible()

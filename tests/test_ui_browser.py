@@ -113,10 +113,32 @@ def server(request, tmp_path, models):
             sys.stderr.write(f"server log ({request.param}):\n{tail}\n")
 
 
-def _pick(page, elem_id: str, option: str):
-    """Choose an option in a gradio dropdown (same DOM idea in 3.41 and 4.40: input + ul.options)."""
-    page.locator(f"#{elem_id} input").click()
-    page.locator("ul.options li", has_text=option).first.click()
+#: seconds one attempt at choosing a dropdown option waits for the option before the list is
+#: closed and opened again (choices refreshed while the list is open are not always re-rendered)
+PICK_ATTEMPT_S = 5
+#: attempts before _pick gives up: 12 x 5 s, the minute the other browser waits allow
+PICK_ATTEMPTS = 12
+
+
+def _pick(page, elem_id: str, option: str, refresh: str | None = None):
+    """Choose an option in a gradio dropdown (same DOM idea in 3.41 and 4.40: input + ul.options).
+
+    With ``refresh`` (a button's elem_id), the list is refreshed first, and again on each retry:
+    the click that refreshes it can land before the page is wired, and a list opened before the
+    new choices arrive may keep showing the old ones."""
+    from playwright.sync_api import TimeoutError as PwTimeout
+    for attempt in range(PICK_ATTEMPTS):
+        if refresh:
+            page.locator(f"#{refresh}").first.click()
+            page.wait_for_timeout(300 if attempt == 0 else 1000)
+        page.locator(f"#{elem_id} input").first.click()
+        try:
+            page.locator("ul.options li", has_text=option).first.click(timeout=PICK_ATTEMPT_S * 1000)
+            return
+        except PwTimeout:
+            page.keyboard.press("Escape")
+            page.locator("body").click(position={"x": 2, "y": 2})
+    raise AssertionError(f"option {option!r} never appeared in #{elem_id}'s list")
 
 
 def _shot(page, name: str):
