@@ -72,6 +72,7 @@ class Fingerprint:
     _offs: np.ndarray | None = field(default=None, repr=False)
     _index: dict | None = field(default=None, repr=False)
     _views: dict | None = field(default=None, repr=False)
+    _params: np.ndarray | None = field(default=None, repr=False)
 
     # -- access -----------------------------------------------------------------
     @property
@@ -81,13 +82,20 @@ class Fingerprint:
         return self._index
 
     def _decode_all(self) -> None:
+        """Decode every sample at once: one decode per run of tensors stored in the same dtype."""
+        counts = [int(n) for n in self.counts]
         offs = np.zeros(len(self.keys) + 1, np.int64)
-        parts, pos = [], 0
-        for i, (dt, n) in enumerate(zip(self.dtypes, self.counts)):
-            nb = int(n) * dtypes.DTYPES[dt].itemsize
-            parts.append(dtypes.decode(self.raw[pos:pos + nb], dt) if n else np.zeros(0, np.float32))
-            pos += nb
-            offs[i + 1] = offs[i] + int(n)
+        offs[1:] = np.cumsum(counts)
+        parts, pos, i = [], 0, 0
+        while i < len(counts):
+            dt, j, n = self.dtypes[i], i, 0
+            while j < len(counts) and self.dtypes[j] == dt:
+                n += counts[j]
+                j += 1
+            nb = n * dtypes.DTYPES[dt].itemsize
+            if n:
+                parts.append(dtypes.decode(self.raw[pos:pos + nb], dt))
+            pos, i = pos + nb, j
         self._vals = np.concatenate(parts) if parts else np.zeros(0, np.float32)
         self._offs = offs
 
@@ -110,6 +118,14 @@ class Fingerprint:
                    and dtypes.DTYPES[self.dtypes[i]].is_float]
             self._views[key] = ComponentView(self, idx)
         return self._views[key]
+
+    @property
+    def params(self) -> np.ndarray:
+        """Parameters per tensor (elements of float tensors; 0 for the others), computed once."""
+        if self._params is None:
+            self._params = np.array([math.prod(s) if dtypes.DTYPES.get(d) is not None and dtypes.DTYPES[d].is_float
+                                     else 0 for s, d in zip(self.shapes, self.dtypes)], np.int64)
+        return self._params
 
     def shape_map(self) -> dict[str, tuple[int, ...]]:
         return dict(zip(self.keys, self.shapes))
@@ -160,16 +176,18 @@ class ComponentView:
         self.key_index = {k: j for j, k in enumerate(self.keys)}
         self.shapes = [fp.shapes[i] for i in idx]
         self.dtypes = [fp.dtypes[i] for i in idx]
-        self.counts = np.array([int(fp.counts[i]) for i in idx], np.int64)
-        self.h_raw = np.array([fp.h_raw[i] for i in idx], np.uint64)
+        ia = np.asarray(idx, np.int64)
+        self.counts = fp.counts[ia].astype(np.int64) if len(idx) else np.zeros(0, np.int64)
+        self.h_raw = fp.h_raw[ia].astype(np.uint64) if len(idx) else np.zeros(0, np.uint64)
         self.offs = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
-        src = [np.arange(fp._offs[i], fp._offs[i + 1]) for i in idx]
-        gather = np.concatenate(src) if src else np.zeros(0, np.int64)
-        self.raw_vals = fp._vals[gather]      # as stored
         self.tid = np.repeat(np.arange(len(idx)), self.counts)
+        # flat positions in the fingerprint's values: each tensor's start plus the position inside it
+        gather = (fp._offs[ia][self.tid] + np.arange(len(self.tid)) - self.offs[self.tid]) if len(idx) else \
+            np.zeros(0, np.int64)
+        self.raw_vals = fp._vals[gather]      # as stored
         # ComfyUI "fp8 scaled" files store round(w / s) in fp8 next to a scalar ``scale_weight``
         tscale = np.ones(len(idx), np.float32)
-        for j, i in enumerate(idx):
+        for j, i in enumerate(idx if any(d.startswith("F8") for d in self.dtypes) else ()):
             k = fp.keys[i]
             if k.endswith(".weight") and fp.dtypes[i].startswith("F8"):
                 si = fp.index.get(k[:-len("weight")] + "scale_weight")
@@ -192,6 +210,32 @@ class ComponentView:
                 out *= self.scale.astype(np.float64) ** 2
             self._rvar = out
         return self._rvar
+
+    @property
+    def rvar_sums(self) -> np.ndarray:
+        """Per tensor: the sum of its values' rounding variances (computed once)."""
+        if getattr(self, "_rvar_sums", None) is None:
+            out = np.zeros(len(self.keys))
+            live = np.nonzero(self.counts)[0]
+            if len(live):
+                out[live] = np.add.reduceat(self.rvar, self.offs[live])
+            self._rvar_sums = out
+        return self._rvar_sums
+
+    @property
+    def single_dtype(self) -> str | None:
+        """The one dtype every tensor of the view is stored in, else None (computed once)."""
+        if not hasattr(self, "_single_dtype"):
+            ds = set(self.dtypes)
+            self._single_dtype = ds.pop() if len(ds) == 1 else None
+        return self._single_dtype
+
+    @property
+    def finite(self) -> bool:
+        """Whether every sampled value is finite (computed once)."""
+        if getattr(self, "_finite", None) is None:
+            self._finite = bool(np.isfinite(self.vals).all())
+        return self._finite
 
     def elem_dtype_is(self, dt: str) -> np.ndarray:
         tmask = np.array([d == dt for d in self.dtypes], bool)

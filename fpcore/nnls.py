@@ -14,13 +14,25 @@ AFFINE_ROW_WEIGHT = 1e3
 
 def affine_nnls(R: np.ndarray, x: np.ndarray) -> np.ndarray:
     """min |x - R w| with w >= 0 and sum(w) = 1 (the sum enforced by a heavy extra row)."""
+    M = np.empty((R.shape[0], R.shape[1] + 1))
+    M[:, :-1] = R
+    M[:, -1] = x
+    return affine_nnls_gram(M.T @ M, R.shape[0])
+
+
+def affine_nnls_gram(G: np.ndarray, n: int) -> np.ndarray:
+    """affine_nnls() from the Gram matrix ``G = [R | x]^T [R | x]`` of ``n`` rows.
+
+    Any U with U^T U = G gives |U [w; -1]| = |x - R w|, so the NNLS runs on (k+1) rows: U
+    from the eigendecomposition (defined when G is singular, as with two equal references),
+    with the heavy row that makes the weights sum to one, reduced by QR to (k+1) x k."""
     from scipy.optimize import nnls  # imported here: scipy costs 0.3 s of start-up on a cache hit
 
-    n, k = R.shape
+    k = G.shape[0] - 1
     lam = AFFINE_ROW_WEIGHT * math.sqrt(max(n, 1))
-    M = np.vstack([np.column_stack([R, x]), np.append(np.full(k, lam), lam)])
-    # |A w - b| equals |T[:, :k] w - T[:, k]| up to a constant, T from the QR of [A | b]:
-    # the same NNLS on a (k+1) x k system instead of n x k
+    vals, vecs = np.linalg.eigh((G + G.T) / 2)
+    U = np.sqrt(np.clip(vals, 0, None))[:, None] * vecs.T
+    M = np.vstack([U, np.full(k + 1, lam)])
     T = np.linalg.qr(M, mode="r")
     w, _ = nnls(T[:, :k], T[:, k], maxiter=50 * k + 100)
     s = w.sum()

@@ -7,6 +7,7 @@ run nearly instant (unchanged files are neither hashed nor read).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -229,7 +230,7 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
         _peer_relations(reports, fps, store, phase, keys=fps.keys_by_path, candidates=peer_candidates)
         if phase:
             phase("grouping", 0, 1)
-        groups = _groups(reports, sizes, fps)
+        groups = _cached_groups(reports, sizes, fps, store, os.fspath(root))
         tag_results = []
         if write_tags:
             if phase:
@@ -426,7 +427,10 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
             uniq.setdefault(shas[p] or p, p)
         reps_ = list(uniq.values())
         index = {p: i for i, p in enumerate(reps_)}
-        path_of_cid = {c: p for p, c in cid.items() if c}
+        path_of_cid: dict[str, str] = {}
+        for p in paths:     # the first path of a content, as in uniq: a rescan names the same peers
+            if cid[p]:
+                path_of_cid.setdefault(cid[p], p)
         sketches: list = []
         exact: dict = {}
 
@@ -441,7 +445,7 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
             short = [reps_[j] for j in sketch.nearest(S, S[i], max(candidates, PEER_SHORTLIST), exclude=i)]
             if not short:
                 return others[:candidates]
-            return _pick_peers(u, short, candidates, fps, comp, exact)
+            return _pick_peers(u, short, candidates, fps, comp, exact, lambda q: S[index[q]])
 
         def relation_of(u: str) -> dict:
             """The folder relation of one distinct content (``u`` represents it)."""
@@ -454,7 +458,7 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
             if len(reps_) < 2:
                 return {"relation": "unknown", "peer": None, "confidence": 0.0, "merge": []}
             others = peers_of(u)
-            v = match.analyse(fps[u], comp, [_Peer(q, fps[q]) for q in others], tree=None)
+            v = match.analyse(fps[u], comp, [_Peer(q, fps[q]) for q in others], tree=None, exact_mismatch=False)
             # files in a folder form no tree: the nearest related file may be a parent, a child
             # or a sibling, so it is only called "related"
             entry = {"relation": "related" if v.relation == "derivative" else v.relation, "peer": v.ref,
@@ -509,23 +513,22 @@ def _sample_similarity(u: str, q: str, fps, comp: str, cache: dict) -> float:
     return float(xu[iu] @ xq[iq])
 
 
-def _pick_peers(u: str, short: list[str], k: int, fps, comp: str, cache: dict) -> list[str]:
+def _pick_peers(u: str, short: list[str], k: int, fps, comp: str, cache: dict, sketch_of) -> list[str]:
     """``k`` peers for ``u`` from a shortlist: the nearer half by exact similarity (the nearest
     relative, copies in other precisions), the rest by what those leave unexplained (greedy
-    orthogonal matching pursuit on the samples), so that both members of a merge of two distant
-    models are among them even when one member's siblings are all nearer than the other member."""
+    orthogonal matching pursuit, on the sketches: they keep inner products to a few per cent),
+    so that both members of a merge of two distant models are among them even when one
+    member's siblings are all nearer than the other member."""
     score = {q: _sample_similarity(u, q, fps, comp, cache) for q in short}
     ranked = sorted(short, key=lambda q: -score[q])
     chosen, rest = ranked[:(k + 1) // 2], ranked[(k + 1) // 2:]
-    ku, r, _ = cache[u]
-    r = r.astype(np.float64)
+    X = np.stack([sketch_of(q) for q in ranked]).astype(np.float64)
+    row = {q: i for i, q in enumerate(ranked)}
+    r = sketch_of(u).astype(np.float64)
     basis: list[np.ndarray] = []
 
     def add(q):
-        kq, x, _ = cache[q]
-        if kq != ku or len(x) != len(r):
-            return
-        b = x.astype(np.float64)
+        b = X[row[q]].copy()
         for e in basis:
             b -= (e @ b) * e
         n = np.linalg.norm(b)
@@ -536,8 +539,7 @@ def _pick_peers(u: str, short: list[str], k: int, fps, comp: str, cache: dict) -
     for e in basis:
         r = r - (e @ r) * e
     while len(chosen) < k and rest:
-        same = [q for q in rest if cache[q][0] == ku and len(cache[q][1]) == len(r)]
-        best = max(same, key=lambda q: abs(float(cache[q][1] @ r))) if same else rest[0]
+        best = rest[int(np.argmax(np.abs(X[[row[q] for q in rest]] @ r)))]
         chosen.append(best)
         rest.remove(best)
         n_before = len(basis)
@@ -552,7 +554,7 @@ def _same_component(fa, fb, comp: str) -> bool:
     each covering the other: the rule of a same_weights verdict, applied file to file."""
     from . import match
     for x, y in ((fa, fb), (fb, fa)):
-        mm, cov = match.mismatch_fraction(x, y, comp)
+        mm, cov = match.mismatch_fraction(x, y, comp, limit=match.SAME_MAX_MISMATCH)
         if mm is None or mm > match.SAME_MAX_MISMATCH or cov < match.SAME_MIN_COVERAGE:
             return False
     return True
@@ -673,6 +675,36 @@ def _groups(reports: dict, sizes: dict, fps: dict | None = None) -> list[dict]:
                         s_, d_, m_ = _component_diff([r, others[0]], reports, fps)
                         f.update(relation="same_denoiser", peer=others[0], differs=d_ + m_, merge=[])
     return out
+
+
+#: bump when _groups changes what it returns or how it rewrites the folder relations
+GROUPS_VERSION = 1
+
+
+def _cached_groups(reports: dict, sizes: dict, fps, store, root: str) -> list[dict]:
+    """_groups(), served from the store when its inputs are unchanged: the same files (path,
+    content, size, architecture, folder relation), so a rescan of an unchanged folder compares
+    nothing. Not cached when a file has no content id (nothing in the store to tie it to)."""
+    import hashlib
+    keys = getattr(fps, "keys_by_path", {})
+    if store is None or any(not (reports[p].get("sha256") or keys.get(p)) for p in reports
+                            if not reports[p].get("error")):
+        return _groups(reports, sizes, fps)
+    inputs = [[p, reports[p].get("sha256") or keys.get(p), sizes.get(p, 0), reports[p].get("architecture"),
+               reports[p].get("folder")] for p in sorted(reports) if not reports[p].get("error")]
+    token = "peers:groups:" + hashlib.sha256(json.dumps([GROUPS_VERSION, inputs], sort_keys=True,
+                                                        default=str).encode()).hexdigest()[:32]
+    slot = "folder:" + hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    hit = store.get_report(slot, token)
+    if hit and isinstance(hit.get("groups"), list) and isinstance(hit.get("folder"), dict) \
+            and set(hit["folder"]) <= set(reports):
+        for p, f in hit["folder"].items():
+            reports[p]["folder"] = f
+        return hit["groups"]
+    groups = _groups(reports, sizes, fps)
+    store.put_report(slot, token, {"groups": groups, "folder": {p: r["folder"] for p, r in reports.items()
+                                                                 if r.get("folder") is not None}})
+    return groups
 
 
 def reclaimable_total(groups: list[dict]) -> int:

@@ -17,6 +17,8 @@ peers of a file in a folder scan (fpcore.scan) and meant for an index of many re
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
@@ -47,6 +49,32 @@ def _signs(seed: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return np.where(x & np.uint64(1), 1.0, -1.0)
 
 
+#: layouts (key list and sample counts) whose bucket and sign arrays are kept: a folder or a
+#: library holds a few architectures, and every file of one shares its layout
+PROJECTION_CACHE = 8
+_projections: "OrderedDict[tuple, tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+_projections_lock = threading.Lock()
+
+
+def _projection(keys: tuple, counts: bytes, v) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket, sign) of every sampled element of a view with these keys and counts."""
+    key = (keys, counts)
+    with _projections_lock:
+        hit = _projections.get(key)
+        if hit is not None:
+            _projections.move_to_end(key)
+            return hit
+    params = np.array([_key_params(k) for k in keys], np.int64)
+    pos = np.arange(len(v.tid)) - v.offs[v.tid]          # element index inside its tensor's sample
+    bucket = (params[v.tid, 0] + pos * params[v.tid, 1]) % SKETCH_DIM
+    out = (bucket, _signs(params[v.tid, 2], pos))
+    with _projections_lock:
+        _projections[key] = out
+        while len(_projections) > PROJECTION_CACHE:
+            _projections.popitem(last=False)
+    return out
+
+
 def sketch(fp, comp: str, dim: int = SKETCH_DIM) -> np.ndarray:
     """Unit vector (float32, length ``dim``) for component ``comp`` of fingerprint ``fp``;
     all zeros when the component has no sampled weight tensor with finite, varying values."""
@@ -70,10 +98,8 @@ def sketch(fp, comp: str, dim: int = SKETCH_DIM) -> np.ndarray:
         return out.astype(np.float32)
     x = x / np.where(live, rms, 1.0)[v.tid]
     x[~live[v.tid]] = 0.0
-    params = np.array([_key_params(k) for k in v.keys], np.int64)
-    pos = np.arange(len(x)) - v.offs[v.tid]              # element index inside its tensor's sample
-    bucket = (params[v.tid, 0] + pos * params[v.tid, 1]) % dim
-    out = np.bincount(bucket, weights=x * _signs(params[v.tid, 2], pos), minlength=dim)
+    bucket, signs = _projection(tuple(v.keys), v.counts.tobytes(), v)
+    out = np.bincount(bucket, weights=x * signs, minlength=dim)
     norm = np.linalg.norm(out)
     return (out / norm if norm > 0 else out).astype(np.float32)
 

@@ -149,6 +149,29 @@ def test_second_run_uses_the_cache(folder, tmp_path, monkeypatch):
     assert ok and all(r["stats"].get("cached") == "report" for r in ok)
 
 
+def test_rescan_serves_groups_from_the_store_until_the_folder_changes(folder, tmp_path, monkeypatch):
+    """An unchanged folder: the same groups and folder relations, without comparing files again.
+    A changed folder (a file added): compared again."""
+    import fpcore.scan as scan_mod
+    work = tmp_path / "m"
+    shutil.copytree(folder, work, symlinks=True, ignore=shutil.ignore_patterns("readonly*"))
+    refs, cache = tmp_path / "r", tmp_path / "c"
+    db = lambda: RefDB(refs, builtin_dir=refs / "n")  # noqa: E731
+    first = scan_folder(work, db=db(), cache_dir=cache)
+    calls = []
+    real = scan_mod._groups
+    monkeypatch.setattr(scan_mod, "_groups", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = scan_folder(work, db=db(), cache_dir=cache)
+    assert calls == []
+    assert again["groups"] == first["groups"] and any(g["relation"] == "same_weights" for g in again["groups"])
+    assert {r["path"]: r.get("folder") for r in again["reports"]} == {r["path"]: r.get("folder") for r in first["reports"]}
+    shutil.copy(work / "base.safetensors", work / "base_again.safetensors")
+    third = scan_folder(work, db=db(), cache_dir=cache)
+    assert calls == [1]
+    assert any(g["relation"] == "identical" and str(work / "base_again.safetensors") in g["paths"]
+               for g in third["groups"])
+
+
 def test_cli_scan_json_and_report(folder, tmp_path, capsys):
     out = tmp_path / "report.html"
     code = main(["scan", str(folder), "--json", "--report", str(out), "--refs", str(tmp_path / "r")])

@@ -16,29 +16,93 @@ from ..fingerprint import Fingerprint
 
 
 @dataclass
-class Aligned:
-    keys: list[str]
-    tensor_of: np.ndarray      # element -> index into keys
-    x: np.ndarray              # file values, scaled per tensor (float64)
-    R: np.ndarray              # (n, k) reference values, scaled
-    noise_x: np.ndarray        # per-element rounding variance of x (scaled)
-    noise_R: np.ndarray        # (n, k)
-    xc: np.ndarray             # centred per tensor (for cosines)
-    Rc: np.ndarray
+class Moments:
+    """Second moments of ``[R | x]`` over some sampled values: every least-squares quantity of
+    the merge fits (residuals, NNLS) follows from them in O(k^2), whatever the sample size."""
+    G: np.ndarray              # (k+1, k+1): [R | x]^T [R | x]
+    n: int                     # values
+    noise_x: float             # mean rounding variance of x
+    noise_R: np.ndarray        # (k,) mean rounding variance per reference
 
-    def __post_init__(self):
-        self.RT = np.ascontiguousarray(self.R.T)     # one contiguous row per reference
-        self.RcT = np.ascontiguousarray(self.Rc.T)
+    def cols(self, cols: list[int]) -> "Moments":
+        k = self.G.shape[0] - 1
+        idx = list(cols) + [k]
+        return Moments(self.G[np.ix_(idx, idx)], self.n, self.noise_x, self.noise_R[list(cols)])
+
+    def excess(self, w: np.ndarray) -> float:
+        """Mean squared residual of x - R w beyond the expected rounding noise."""
+        if self.n == 0:
+            return 0.0
+        v = np.append(w, -1.0)
+        mse = float(v @ self.G @ v) / self.n
+        return max(mse - (self.noise_x + float(self.noise_R @ (w * w))), 0.0)
+
+
+class Aligned:
+    """The file's and the references' aligned samples, kept as rows (one per reference, the
+    file last): ``MT`` the values scaled per tensor (float64). Per tensor, ``S`` their sums and
+    ``NS`` the sums of their rounding variances: centred statistics and expected rounding noise
+    follow from these without more passes over the values (the alignment is memory-bound)."""
+
+    def __init__(self, keys: list[str], tensor_of: np.ndarray, MT: np.ndarray, S: np.ndarray, NS: np.ndarray,
+                 moments: Moments | None = None):
+        self.keys, self.tensor_of = keys, tensor_of
+        self.MT, self.S, self.NS = MT, S, NS
+        self.cnt = np.bincount(tensor_of, minlength=S.shape[1]).astype(np.float64)
+        self._moments = moments
+        self._centred: np.ndarray | None = None
+
+    x = property(lambda self: self.MT[-1])            # file values, scaled per tensor (float64)
+    RT = property(lambda self: self.MT[:-1])          # (k, n): one row per reference
+    R = property(lambda self: self.MT[:-1].T)         # (n, k)
+
+    @property
+    def xc(self) -> np.ndarray:
+        """The file's values centred per tensor."""
+        return self.x - (self.S[-1] / np.maximum(self.cnt, 1))[self.tensor_of]
+
+    @property
+    def k(self) -> int:
+        return self.MT.shape[0] - 1
+
+    def _noise(self, NS: np.ndarray, n: int) -> tuple[float, np.ndarray]:
+        nm = NS.sum(axis=1) / n if n else np.zeros(NS.shape[0])
+        return float(nm[-1]), nm[:-1]
+
+    @property
+    def moments(self) -> Moments:
+        """Moments over every aligned value (computed once, shared with cols())."""
+        if self._moments is None:
+            n = self.MT.shape[1]
+            self._moments = Moments(self.MT @ self.MT.T, n, *self._noise(self.NS, n))
+        return self._moments
+
+    @property
+    def centred_gram(self) -> np.ndarray:
+        """[Rc | xc]^T [Rc | xc], the values centred per tensor: the cosines between the file and
+        the references. sum (a - mean a)(b - mean b) = sum ab - sum a * sum b / count, per tensor."""
+        if self._centred is None:
+            live = self.cnt > 0
+            S = self.S[:, live]
+            self._centred = self.moments.G - (S / self.cnt[live]) @ S.T
+        return self._centred
 
     def cols(self, cols: list[int]) -> "Aligned":
         """The same alignment restricted to some references."""
-        return Aligned(self.keys, self.tensor_of, self.x, self.R[:, cols], self.noise_x, self.noise_R[:, cols],
-                       self.xc, self.Rc[:, cols])
+        idx = list(cols) + [self.k]
+        return Aligned(self.keys, self.tensor_of, self.MT[idx], self.S[idx], self.NS[idx],
+                       self.moments.cols(list(cols)))
 
-    def rows(self, rows: np.ndarray) -> "Aligned":
-        """The same alignment restricted to some sampled values (a block group)."""
-        return Aligned(self.keys, self.tensor_of[rows], self.x[rows], self.R[rows], self.noise_x[rows],
-                       self.noise_R[rows], self.xc[rows], self.Rc[rows])
+    def tensor_moments(self, tensors: list[int]) -> Moments:
+        """Moments over the values of some tensors only (a block group). Tensors in a row are
+        a slice of the values (sorted keys keep a block group together): no copy."""
+        if tensors == list(range(tensors[0], tensors[-1] + 1)):
+            a, b = np.searchsorted(self.tensor_of, [tensors[0], tensors[-1] + 1])
+            M = self.MT[:, int(a):int(b)]
+        else:
+            M = self.MT[:, np.isin(self.tensor_of, tensors)]
+        n = M.shape[1]
+        return Moments(M @ M.T, n, *self._noise(self.NS[:, tensors], n))
 
 
 def comp_indices(fp: Fingerprint, comp: str, min_ndim: int = 0) -> list[int]:
@@ -75,34 +139,41 @@ def align(fp: Fingerprint, refs: list[Fingerprint], comp: str, min_ndim: int = 2
     tf, trs = common(vf, vrs)
     if len(tf) == 0:
         return None
-    ef = vf.elements(tf)
-    ers = [vr.elements(t) for vr, t in zip(vrs, trs)]
-    x = vf.vals[ef].astype(np.float64)
-    R = np.stack([vr.vals[e] for vr, e in zip(vrs, ers)], axis=1).astype(np.float64) if refs else np.zeros((len(x), 0))
-    nx = vf.rvar[ef]
-    nR = np.stack([vr.rvar[e] for vr, e in zip(vrs, ers)], axis=1) if refs else np.zeros((len(x), 0))
+    k = len(refs)
+    n = int(vf.counts[tf].sum())
+    views, tensors = vrs + [vf], trs + [tf]
+    # every tensor shared and every value finite (the common case): whole arrays, and the
+    # rounding noise from each view's per-tensor sums
+    whole = all(len(t) == len(v.keys) and v.finite for v, t in zip(views, tensors))
+    MT = np.empty((k + 1, n))                # rows [R^T; x], then scaled per tensor
+    NT = None if whole else np.empty((k + 1, n))
+    for c, (v, t) in enumerate(zip(views, tensors)):
+        e = slice(None) if len(t) == len(v.keys) else v.elements(t)
+        MT[c] = v.vals[e]
+        if NT is not None:
+            NT[c] = v.rvar[e]
     tid = np.repeat(np.arange(len(tf)), vf.counts[tf])
-    ok = np.isfinite(x) & np.all(np.isfinite(R), axis=1)
-    if not ok.all():
-        x, R, nx, nR, tid = x[ok], R[ok], nx[ok], nR[ok], tid[ok]
-    if len(x) == 0:
+    if not whole:
+        ok = np.isfinite(MT).all(axis=0)
+        if not ok.all():
+            MT, NT, tid = MT[:, ok], NT[:, ok], tid[ok]
+    if MT.shape[1] == 0:
         return None
     nt = len(tf)
     cnt = np.bincount(tid, minlength=nt).astype(np.float64)
-    ss = np.bincount(tid, weights=x * x, minlength=nt) + sum(
-        np.bincount(tid, weights=R[:, c] * R[:, c], minlength=nt) for c in range(R.shape[1]))
-    s = np.sqrt(ss / np.maximum(cnt * (1 + R.shape[1]), 1))
-    s[s == 0] = 1.0
-    se = s[tid]
-    x, R = x / se, R / se[:, None]
-    nx, nR = nx / (se * se), nR / (se * se)[:, None]
+    present = np.nonzero(cnt)[0]
+    starts = np.concatenate([[0], np.cumsum(cnt[present])[:-1]]).astype(np.int64)   # tid is sorted
 
-    def centred(v):
-        m = np.bincount(tid, weights=v, minlength=nt) / np.maximum(cnt, 1)
-        return v - m[tid]
-    xc = centred(x)
-    Rc = np.stack([centred(R[:, c]) for c in range(R.shape[1])], axis=1) if R.shape[1] else R
-    return Aligned([vf.keys[t] for t in tf], tid, x, R, nx, nR, xc, Rc)
+    def per_tensor(A: np.ndarray) -> np.ndarray:
+        out = np.zeros((A.shape[0], nt))
+        out[:, present] = np.add.reduceat(A, starts, axis=1)
+        return out
+    ss = per_tensor(MT * MT).sum(axis=0)
+    scale = np.sqrt(ss / np.maximum(cnt * (k + 1), 1))
+    scale[scale == 0] = 1.0
+    MT *= (1.0 / scale)[tid]
+    NS = (np.stack([v.rvar_sums for v in views]) if NT is None else per_tensor(NT)) / (scale * scale)
+    return Aligned([vf.keys[t] for t in tf], tid, MT, per_tensor(MT), NS)
 
 
 def finite_share(fp: Fingerprint, comp: str) -> float:
@@ -116,8 +187,16 @@ def cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b) / (na * nb) if na > 0 and nb > 0 else 0.0
 
 
-def mismatch_fraction(fp: Fingerprint, ref: Fingerprint, comp: str) -> tuple[float | None, float]:
-    """(fraction of shared sampled elements that differ beyond precision rounding, coverage)."""
+#: values checked first when only "at most ``limit`` differ?" matters: differing values in any
+#: subset bound the total from below, and unrelated or trained weights differ almost everywhere,
+#: so a thousand values settle most pairs
+MISMATCH_PREFIX = 1024
+
+
+def mismatch_fraction(fp: Fingerprint, ref: Fingerprint, comp: str,
+                      limit: float | None = None) -> tuple[float | None, float]:
+    """(fraction of shared sampled elements that differ beyond precision rounding, coverage).
+    With ``limit``, a fraction above it may be a lower bound (the count stops early)."""
     vf, vr = fp.view(comp, 0), ref.view(comp, 0)
     total = int(vf.counts.sum())
     if total == 0:
@@ -126,6 +205,9 @@ def mismatch_fraction(fp: Fingerprint, ref: Fingerprint, comp: str) -> tuple[flo
     if len(tf) == 0:
         return None, 0.0
     compared = int(vf.counts[tf].sum())
+    fast = _mismatch_same_layout(fp, ref, vf, vr, tf, None if limit is None else limit * compared)
+    if fast is not None:
+        return fast / compared, compared / total
     df = np.array(vf.dtypes, object)[tf]
     dr = np.array(vr.dtypes, object)[tr]
     exact = (df == dr) & (vf.h_raw[tf] == vr.h_raw[tr])
@@ -145,6 +227,30 @@ def mismatch_fraction(fp: Fingerprint, ref: Fingerprint, comp: str) -> tuple[flo
                 same = dtypes.same_after_rounding(vf.vals[ea], da, vr.vals[eb], db)
             differ += int(len(ea) - np.count_nonzero(same))
     return differ / compared, compared / total
+
+
+def _mismatch_same_layout(fp, ref, vf, vr, tf, limit: float | None = None) -> int | None:
+    """Values that differ beyond rounding, computed over whole arrays when both views hold the
+    same tensors in one dtype each, neither scaled nor block-quantised (the common case: a
+    folder of one architecture); None when that does not hold. With ``limit`` (a count), the
+    first MISMATCH_PREFIX values are counted first, and their count returned if above it."""
+    if (len(tf) != len(vf.keys) or vf.keys != vr.keys or vf.scaled or vr.scaled or not np.array_equal(vf.counts, vr.counts)
+            or fp.info.get("quant") or ref.info.get("quant")):
+        return None
+    da, db = vf.single_dtype, vr.single_dtype
+    if da is None or db is None:
+        return None
+    todo = ~((vf.h_raw == vr.h_raw) if da == db else np.zeros(len(tf), bool))
+    if not todo.any():
+        return 0
+    m = todo[vf.tid]
+    a, b = (vf.vals, vr.vals) if todo.all() else (vf.vals[m], vr.vals[m])
+    if limit is not None and len(a) > MISMATCH_PREFIX:
+        head = int(MISMATCH_PREFIX - np.count_nonzero(
+            dtypes.same_after_rounding(a[:MISMATCH_PREFIX], da, b[:MISMATCH_PREFIX], db)))
+        if head > limit:
+            return head
+    return int(len(a) - np.count_nonzero(dtypes.same_after_rounding(a, da, b, db)))
 
 
 def _differ_quantised(fp, ref, vf, vr, tf, tr, todo: np.ndarray) -> int:

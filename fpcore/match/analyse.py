@@ -16,7 +16,7 @@ import numpy as np
 
 from ..fingerprint import Fingerprint
 from .. import layout
-from .align import Aligned, align, common, comp_indices, cos, finite_share, mismatch_fraction
+from .align import Aligned, align, common, comp_indices, finite_share, mismatch_fraction
 from .decisions import (ALIGN_MIN_COVERAGE, ALIGN_MIN_FINITE, EVIDENCE_MIN_SHARE, MERGE_CONF_MAX, MERGE_MIN_WEIGHT,
                         RELATED_MIN_COS, RELATED_MIN_Z, SAME_CONF_AT_LIMIT, SAME_MAX_MISMATCH, SAME_MIN_COVERAGE,
                         SAME_MIN_SHARE, Code, Confidence)
@@ -111,8 +111,9 @@ def _pool(refs: list, comp: str) -> list:
     return [r for r in refs if any(layout.in_component(k, comp) for k in r.fp.keys)]
 
 
-def _statistics(fp: Fingerprint, comp: str, pool: list, n_file: int) -> _Stats:
-    covered = [(r, *mismatch_fraction(fp, r.fp, comp)) for r in pool]
+def _statistics(fp: Fingerprint, comp: str, pool: list, n_file: int, exact: bool = True) -> _Stats:
+    limit = None if exact else SAME_MAX_MISMATCH
+    covered = [(r, *mismatch_fraction(fp, r.fp, comp, limit)) for r in pool]
     ok = [r for r, _, cov in covered if cov >= ALIGN_MIN_COVERAGE and finite_share(r.fp, comp) >= ALIGN_MIN_FINITE]
     al = align(fp, [r.fp for r in ok], comp) if ok else None
     col_of = {r.name: i for i, r in enumerate(ok)}
@@ -122,7 +123,9 @@ def _statistics(fp: Fingerprint, comp: str, pool: list, n_file: int) -> _Stats:
             cands.append(Candidate(r.name, 0.0, 0.0, 0.0, float("inf"), mm, cov))
             continue
         ci = col_of[r.name]
-        c = cos(al.xc, al.RcT[ci])
+        g = al.centred_gram
+        na, nb = math.sqrt(max(g[-1, -1], 0.0)), math.sqrt(max(g[ci, ci], 0.0))
+        c = float(g[ci, -1]) / (na * nb) if na > 0 and nb > 0 else 0.0
         z = c * math.sqrt(len(al.x))
         unit = np.zeros(len(ok))
         unit[ci] = 1.0
@@ -216,8 +219,12 @@ def _derivative(out: CompVerdict, st: _Stats, tree) -> CompVerdict:
     return out
 
 
-def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool = True) -> CompVerdict:
+def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool = True,
+            exact_mismatch: bool = True) -> CompVerdict:
     """Classify component ``comp`` of ``fp`` against references (objects with ``.name``, ``.fp``).
+
+    ``exact_mismatch=False``: a candidate's mismatch above SAME_MAX_MISMATCH may be a lower
+    bound (the verdict is the same; for callers that do not show the candidates).
 
     ``tree`` (optional) maps a reference name to its registered parent name (or None)
     and to whether it declares an unregistered parent: ``tree.parent(name)``,
@@ -228,7 +235,7 @@ def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool
     pool = _pool(refs, comp)
     if not pool:
         return _unknown(out, Code.NO_REFERENCE, Confidence.NONE, "no reference has this component")
-    st = _statistics(fp, comp, pool, n_file)
+    st = _statistics(fp, comp, pool, n_file, exact_mismatch)
     out.candidates = st.cands
     if st.al is None:
         return _unknown(out, Code.NOTHING_COMPARABLE, Confidence.NONE,

@@ -3,24 +3,30 @@ cover), and the evidence floor: a verdict about a sliver of a file is no verdict
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from .. import dtypes, layout
+from .. import layout
 from .decisions import EVIDENCE_MIN_SHARE, REPORTED_ONLY, SAME_MIN_SHARE, Code
 
 SAME = ("identical", "same_weights")
 
 
 def _params(fp, i: int) -> int:
-    d = dtypes.DTYPES.get(fp.dtypes[i])
-    return math.prod(fp.shapes[i]) if d is not None and d.is_float else 0
+    return int(fp.params[i])
 
 
 def params_of(fp, comp: str = layout.WHOLE) -> int:
     """Parameters (elements of float tensors) of component ``comp`` of ``fp``; WHOLE: the
-    file (EMA copies left out: they are not what gets loaded)."""
-    return sum(_params(fp, i) for i, k in enumerate(fp.keys) if layout.in_component(k, comp))
+    file (EMA copies left out: they are not what gets loaded). Kept per fingerprint."""
+    memo = fp.__dict__.setdefault("_params_of", {})
+    if not memo:
+        by_comp: dict[str, int] = {}
+        for k, n in zip(fp.keys, fp.params.tolist()):
+            c = layout.split(k)[0]
+            by_comp[c] = by_comp.get(c, 0) + n
+        memo.update(by_comp)
+        memo[layout.WHOLE] = sum(n for c, n in by_comp.items() if layout.in_component(c + ":", layout.WHOLE))
+    return memo.get(comp, 0)
 
 
 @dataclass
@@ -38,8 +44,9 @@ class Evidence:
 
 def evidence(fp, comp: str, keys, values: int) -> Evidence:
     """Evidence of comparing ``values`` sampled values of the tensors ``keys`` of ``fp``."""
-    idx = fp.index
-    params = sum(_params(fp, idx[k]) for k in keys if k in idx)
+    idx, p = fp.index, fp.params
+    rows = [idx[k] for k in keys if k in idx]
+    params = int(p[rows].sum()) if rows else 0
     tot, ctot = params_of(fp), params_of(fp, comp)
     return Evidence(int(values), len(keys), params, params / tot if tot else 0.0, params / ctot if ctot else 0.0)
 

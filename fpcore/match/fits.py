@@ -12,39 +12,43 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import layout
-from .align import Aligned
+from .align import Aligned, Moments
 from .decisions import (BLOCK_GAIN, BLOCK_MIN_GROUPS, BLOCK_MIN_VALUES, DELTA_MERGE_MAX_PART,
                         DELTA_MERGE_MAX_TOTAL, DELTA_MERGE_MIN, MERGE_MAX_RATIO, MERGE_MIN_MEMBERS,
                         MERGE_MIN_WEIGHT, MERGE_REFITS, RHO_MAX)
-from ..nnls import affine_nnls  # noqa: F401  (re-exported: match.affine_nnls)
+from ..nnls import affine_nnls, affine_nnls_gram  # noqa: F401  (affine_nnls re-exported: match.affine_nnls)
 
 
-def excess(al: Aligned, rows: np.ndarray | slice, w: np.ndarray) -> float:
-    """Mean squared residual of x - R w beyond the expected rounding noise."""
-    res = al.x[rows] - (w @ al.RT[:, rows] if isinstance(rows, slice) else al.R[rows] @ w)
-    noise = al.noise_x[rows] + al.noise_R[rows] @ (w * w)
-    return max(float(np.mean(res * res) - np.mean(noise)), 0.0)
+def excess(al: Aligned, rows: slice, w: np.ndarray) -> float:
+    """Mean squared residual of x - R w beyond the expected rounding noise (over every aligned
+    value: ``rows`` is slice(None); block groups use Aligned.tensor_moments)."""
+    if rows != slice(None):
+        raise ValueError("excess() is computed over every aligned value")
+    return al.moments.excess(w)
 
 
 def single_excess(al: Aligned, col: int) -> float:
     """excess() of one reference alone."""
-    return excess(al, slice(None), np.eye(al.R.shape[1])[col])
+    return excess(al, slice(None), np.eye(al.k)[col])
 
 
-def fit_merge(al: Aligned, cols: list[int]) -> tuple[np.ndarray, float]:
-    """Affine NNLS over the given reference columns; drop tiny weights and refit."""
-    w = np.zeros(al.R.shape[1])
+def fit_merge(al: Aligned | Moments, cols: list[int]) -> tuple[np.ndarray, float]:
+    """Affine NNLS over the given reference columns; drop tiny weights and refit.
+    Works on the alignment's moments: each refit costs O(k^3), not a pass over the values."""
+    m = al.moments if isinstance(al, Aligned) else al
+    k = m.G.shape[0] - 1
+    w = np.zeros(k)
     sub = list(cols)
     for _ in range(MERGE_REFITS):
-        ws = affine_nnls(al.R[:, sub], al.x)
+        ws = affine_nnls_gram(m.cols(sub).G, m.n)
         keep = [c for c, wi in zip(sub, ws) if wi >= MERGE_MIN_WEIGHT]
         if len(keep) == len(sub) or not keep:
             break
         sub = keep
-    ws = affine_nnls(al.R[:, sub], al.x)
+    ws = affine_nnls_gram(m.cols(sub).G, m.n)
     w[:] = 0
     w[sub] = ws
-    return w, excess(al, slice(None), w)
+    return w, m.excess(w)
 
 
 def block_fits(al: Aligned, cols: list[int]) -> dict[str, tuple[float, int, np.ndarray]]:
@@ -56,11 +60,11 @@ def block_fits(al: Aligned, cols: list[int]) -> dict[str, tuple[float, int, np.n
             groups.setdefault(g, []).append(t)
     out = {}
     for g, ts in groups.items():
-        rows = np.isin(al.tensor_of, ts)
-        if rows.sum() < BLOCK_MIN_VALUES:
+        m = al.tensor_moments(ts)
+        if m.n < BLOCK_MIN_VALUES:
             continue
-        w, e = fit_merge(al.rows(rows), cols)
-        out[g] = (e, int(rows.sum()), w)
+        w, e = fit_merge(m, cols)
+        out[g] = (e, m.n, w)
     return out
 
 
@@ -75,7 +79,7 @@ class MergeFit:
 def whole_merge(al: Aligned) -> MergeFit | None:
     """A weighted average of whole references (globally, or per block group) that explains
     the file far better than the best single reference; None if there is none."""
-    k = al.R.shape[1]
+    k = al.k
     if len(al.x) == 0 or k < MERGE_MIN_MEMBERS:
         return None
     singles = [single_excess(al, c) for c in range(k)]
