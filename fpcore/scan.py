@@ -301,17 +301,6 @@ def _fingerprints(reports: dict, store) -> _Fingerprints:
     return _Fingerprints(reports, store)
 
 
-def _fp_digest(fp) -> bytes:
-    """Equal for two fingerprints exactly when they sampled the same bytes of the same tensors."""
-    import hashlib
-    h = hashlib.blake2b(digest_size=16)
-    h.update("\0".join(fp.keys).encode("utf-8", "surrogateescape"))
-    h.update("\0".join(fp.dtypes).encode())
-    h.update(np.ascontiguousarray(fp.h_raw, np.uint64).tobytes())
-    h.update(str(fp.info.get("tensor_bytes")).encode())
-    return h.digest()
-
-
 def _confirm_same_bytes(reports: dict, sizes: dict, fps, db, store, workers: int, phase=None) -> None:
     """Hash the files that may be byte-identical to another file of the folder (same size, same
     sampled bytes of the same tensors) and have no hash yet, so that "identical" and the bytes
@@ -321,10 +310,12 @@ def _confirm_same_bytes(reports: dict, sizes: dict, fps, db, store, workers: int
     for p, rep in reports.items():
         if rep.get("error") or p not in fps or os.path.isdir(p):
             continue
+        key = fps.keys_by_path.get(p) if hasattr(fps, "keys_by_path") else None
         try:
-            groups.setdefault((sizes.get(p, 0), _fp_digest(fps[p])), []).append(p)
+            digest = (store.sample_digest(key) if store is not None and key else None) or fps[p].sample_digest()
         except KeyError:
             continue
+        groups.setdefault((sizes.get(p, 0), digest), []).append(p)
     todo = [p for ps in groups.values() if len(ps) > 1 for p in ps if not reports[p].get("sha256")]
     if not todo:
         return

@@ -42,6 +42,10 @@ from .sources import FileIdentity
 
 log = logging.getLogger(__name__)
 
+#: kept in a fingerprint's stats column: its sample_digest(), so that a scan can tell which
+#: files may be byte copies without loading their fingerprints (dropped from the stats returned)
+DIGEST_FIELD = "_sample_digest"
+
 DB_NAME = "fpcore.sqlite3"
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -374,13 +378,28 @@ class Store:
         if not row:
             return None
         try:
-            return Fingerprint.deserialize(row[0], str(self.path)), json.loads(row[1]), json.loads(row[2]), json.loads(row[3])
+            stats = json.loads(row[3])
+            stats.pop(DIGEST_FIELD, None)
+            return Fingerprint.deserialize(row[0], str(self.path)), json.loads(row[1]), json.loads(row[2]), stats
         except Exception as e:  # a damaged entry is a miss, not a crash
             log.warning("%s: damaged cache entry for %s (%s); recomputing", self.path, key[:12], e)
             return None
 
+    def sample_digest(self, key: str) -> str | None:
+        """Fingerprint.sample_digest() of the fingerprint stored under ``key``, without loading it
+        (None if not stored, or stored before digests were kept)."""
+        def q(con):
+            return con.execute("SELECT stats FROM fingerprints WHERE key=? AND version=?",
+                               (key, ALGO_VERSION)).fetchone()
+        row = self._run(q) if key else None
+        try:
+            return json.loads(row[0]).get(DIGEST_FIELD) if row else None
+        except (ValueError, AttributeError):
+            return None
+
     def put_fingerprint(self, key: str, fp: Fingerprint, arch: dict, metadata: dict, stats: dict) -> None:
         blob = fp.serialize()
+        stats = {**stats, DIGEST_FIELD: fp.sample_digest()}
 
         def q(con):
             with con:
