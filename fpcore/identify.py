@@ -432,7 +432,8 @@ def _may_be_copy_of_reference(fp: Fingerprint, db) -> bool:
 
 
 def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sha256: str | None = None,
-             store=None, hash_policy: str = HASH_AUTO, sha256_origin: str = "host", remote=None) -> dict:
+             store=None, hash_policy: str = HASH_AUTO, sha256_origin: str = "host", remote=None,
+             fingerprints: dict | None = None) -> dict:
     """Full report for one file (`identify --json`, docs/json-format.md). Raises FpError on bad input.
 
     Answers from the fingerprint. The whole file is hashed (``hash_policy="auto"``) only when
@@ -442,7 +443,9 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
     ``sha256``: a hash the caller already knows (``sha256_origin``: "host" or "published").
     ``store``: a fpcore.store.Store; a file seen before (same path, size, mtime, inode, change
     time) is answered from it without hashing or reading weights. ``progress(done, total)``:
-    bytes, called when reading starts and as a hash proceeds."""
+    bytes, called when reading starts and as a hash proceeds. ``fingerprints``: a dict that
+    receives path -> Fingerprint when the fingerprint was read or loaded (a folder scan compares
+    the files with it without loading them again)."""
     from . import hostcache
     p = os.fspath(path)
     if is_url(p):   # read by range requests; the hash only where the hub publishes it
@@ -494,6 +497,8 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
             raise BadFileError("file changed while it was being fingerprinted; try again when it is complete", p)
         if store is not None and key:
             store.put_fingerprint(key, fp, a.to_json(), meta, stats)
+    if fingerprints is not None:
+        fingerprints[p] = fp
     if not sha and policy == HASH_AUTO and _may_be_copy_of_reference(fp, db):
         h = _hash_unchanged(p, ident, progress)   # a copy of a reference? only the bytes can say
         sha, autov3, origin = h.sha256, h.autov3, "computed"

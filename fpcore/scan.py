@@ -202,6 +202,7 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
                 sizes[f] = 0
         total_bytes, done = sum(sizes.values()), {"bytes": 0, "files": 0}
         reports: dict[str, dict] = {}
+        read: dict = {}          # path -> Fingerprint read in this scan (compared without loading it again)
 
         def one(path: str) -> dict:
             base = done["bytes"]
@@ -210,7 +211,7 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
                 if byte_progress:
                     byte_progress(base + n, total_bytes)
             try:
-                rep = ident.identify(path, db, store=store, progress=cb, hash_policy=hash_policy)
+                rep = ident.identify(path, db, store=store, progress=cb, hash_policy=hash_policy, fingerprints=read)
             except FpError as e:
                 rep = ident.error_report(path, e)
             except OSError as e:  # a file vanishing mid-scan, EIO ...
@@ -224,7 +225,7 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
             return rep
 
         chosen = _run(files, one, sizes, reports, workers, os.fspath(root))
-        fps = _fingerprints(reports, store)
+        fps = _fingerprints(reports, store, read)
         if hash_policy == "auto":
             _confirm_same_bytes(reports, sizes, fps, db, store, chosen, phase)
         _peer_relations(reports, fps, store, phase, keys=fps.keys_by_path, candidates=peer_candidates)
@@ -296,9 +297,14 @@ class _Fingerprints(Mapping):
         return len(self.keys_by_path)
 
 
-def _fingerprints(reports: dict, store) -> _Fingerprints:
-    """path -> Fingerprint for every file that was identified (loaded when first used)."""
-    return _Fingerprints(reports, store)
+def _fingerprints(reports: dict, store, read: dict | None = None) -> _Fingerprints:
+    """path -> Fingerprint for every file that was identified: those ``read`` in this scan, the
+    others loaded when first used."""
+    fps = _Fingerprints(reports, store)
+    for p, fp in (read or {}).items():
+        if p in fps.keys_by_path:
+            fps._fps[p] = fp
+    return fps
 
 
 def _confirm_same_bytes(reports: dict, sizes: dict, fps, db, store, workers: int, phase=None) -> None:

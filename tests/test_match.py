@@ -429,3 +429,31 @@ def test_gguf_quantised_copy_is_same_weights_and_a_quantised_finetune_is_not(tmp
         testkit.write_gguf(tmp_path / f"ft_{q}.gguf", unet_ft, q)
         rep = identify(tmp_path / f"ft_{q}.gguf", db, hashes=False)
         assert rep["verdict"]["relation"] == "derivative", (q, rep["verdict"])
+
+
+def test_affine_floor_is_a_lower_bound_of_every_merge_fit():
+    """The screen that skips the merge fits: never above what a fit leaves (random references,
+    related and not, with duplicates), and close to it when nothing can be mixed."""
+    from fpcore.match.align import Moments
+    from fpcore.match.fits import affine_floor, fit_merge
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        n, k = 2000, int(rng.integers(2, 7))
+        base = rng.standard_normal(n)
+        R = np.stack([base + rng.uniform(0.01, 1.0) * rng.standard_normal(n) for _ in range(k)], axis=1)
+        if trial % 5 == 0:
+            R[:, 1] = R[:, 0]                                    # two equal references
+        w_true = rng.dirichlet(np.ones(k)) if trial % 2 else np.eye(k)[0]
+        x = R @ w_true + rng.uniform(0, 0.5) * rng.standard_normal(n)
+        M = np.vstack([R.T, x])
+        noise = rng.uniform(0, 1e-3, k + 1)
+        m = Moments(M @ M.T, n, float(noise[-1]), noise[:-1])
+        _, e = fit_merge(m, list(range(k)))
+        assert affine_floor(m) <= e + 1e-12, trial
+    # a fine-tune among siblings: the floor is most of the best single residual
+    sib = np.stack([base + 0.3 * rng.standard_normal(n) for _ in range(4)], axis=1)
+    x = sib[:, 0] + 0.1 * rng.standard_normal(n)
+    M = np.vstack([sib.T, x])
+    m = Moments(M @ M.T, n, 0.0, np.zeros(4))
+    single = m.excess(np.eye(4)[0])
+    assert 0.8 * single < affine_floor(m) <= single

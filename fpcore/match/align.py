@@ -44,17 +44,36 @@ class Aligned:
     ``NS`` the sums of their rounding variances: centred statistics and expected rounding noise
     follow from these without more passes over the values (the alignment is memory-bound)."""
 
-    def __init__(self, keys: list[str], tensor_of: np.ndarray, MT: np.ndarray, S: np.ndarray, NS: np.ndarray,
-                 moments: Moments | None = None):
+    def __init__(self, keys: list[str], tensor_of: np.ndarray, MT: np.ndarray | None, S: np.ndarray,
+                 NS: np.ndarray, moments: Moments | None = None, parent: "Aligned | None" = None,
+                 rows: list[int] | None = None):
         self.keys, self.tensor_of = keys, tensor_of
-        self.MT, self.S, self.NS = MT, S, NS
+        self._MT, self.S, self.NS = MT, S, NS
         self.cnt = np.bincount(tensor_of, minlength=S.shape[1]).astype(np.float64)
         self._moments = moments
         self._centred: np.ndarray | None = None
+        self._parent, self._rows = parent, rows     # a cols() view: these rows of the parent's
+
+    @property
+    def MT(self) -> np.ndarray:
+        if self._MT is None:                        # a cols() view, copied when first needed
+            self._MT = self._parent.MT[self._rows]
+        return self._MT
+
+    @property
+    def n(self) -> int:
+        return len(self.tensor_of)
 
     x = property(lambda self: self.MT[-1])            # file values, scaled per tensor (float64)
     RT = property(lambda self: self.MT[:-1])          # (k, n): one row per reference
     R = property(lambda self: self.MT[:-1].T)         # (n, k)
+
+    def ref_row(self, c: int) -> np.ndarray:
+        """Reference ``c``'s values, without copying the others."""
+        return self._parent.MT[self._rows[c]] if self._MT is None else self._MT[c]
+
+    def file_row(self) -> np.ndarray:
+        return self._parent.MT[self._rows[-1]] if self._MT is None else self._MT[-1]
 
     @property
     def xc(self) -> np.ndarray:
@@ -63,7 +82,7 @@ class Aligned:
 
     @property
     def k(self) -> int:
-        return self.MT.shape[0] - 1
+        return self.S.shape[0] - 1
 
     def _noise(self, NS: np.ndarray, n: int) -> tuple[float, np.ndarray]:
         nm = NS.sum(axis=1) / n if n else np.zeros(NS.shape[0])
@@ -73,8 +92,7 @@ class Aligned:
     def moments(self) -> Moments:
         """Moments over every aligned value (computed once, shared with cols())."""
         if self._moments is None:
-            n = self.MT.shape[1]
-            self._moments = Moments(self.MT @ self.MT.T, n, *self._noise(self.NS, n))
+            self._moments = Moments(self.MT @ self.MT.T, self.n, *self._noise(self.NS, self.n))
         return self._moments
 
     @property
@@ -88,14 +106,21 @@ class Aligned:
         return self._centred
 
     def cols(self, cols: list[int]) -> "Aligned":
-        """The same alignment restricted to some references."""
-        idx = list(cols) + [self.k]
-        return Aligned(self.keys, self.tensor_of, self.MT[idx], self.S[idx], self.NS[idx],
-                       self.moments.cols(list(cols)))
+        """The same alignment restricted to some references: a view (the values are not copied;
+        its moments are the parent's, restricted)."""
+        root, idx = self, list(cols) + [self.k]
+        if self._MT is None:                        # a view of a view: rows of the first parent
+            root, idx = self._parent, [self._rows[i] for i in idx]
+        return Aligned(self.keys, self.tensor_of, None, root.S[idx], root.NS[idx],
+                       self.moments.cols(list(cols)), parent=root, rows=idx)
 
     def tensor_moments(self, tensors: list[int]) -> Moments:
         """Moments over the values of some tensors only (a block group). Tensors in a row are
         a slice of the values (sorted keys keep a block group together): no copy."""
+        if self._MT is None:                        # a cols() view: the parent's, restricted
+            full = self._parent.tensor_moments(tensors)
+            return Moments(full.G[np.ix_(self._rows, self._rows)], full.n, full.noise_x,
+                           np.concatenate([full.noise_R, [full.noise_x]])[self._rows[:-1]])
         if tensors == list(range(tensors[0], tensors[-1] + 1)):
             a, b = np.searchsorted(self.tensor_of, [tensors[0], tensors[-1] + 1])
             M = self.MT[:, int(a):int(b)]

@@ -97,7 +97,7 @@ class _Stats:
 
     def aligned_evidence(self) -> Evidence:
         """What a decision on the joint alignment rests on."""
-        return evidence(self.fp, self.comp, self.al.keys, len(self.al.x))
+        return evidence(self.fp, self.comp, self.al.keys, self.al.n)
 
     def same_evidence(self, ref: str) -> Evidence:
         """What an elementwise comparison with ``ref`` rests on (every shared tensor)."""
@@ -126,7 +126,7 @@ def _statistics(fp: Fingerprint, comp: str, pool: list, n_file: int, exact: bool
         g = al.centred_gram
         na, nb = math.sqrt(max(g[-1, -1], 0.0)), math.sqrt(max(g[ci, ci], 0.0))
         c = float(g[ci, -1]) / (na * nb) if na > 0 and nb > 0 else 0.0
-        z = c * math.sqrt(len(al.x))
+        z = c * math.sqrt(al.n)
         unit = np.zeros(len(ok))
         unit[ci] = 1.0
         dist = math.sqrt(excess(al, slice(None), unit))

@@ -32,7 +32,7 @@ def _shared_bound(v: np.ndarray, al: Aligned, col: dict, edges: list, skip: set)
     others = [(q, r) for q, r in edges if r not in skip]
     if not others:
         return RHO_MAX
-    rho = max(0.0, float(min(cos(v, al.RT[col[r]] - al.RT[col[q]]) for q, r in others)))
+    rho = max(0.0, float(min(cos(v, al.ref_row(col[r]) - al.ref_row(col[q])) for q, r in others)))
     return min(rho + RHO_NOISE_Z / math.sqrt(len(v)), RHO_MAX)
 
 
@@ -76,11 +76,11 @@ def descend(related, by_name: dict, tree, al: Aligned | None) -> Placement:
     for root in roots:
         node, conf, notes, path, ambiguous = root, Confidence.CLEAR, [], [root], False
         while al is not None:
-            v = al.x - al.RT[col[node]]
+            v = al.file_row() - al.ref_row(col[node])
             nv = float(np.linalg.norm(v))
             step = None
             for c in children.get(node, []):
-                d = al.RT[col[c]] - al.RT[col[node]]
+                d = al.ref_row(col[c]) - al.ref_row(col[node])
                 nd = float(np.linalg.norm(d))
                 if nd == 0 or nv == 0:
                     continue

@@ -19,6 +19,11 @@ from .decisions import (BLOCK_GAIN, BLOCK_MIN_GROUPS, BLOCK_MIN_VALUES, DELTA_ME
 from ..nnls import affine_nnls, affine_nnls_gram  # noqa: F401  (affine_nnls re-exported: match.affine_nnls)
 
 
+#: affine_floor() scales the least-squares residual by this before using it as a bound, so
+#: that the solver's rounding can never make the bound exceed the true minimum
+FLOOR_SLACK = 0.999
+
+
 def excess(al: Aligned, rows: slice, w: np.ndarray) -> float:
     """Mean squared residual of x - R w beyond the expected rounding noise (over every aligned
     value: ``rows`` is slice(None); block groups use Aligned.tensor_moments)."""
@@ -51,8 +56,8 @@ def fit_merge(al: Aligned | Moments, cols: list[int]) -> tuple[np.ndarray, float
     return w, m.excess(w)
 
 
-def block_fits(al: Aligned, cols: list[int]) -> dict[str, tuple[float, int, np.ndarray]]:
-    """Per UNet block group with enough samples: (residual, values, weights)."""
+def block_moments(al: Aligned) -> dict[str, Moments]:
+    """Per UNet block group with at least BLOCK_MIN_VALUES sampled values: its moments."""
     groups: dict[str, list[int]] = {}
     for t, k in enumerate(al.keys):
         g = layout.block_of(k)
@@ -61,11 +66,37 @@ def block_fits(al: Aligned, cols: list[int]) -> dict[str, tuple[float, int, np.n
     out = {}
     for g, ts in groups.items():
         m = al.tensor_moments(ts)
-        if m.n < BLOCK_MIN_VALUES:
-            continue
+        if m.n >= BLOCK_MIN_VALUES:
+            out[g] = m
+    return out
+
+
+def block_fits(al: Aligned, cols: list[int], moments: dict[str, Moments] | None = None
+               ) -> dict[str, tuple[float, int, np.ndarray]]:
+    """Per UNet block group with enough samples: (residual, values, weights)."""
+    out = {}
+    for g, m in (block_moments(al) if moments is None else moments).items():
         w, e = fit_merge(m, cols)
         out[g] = (e, m.n, w)
     return out
+
+
+def affine_floor(m: Moments) -> float:
+    """A lower bound on excess() over every affine combination of the references: the
+    residual without the non-negativity (least squares under sum(w) = 1, exact from the
+    moments), less the largest rounding noise a combination can carry. No merge fit can
+    leave less, so when it is already too much for a merge the fits need not run."""
+    k = m.G.shape[0] - 1
+    if m.n == 0 or k == 0:
+        return 0.0
+    A, b = m.G[:k, :k], m.G[:k, k]
+    kkt = np.zeros((k + 1, k + 1))
+    kkt[:k, :k], kkt[:k, k], kkt[k, :k] = 2 * A, 1.0, 1.0
+    sol = np.linalg.lstsq(kkt, np.append(2 * b, 1.0), rcond=None)[0]
+    w = sol[:k]
+    mse = float(np.append(w, -1.0) @ m.G @ np.append(w, -1.0)) / m.n
+    noise = m.noise_x + (float(m.noise_R.max()) if len(m.noise_R) else 0.0)
+    return max(mse * FLOOR_SLACK - noise, 0.0)
 
 
 @dataclass
@@ -80,15 +111,23 @@ def whole_merge(al: Aligned) -> MergeFit | None:
     """A weighted average of whole references (globally, or per block group) that explains
     the file far better than the best single reference; None if there is none."""
     k = al.k
-    if len(al.x) == 0 or k < MERGE_MIN_MEMBERS:
+    if al.n == 0 or k < MERGE_MIN_MEMBERS:
         return None
     singles = [single_excess(al, c) for c in range(k)]
     e1 = min(singles)
     if e1 <= 0:
         return None
+    bm = block_moments(al)
+    # no merge can pass when even the unconstrained fits leave too much (a fine-tune among its
+    # siblings: nothing to mix): skip the NNLS fits, which are most of the cost
+    n_bm = sum(m.n for m in bm.values())
+    block_floor = sum(affine_floor(m) * m.n for m in bm.values()) / n_bm if n_bm else float("inf")
+    if affine_floor(al.moments) > MERGE_MAX_RATIO * e1 and (len(bm) < BLOCK_MIN_GROUPS
+                                                            or block_floor > MERGE_MAX_RATIO * e1):
+        return None
     w, em = fit_merge(al, list(range(k)))
     used = [c for c in range(k) if w[c] >= MERGE_MIN_WEIGHT]
-    blocks = block_fits(al, list(range(k)))
+    blocks = block_fits(al, list(range(k)), bm)
     n_blk = sum(n for _, n, _ in blocks.values())
     eb = sum(e * n for e, n, _ in blocks.values()) / max(1, n_blk) if blocks else em
     block_used = {c for _, _, wb in blocks.values() for c in range(k) if wb[c] >= MERGE_MIN_WEIGHT}
