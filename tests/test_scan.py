@@ -152,15 +152,15 @@ def test_second_run_uses_the_cache(folder, tmp_path, monkeypatch):
 def test_rescan_serves_groups_from_the_store_until_the_folder_changes(folder, tmp_path, monkeypatch):
     """An unchanged folder: the same groups and folder relations, without comparing files again.
     A changed folder (a file added): compared again."""
-    import fpcore.scan as scan_mod
+    from fpcore.scan import groups as scan_groups   # where _cached_groups looks _groups up
     work = tmp_path / "m"
     shutil.copytree(folder, work, symlinks=True, ignore=shutil.ignore_patterns("readonly*"))
     refs, cache = tmp_path / "r", tmp_path / "c"
     db = lambda: RefDB(refs, builtin_dir=refs / "n")  # noqa: E731
     first = scan_folder(work, db=db(), cache_dir=cache)
     calls = []
-    real = scan_mod._groups
-    monkeypatch.setattr(scan_mod, "_groups", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = scan_groups._groups
+    monkeypatch.setattr(scan_groups, "_groups", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = scan_folder(work, db=db(), cache_dir=cache)
     assert calls == []
     assert again["groups"] == first["groups"] and any(g["relation"] == "same_weights" for g in again["groups"])
