@@ -1,0 +1,65 @@
+"""A model at a URL to a report: read by range requests (the header and the sampled ranges),
+cached by URL + ETag + size, hashed only where the hub publishes the SHA-256."""
+from __future__ import annotations
+
+import time
+
+from .. import arch, known, provenance
+from ..sources import open_source
+from .read import _remote_json, fingerprint_open, remote_identity
+from .verdict import identify_fingerprint
+
+
+def identify_url(url: str, db, store=None, remote=None) -> dict:
+    """Report for a model at a URL, read by range requests: the header and the sampled ranges.
+
+    ``sha256`` (``hash: "published"``) only where the hub publishes it (Hugging Face's LFS hash,
+    Civitai's model-version API); the whole file is never downloaded here. The fingerprint is
+    cached by URL + ETag + size (and by the published SHA-256): a changed file is read again."""
+    t0 = time.perf_counter()
+    with open_source(url, remote) as src:
+        rid, rsrc = remote_identity(src)
+        shown, sha = src.path, rid.sha256
+        token = db.token() if store is not None else None
+        if store is not None and sha:
+            rep = store.get_report(sha, token)
+            if rep is not None:
+                rep.update(path=shown, hash="published", remote=_remote_json(rid, rsrc))
+                rep.setdefault("stats", {}).update(cached="report", seconds=round(time.perf_counter() - t0, 4))
+                return rep
+        cached = store.get_remote(rid.url, rid.etag, rid.size) if store is not None else None
+        if cached is None and store is not None and sha:
+            hit = store.get_fingerprint(sha)
+            cached = (*hit, sha) if hit else None
+        if cached:
+            fp, arch_json, meta, stats, _ = cached
+            a = arch.ArchResult(**{k: arch_json.get(k) for k in ("family", "variant", "rule", "components", "dtype",
+                                                                 "prediction", "kind")},
+                                notes=arch_json.get("notes") or [])
+            stats = dict(stats, cached="fingerprint")
+        else:
+            fp, a, meta, stats = fingerprint_open(src)   # raises (nothing cached) if the file changes
+            stats.update(rsrc.stats)
+            if store is not None:
+                store.put_remote(rid.url, rid.etag, rid.size, sha, fp, a.to_json(), meta, stats)
+                if sha:
+                    store.put_fingerprint(sha, fp, a.to_json(), meta, stats)
+        remote_info = _remote_json(rid, rsrc)
+    entry = known.lookup(sha)
+    if entry is not None:
+        known.register(db, entry, fp, a.family, sha)
+        token = db.token() if store is not None else None
+    rep = {"path": shown, "sha256": sha, "autov2": sha[:10] if sha else None, "autov3": None,
+           "hash": "published" if sha else "not computed", "format": stats["format"], "architecture": a.to_json()}
+    rep.update(identify_fingerprint(fp, a, db, sha))
+    if entry is not None:
+        rep["known_release"] = {k: entry.get(k) for k in ("family", "variant", "filename", "hf", "confidence")}
+        rep["verdict"]["summary"] = f"Identical to {known.describe(entry)} (published SHA-256)."
+        rep["verdict"].update(relation="identical", confidence=1.0)
+    rep["metadata"] = provenance.extract(meta)
+    rep["remote"] = remote_info
+    rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
+    rep["error"] = None
+    if store is not None and sha:
+        store.put_report(sha, token, rep)
+    return rep
