@@ -190,11 +190,15 @@ class ComponentView:
         self.counts = fp.counts[ia].astype(np.int64) if len(idx) else np.zeros(0, np.int64)
         self.h_raw = fp.h_raw[ia].astype(np.uint64) if len(idx) else np.zeros(0, np.uint64)
         self.offs = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
-        self.tid = np.repeat(np.arange(len(idx)), self.counts)
-        # flat positions in the fingerprint's values: each tensor's start plus the position inside it
-        gather = (fp._offs[ia][self.tid] + np.arange(len(self.tid)) - self.offs[self.tid]) if len(idx) else \
-            np.zeros(0, np.int64)
-        self.raw_vals = fp._vals[gather]      # as stored
+        self.tid = np.repeat(np.arange(len(idx), dtype=np.int32), self.counts)   # int32: memory of a scan
+        if len(idx) and idx[-1] - idx[0] == len(idx) - 1:
+            # tensors in a row (a component's keys sort together): a slice of the values, no copy
+            self.raw_vals = fp._vals[fp._offs[idx[0]]:fp._offs[idx[-1] + 1]]
+        else:
+            # flat positions in the fingerprint's values: each tensor's start plus the position inside it
+            gather = (fp._offs[ia][self.tid] + np.arange(len(self.tid)) - self.offs[self.tid]) if len(idx) else \
+                np.zeros(0, np.int64)
+            self.raw_vals = fp._vals[gather]      # as stored
         # ComfyUI "fp8 scaled" files store round(w / s) in fp8 next to a scalar ``scale_weight``
         tscale = np.ones(len(idx), np.float32)
         for j, i in enumerate(idx if any(d.startswith("F8") for d in self.dtypes) else ()):
@@ -212,14 +216,17 @@ class ComponentView:
     def rvar(self) -> np.ndarray:
         """Per-element variance of the rounding to this file's dtype."""
         if self._rvar is None:
-            out = np.zeros(len(self.vals), np.float64)
-            for dt in set(self.dtypes):
-                m = self.elem_dtype_is(dt)
-                out[m] = dtypes.rounding_var(self.raw_vals[m], dt)
-            if self.scaled:
-                out *= self.scale.astype(np.float64) ** 2
-            self._rvar = out
+            self._rvar = self._rounding_var()
         return self._rvar
+
+    def _rounding_var(self) -> np.ndarray:
+        out = np.zeros(len(self.vals), np.float64)
+        for dt in set(self.dtypes):
+            m = self.elem_dtype_is(dt)
+            out[m] = dtypes.rounding_var(self.raw_vals[m], dt)
+        if self.scaled:
+            out *= self.scale.astype(np.float64) ** 2
+        return out
 
     @property
     def rvar_sums(self) -> np.ndarray:
@@ -227,8 +234,9 @@ class ComponentView:
         if getattr(self, "_rvar_sums", None) is None:
             out = np.zeros(len(self.keys))
             live = np.nonzero(self.counts)[0]
-            if len(live):
-                out[live] = np.add.reduceat(self.rvar, self.offs[live])
+            if len(live):     # from a temporary: the per-element array is not kept (memory of a scan)
+                rv = self._rvar if self._rvar is not None else self._rounding_var()
+                out[live] = np.add.reduceat(rv, self.offs[live])
             self._rvar_sums = out
         return self._rvar_sums
 

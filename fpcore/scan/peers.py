@@ -12,15 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import layout
+from .. import layout, sketch
 
 #: peers compared in full with each file: its nearest by sketch (fpcore.sketch). Eight leave room
 #: for the two or three members of a merge besides copies of the file in other precisions.
 PEER_CANDIDATES = 8
 #: files the sketch shortlists per file, re-ranked by the exact similarity of the samples: the sketch
 #: keeps distances to a few per cent, which cannot tell apart the siblings that a merge of two
-#: distant models sits between (their distances differ by less than that)
-PEER_SHORTLIST = 32
+#: distant models sits between (their distances differ by less than that). Calibrated with
+#: bench/first_scan.py (its 120-file check, families of 60): with 32, 3 merges of fine-tunes were
+#: missed (a member not shortlisted); with 64 every relation equals the exhaustive comparison's
+PEER_SHORTLIST = 64
 
 
 @dataclass
@@ -65,15 +67,27 @@ def family_groups(reports: dict, fps: dict) -> dict[tuple[str, str], list[str]]:
     for p, rep in reports.items():
         if p not in fps or not rep.get("architecture"):
             continue
-        comps = rep["architecture"].get("components") or []
-        den = next((c for c in comps if c in layout.DENOISERS), comps[0] if comps else None)
+        den = denoiser_of(rep)
         if den:
             groups.setdefault((rep["architecture"]["family"], den), []).append(p)
     return groups
 
 
+def denoiser_of(rep: dict) -> str | None:
+    """The component a file's folder relation compares (as family_groups chooses it)."""
+    comps = (rep.get("architecture") or {}).get("components") or []
+    return next((c for c in comps if c in layout.DENOISERS), comps[0] if comps else None)
+
+
+def denoiser_sketch(fp, rep: dict) -> tuple[str | None, np.ndarray | None]:
+    """(component, its sketch) of a file just identified: computed in the fingerprinting phase,
+    per file, so that the comparing phase only searches."""
+    comp = denoiser_of(rep)
+    return comp, (sketch.sketch(fp, comp) if comp and not rep.get("error") else None)
+
+
 def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | None = None,
-                    candidates: int = PEER_CANDIDATES) -> None:
+                    candidates: int = PEER_CANDIDATES, sketched: dict | None = None) -> None:
     """Add a ``folder`` entry to each report: its relation to the other files.
 
     Each distinct content is compared in full with its ``candidates`` nearest peers by sketch
@@ -82,7 +96,7 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
     set of peer contents, so a rescan of an unchanged folder does no matching."""
     import hashlib
 
-    from .. import match, sketch
+    from .. import match
     keys = keys or {}
     by_family = family_groups(reports, fps)
     total = sum(len({reports[p].get("sha256") or p for p in ps}) for ps in by_family.values())
@@ -113,7 +127,9 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
             if len(others) <= candidates:
                 return others
             if not sketches:   # on the first miss only: a rescan served from the store needs none
-                sketches.append(sketch.sketch_matrix([fps[q] for q in reps_], comp))
+                known = sketched or {}
+                sketches.append(np.stack([known[q][1] if q in known and known[q][0] == comp and known[q][1] is not None
+                                          else sketch.sketch(fps[q], comp) for q in reps_]))
             S = sketches[0]
             i = index[u]
             short = [reps_[j] for j in sketch.nearest(S, S[i], max(candidates, PEER_SHORTLIST), exclude=i)]
