@@ -280,6 +280,12 @@ class ArchResult:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     latent: str | None = None
 
+    @classmethod
+    def from_json(cls, d: dict) -> "ArchResult":
+        """The result again from its to_json() (as the store keeps it)."""
+        return cls(**{k: d.get(k) for k in ("family", "variant", "rule", "components", "dtype", "prediction",
+                                             "kind")}, notes=d.get("notes") or [])
+
     def to_json(self) -> dict:
         out = {"family": self.family, "variant": self.variant, "kind": self.kind, "components": self.components,
                "dtype": self.dtype, "prediction": self.prediction, "rule": self.rule, "notes": self.notes}

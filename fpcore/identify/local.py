@@ -18,7 +18,7 @@ from ..fingerprint import Fingerprint
 from ..sources import FileIdentity, check_regular_file, is_url, open_source
 from .read import fingerprint_open, remote_identity
 from .url import identify_url
-from .verdict import identify_fingerprint
+from .verdict import file_report, identify_fingerprint
 
 
 #: when identify/scan compute a whole-file SHA-256 (docs/json-format.md): "auto" only where it
@@ -128,8 +128,7 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
     cached = store.get_fingerprint(key) if store is not None and key else None
     if cached:
         fp, arch_json, meta, stats = cached
-        a = arch.ArchResult(**{k: arch_json.get(k) for k in ("family", "variant", "rule", "components", "dtype",
-                                                             "prediction", "kind")}, notes=arch_json.get("notes") or [])
+        a = arch.ArchResult.from_json(arch_json)
         stats = dict(stats, cached="fingerprint")
     else:
         if progress:
@@ -149,20 +148,9 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
         if store is not None:
             rec = store.put_file(ident, sha, autov3, "hash")
             key = rec.key
-    entry = known.lookup(sha)
-    if entry is not None:
-        known.register(db, entry, fp, a.family, sha)
+    rep, registered = file_report(p, sha, autov3, origin, fp, a, meta, stats, db, t0)
+    if registered:
         token = db.token() if store is not None else None
-    rep = {"path": p, "sha256": sha, "autov2": sha[:10] if sha else None, "autov3": autov3,
-           "hash": origin if sha else "not computed", "format": stats["format"], "architecture": a.to_json()}
-    rep.update(identify_fingerprint(fp, a, db, sha))
-    if entry is not None:
-        rep["known_release"] = {k: entry.get(k) for k in ("family", "variant", "filename", "hf", "confidence")}
-        rep["verdict"]["summary"] = f"Identical to {known.describe(entry)} (published SHA-256)."
-        rep["verdict"].update(relation="identical", confidence=1.0)
-    rep["metadata"] = provenance.extract(meta)
-    rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
-    rep["error"] = None
     if store is not None and key:
         store.put_report(key, token, rep)
     return rep

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from .. import arch, known, provenance
+from .. import arch
 from ..sources import open_source
 from .read import _remote_json, fingerprint_open, remote_identity
-from .verdict import identify_fingerprint
+from .verdict import file_report
 
 
 def identify_url(url: str, db, store=None, remote=None) -> dict:
@@ -33,9 +33,7 @@ def identify_url(url: str, db, store=None, remote=None) -> dict:
             cached = (*hit, sha) if hit else None
         if cached:
             fp, arch_json, meta, stats, _ = cached
-            a = arch.ArchResult(**{k: arch_json.get(k) for k in ("family", "variant", "rule", "components", "dtype",
-                                                                 "prediction", "kind")},
-                                notes=arch_json.get("notes") or [])
+            a = arch.ArchResult.from_json(arch_json)
             stats = dict(stats, cached="fingerprint")
         else:
             fp, a, meta, stats = fingerprint_open(src)   # raises (nothing cached) if the file changes
@@ -45,21 +43,10 @@ def identify_url(url: str, db, store=None, remote=None) -> dict:
                 if sha:
                     store.put_fingerprint(sha, fp, a.to_json(), meta, stats)
         remote_info = _remote_json(rid, rsrc)
-    entry = known.lookup(sha)
-    if entry is not None:
-        known.register(db, entry, fp, a.family, sha)
+    rep, registered = file_report(shown, sha, None, "published", fp, a, meta, stats, db, t0)
+    if registered:
         token = db.token() if store is not None else None
-    rep = {"path": shown, "sha256": sha, "autov2": sha[:10] if sha else None, "autov3": None,
-           "hash": "published" if sha else "not computed", "format": stats["format"], "architecture": a.to_json()}
-    rep.update(identify_fingerprint(fp, a, db, sha))
-    if entry is not None:
-        rep["known_release"] = {k: entry.get(k) for k in ("family", "variant", "filename", "hf", "confidence")}
-        rep["verdict"]["summary"] = f"Identical to {known.describe(entry)} (published SHA-256)."
-        rep["verdict"].update(relation="identical", confidence=1.0)
-    rep["metadata"] = provenance.extract(meta)
     rep["remote"] = remote_info
-    rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
-    rep["error"] = None
     if store is not None and sha:
         store.put_report(sha, token, rep)
     return rep

@@ -205,3 +205,27 @@ def _summary(rel, base, lineage, result, a, n_family, reason, code=None) -> str:
     if code in (Code.NOTHING_COMPARABLE, Code.NO_REFERENCE):
         return f"A {fam} model; none of its weights can be compared with a registered reference ({reason})."
     return f"A {fam} model not related to any registered {fam} reference (unknown base)."
+
+
+def file_report(path: str, sha: str | None, autov3: str | None, origin: str, fp, a, meta: dict, stats: dict,
+                db, t0: float) -> tuple[dict, bool]:
+    """The report of one file (local or at a URL) from its fingerprint: known release (by hash),
+    verdicts, metadata, stats. Returns (report, whether a known release was registered just now,
+    which changes the references' token)."""
+    import time
+
+    from .. import known, provenance
+    entry = known.lookup(sha)
+    if entry is not None:
+        known.register(db, entry, fp, a.family, sha)
+    rep = {"path": path, "sha256": sha, "autov2": sha[:10] if sha else None, "autov3": autov3,
+           "hash": origin if sha else "not computed", "format": stats["format"], "architecture": a.to_json()}
+    rep.update(identify_fingerprint(fp, a, db, sha))
+    if entry is not None:
+        rep["known_release"] = {k: entry.get(k) for k in ("family", "variant", "filename", "hf", "confidence")}
+        rep["verdict"]["summary"] = f"Identical to {known.describe(entry)} (published SHA-256)."
+        rep["verdict"].update(relation="identical", confidence=1.0)
+    rep["metadata"] = provenance.extract(meta)
+    rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
+    rep["error"] = None
+    return rep, entry is not None
