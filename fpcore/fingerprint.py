@@ -73,6 +73,7 @@ class Fingerprint:
     _index: dict | None = field(default=None, repr=False)
     _views: dict | None = field(default=None, repr=False)
     _params: np.ndarray | None = field(default=None, repr=False)
+    _key_facts: tuple | None = field(default=None, repr=False)
 
     # -- access -----------------------------------------------------------------
     @property
@@ -113,10 +114,14 @@ class Fingerprint:
         if key not in self._views:
             if self._vals is None:
                 self._decode_all()
-            idx = [i for i, k in enumerate(self.keys)
-                   if self.counts[i] > 0 and layout.in_component(k, comp) and len(self.shapes[i]) >= min_ndim
-                   and dtypes.DTYPES[self.dtypes[i]].is_float]
-            self._views[key] = ComponentView(self, idx)
+            if self._key_facts is None:     # per tensor, once: component, dimensions, float or not
+                self._key_facts = (np.array([layout.split(k)[0] for k in self.keys]),
+                                   np.array([len(sh) for sh in self.shapes], np.int64),
+                                   np.array([dtypes.DTYPES[d].is_float for d in self.dtypes], bool))
+            comps, ndim, is_float = self._key_facts
+            in_comp = (comps != "ema") if comp == layout.WHOLE else (comps == comp)
+            sel = in_comp & (ndim >= min_ndim) & is_float & (np.asarray(self.counts) > 0)
+            self._views[key] = ComponentView(self, np.nonzero(sel)[0].tolist() if len(sel) else [])
         return self._views[key]
 
     @property
@@ -239,6 +244,18 @@ class ComponentView:
                 out[live] = np.add.reduceat(rv, self.offs[live])
             self._rvar_sums = out
         return self._rvar_sums
+
+    @property
+    def layout(self) -> bytes:
+        """A digest of the view's tensors (keys, shapes, sample counts): equal for two views
+        exactly when they hold the same tensors, sampled alike (computed once)."""
+        if getattr(self, "_layout", None) is None:
+            h = hashlib.blake2b(digest_size=16)
+            h.update("\0".join(self.keys).encode("utf-8", "surrogateescape"))
+            h.update(repr(self.shapes).encode())
+            h.update(np.ascontiguousarray(self.counts, np.int64).tobytes())
+            self._layout = h.digest()
+        return self._layout
 
     @property
     def single_dtype(self) -> str | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import dtypes, layout
+from .. import dtypes
 from . import quant
 from ..fingerprint import Fingerprint
 
@@ -130,16 +130,9 @@ class Aligned:
         return Moments(M @ M.T, n, *self._noise(self.NS[:, tensors], n))
 
 
-def comp_indices(fp: Fingerprint, comp: str, min_ndim: int = 0) -> list[int]:
-    """Sampled float tensors of component ``comp``."""
-    return [i for i, k in enumerate(fp.keys)
-            if fp.counts[i] > 0 and layout.in_component(k, comp) and len(fp.shapes[i]) >= min_ndim
-            and dtypes.DTYPES[fp.dtypes[i]].is_float]
-
-
 def common(vf, vrs) -> tuple[np.ndarray, list[np.ndarray]]:
     """Tensor indices (in the file's view, and in each reference's) shared by all."""
-    if all(vr.keys == vf.keys and vr.shapes == vf.shapes and np.array_equal(vr.counts, vf.counts) for vr in vrs):
+    if all(vr.layout == vf.layout for vr in vrs):
         t = np.arange(len(vf.keys))
         return t, [t] * len(vrs)
     keep, per = [], [[] for _ in vrs]
@@ -203,8 +196,10 @@ def align(fp: Fingerprint, refs: list[Fingerprint], comp: str, min_ndim: int = 2
 
 def finite_share(fp: Fingerprint, comp: str) -> float:
     """Fraction of the sampled values of ``comp`` (2-D and up, as aligned) that are finite."""
-    v = fp.view(comp, 2).vals
-    return float(np.isfinite(v).mean()) if len(v) else 0.0
+    view = fp.view(comp, 2)
+    if not len(view.vals):
+        return 0.0
+    return 1.0 if view.finite else float(np.isfinite(view.vals).mean())
 
 
 def cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -259,7 +254,7 @@ def _mismatch_same_layout(fp, ref, vf, vr, tf, limit: float | None = None) -> in
     same tensors in one dtype each, neither scaled nor block-quantised (the common case: a
     folder of one architecture); None when that does not hold. With ``limit`` (a count), the
     first MISMATCH_PREFIX values are counted first, and their count returned if above it."""
-    if (len(tf) != len(vf.keys) or vf.keys != vr.keys or vf.scaled or vr.scaled or not np.array_equal(vf.counts, vr.counts)
+    if (len(tf) != len(vf.keys) or vf.layout != vr.layout or vf.scaled or vr.scaled
             or fp.info.get("quant") or ref.info.get("quant")):
         return None
     da, db = vf.single_dtype, vr.single_dtype
@@ -268,8 +263,11 @@ def _mismatch_same_layout(fp, ref, vf, vr, tf, limit: float | None = None) -> in
     todo = ~((vf.h_raw == vr.h_raw) if da == db else np.zeros(len(tf), bool))
     if not todo.any():
         return 0
-    m = todo[vf.tid]
-    a, b = (vf.vals, vr.vals) if todo.all() else (vf.vals[m], vr.vals[m])
+    if todo.all():
+        a, b = vf.vals, vr.vals
+    else:
+        m = todo[vf.tid]
+        a, b = vf.vals[m], vr.vals[m]
     if limit is not None and len(a) > MISMATCH_PREFIX:
         head = int(MISMATCH_PREFIX - np.count_nonzero(
             dtypes.same_after_rounding(a[:MISMATCH_PREFIX], da, b[:MISMATCH_PREFIX], db)))

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..fingerprint import Fingerprint
 from .. import layout
-from .align import Aligned, align, common, comp_indices, finite_share, mismatch_fraction
+from .align import Aligned, align, common, finite_share, mismatch_fraction
 from .decisions import (ALIGN_MIN_COVERAGE, ALIGN_MIN_FINITE, EVIDENCE_MIN_SHARE, MERGE_CONF_MAX, MERGE_MIN_WEIGHT,
                         RELATED_MIN_COS, RELATED_MIN_Z, SAME_CONF_AT_LIMIT, SAME_MAX_MISMATCH, SAME_MIN_COVERAGE,
                         SAME_MIN_SHARE, Code, Confidence)
@@ -230,7 +230,7 @@ def analyse(fp: Fingerprint, comp: str, refs: list, tree=None, allow_merge: bool
     and to whether it declares an unregistered parent: ``tree.parent(name)``,
     ``tree.orphan(name)``.
     """
-    n_file = sum(int(fp.counts[i]) for i in comp_indices(fp, comp))
+    n_file = int(fp.view(comp).counts.sum())    # the sampled float values of the component
     out = CompVerdict(comp, "unknown", n_values=n_file)
     pool = _pool(refs, comp)
     if not pool:
