@@ -266,6 +266,19 @@ class ComponentView:
         return self._single_dtype
 
     @property
+    def tensor_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per tensor: the sum of its sampled values and of their squares (float64, computed once)."""
+        if getattr(self, "_tensor_sums", None) is None:
+            s1, s2 = np.zeros(len(self.keys)), np.zeros(len(self.keys))
+            live = np.nonzero(self.counts)[0]
+            if len(live):
+                v = self.vals.astype(np.float64)
+                s1[live] = np.add.reduceat(v, self.offs[live])
+                s2[live] = np.add.reduceat(v * v, self.offs[live])
+            self._tensor_sums = (s1, s2)
+        return self._tensor_sums
+
+    @property
     def finite(self) -> bool:
         """Whether every sampled value is finite (computed once)."""
         if getattr(self, "_finite", None) is None:

@@ -186,12 +186,17 @@ def align(fp: Fingerprint, refs: list[Fingerprint], comp: str, min_ndim: int = 2
         out = np.zeros((A.shape[0], nt))
         out[:, present] = np.add.reduceat(A, starts, axis=1)
         return out
-    ss = per_tensor(MT * MT).sum(axis=0)
+    if whole:   # per-tensor sums kept by each view: no pass over the stacked values for them
+        ss = np.sum([v.tensor_sums[1] for v in views], axis=0)
+        sums = np.stack([v.tensor_sums[0] for v in views])
+    else:
+        ss = per_tensor(MT * MT).sum(axis=0)
     scale = np.sqrt(ss / np.maximum(cnt * (k + 1), 1))
     scale[scale == 0] = 1.0
-    MT *= (1.0 / scale)[tid]
-    NS = (np.stack([v.rvar_sums for v in views]) if NT is None else per_tensor(NT)) / (scale * scale)
-    return Aligned([vf.keys[t] for t in tf], tid, MT, per_tensor(MT), NS)
+    inv = 1.0 / scale
+    MT *= inv[tid]
+    NS = (np.stack([v.rvar_sums for v in views]) if NT is None else per_tensor(NT)) * (inv * inv)
+    return Aligned([vf.keys[t] for t in tf], tid, MT, sums * inv if whole else per_tensor(MT), NS)
 
 
 def finite_share(fp: Fingerprint, comp: str) -> float:

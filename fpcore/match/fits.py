@@ -7,6 +7,7 @@ from the common root regresses cleanly on the references' edge deltas (child - p
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,8 @@ from .decisions import (BLOCK_GAIN, BLOCK_MIN_GROUPS, BLOCK_MIN_VALUES, DELTA_ME
 from ..nnls import affine_nnls, affine_nnls_gram  # noqa: F401  (affine_nnls re-exported: match.affine_nnls)
 
 
+#: key lists whose block groups are kept (a folder or a library holds a few layouts)
+BLOCK_GROUP_CACHE = 16
 #: affine_floor() scales the least-squares residual by this before using it as a bound, so
 #: that the solver's rounding can never make the bound exceed the true minimum
 FLOOR_SLACK = 0.999
@@ -56,15 +59,21 @@ def fit_merge(al: Aligned | Moments, cols: list[int]) -> tuple[np.ndarray, float
     return w, m.excess(w)
 
 
-def block_moments(al: Aligned) -> dict[str, Moments]:
-    """Per UNet block group with at least BLOCK_MIN_VALUES sampled values: its moments."""
+@functools.lru_cache(maxsize=BLOCK_GROUP_CACHE)
+def _block_groups(keys: tuple) -> dict[str, list[int]]:
+    """Block group -> positions of its tensors in ``keys`` (the same for every file of a layout)."""
     groups: dict[str, list[int]] = {}
-    for t, k in enumerate(al.keys):
+    for t, k in enumerate(keys):
         g = layout.block_of(k)
         if g:
             groups.setdefault(g, []).append(t)
+    return groups
+
+
+def block_moments(al: Aligned) -> dict[str, Moments]:
+    """Per UNet block group with at least BLOCK_MIN_VALUES sampled values: its moments."""
     out = {}
-    for g, ts in groups.items():
+    for g, ts in _block_groups(tuple(al.keys)).items():
         m = al.tensor_moments(ts)
         if m.n >= BLOCK_MIN_VALUES:
             out[g] = m

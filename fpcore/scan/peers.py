@@ -194,7 +194,7 @@ def _sample_similarity(u: str, q: str, fps, comp: str, cache: dict) -> float:
         if p not in cache:
             cache[p] = _unit_sample(fps[p], comp)
     (ku, xu, vu), (kq, xq, vq) = cache[u], cache[q]
-    if ku == kq and len(xu) == len(xq):
+    if vu.layout == vq.layout:      # the same tensors, sampled alike (a digest: no key-by-key compare)
         return float(xu @ xq)
     common = [(vu.key_index[k], vq.key_index[k]) for k in set(ku) & set(kq)
               if vu.counts[vu.key_index[k]] == vq.counts[vq.key_index[k]]]
