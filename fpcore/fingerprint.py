@@ -114,23 +114,36 @@ class Fingerprint:
         if key not in self._views:
             if self._vals is None:
                 self._decode_all()
-            if self._key_facts is None:     # per tensor, once: component, dimensions, float or not
-                self._key_facts = (np.array([layout.split(k)[0] for k in self.keys]),
-                                   np.array([len(sh) for sh in self.shapes], np.int64),
-                                   np.array([dtypes.DTYPES[d].is_float for d in self.dtypes], bool))
-            comps, ndim, is_float = self._key_facts
-            in_comp = (comps != "ema") if comp == layout.WHOLE else (comps == comp)
-            sel = in_comp & (ndim >= min_ndim) & is_float & (np.asarray(self.counts) > 0)
+            _, ndim, is_float = self._facts()
+            sel = self._in_component(comp) & (ndim >= min_ndim) & is_float & (np.asarray(self.counts) > 0)
             self._views[key] = ComponentView(self, np.nonzero(sel)[0].tolist() if len(sel) else [])
         return self._views[key]
+
+    def _facts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per tensor, computed once: its component, its number of dimensions, float or not."""
+        if self._key_facts is None:
+            self._key_facts = (np.array([layout.split(k)[0] for k in self.keys]),
+                               np.array([len(sh) for sh in self.shapes], np.int64),
+                               np.array([dtypes.DTYPES[d].is_float if d in dtypes.DTYPES else False
+                                         for d in self.dtypes], bool))
+        return self._key_facts
+
+    def _in_component(self, comp: str) -> np.ndarray:
+        """Per tensor: does it belong to ``comp`` (layout.in_component, over every key at once)?"""
+        comps = self._facts()[0]
+        return (comps != "ema") if comp == layout.WHOLE else (comps == comp)
 
     @property
     def params(self) -> np.ndarray:
         """Parameters per tensor (elements of float tensors; 0 for the others), computed once."""
         if self._params is None:
-            self._params = np.array([math.prod(s) if dtypes.DTYPES.get(d) is not None and dtypes.DTYPES[d].is_float
-                                     else 0 for s, d in zip(self.shapes, self.dtypes)], np.int64)
+            is_float = self._facts()[2]
+            self._params = np.array([math.prod(s) if f else 0 for s, f in zip(self.shapes, is_float)], np.int64)
         return self._params
+
+    def params_of(self, comp: str) -> int:
+        """Parameters of the float tensors of ``comp`` (WHOLE: every key but EMA copies)."""
+        return int(self.params[self._in_component(comp)].sum()) if self.keys else 0
 
     def sample_digest(self) -> str:
         """Equal for two fingerprints exactly when they sampled the same bytes of the same tensors

@@ -129,7 +129,7 @@ def _statistics(fp: Fingerprint, comp: str, pool: list, n_file: int, exact: bool
         z = c * math.sqrt(al.n)
         unit = np.zeros(len(ok))
         unit[ci] = 1.0
-        dist = math.sqrt(excess(al, slice(None), unit))
+        dist = math.sqrt(excess(al, unit))
         cands.append(Candidate(r.name, max(0.0, 1.0 - dist), c, z, dist, mm, cov,
                                related=(z >= RELATED_MIN_Z and c >= RELATED_MIN_COS)))
     cands.sort(key=lambda c: (-c.related, c.distance))

@@ -11,22 +11,10 @@ from .decisions import EVIDENCE_MIN_SHARE, REPORTED_ONLY, SAME_MIN_SHARE, Code
 SAME = ("identical", "same_weights")
 
 
-def _params(fp, i: int) -> int:
-    return int(fp.params[i])
-
-
 def params_of(fp, comp: str = layout.WHOLE) -> int:
     """Parameters (elements of float tensors) of component ``comp`` of ``fp``; WHOLE: the
-    file (EMA copies left out: they are not what gets loaded). Kept per fingerprint."""
-    memo = fp.__dict__.setdefault("_params_of", {})
-    if not memo:
-        by_comp: dict[str, int] = {}
-        for k, n in zip(fp.keys, fp.params.tolist()):
-            c = layout.split(k)[0]
-            by_comp[c] = by_comp.get(c, 0) + n
-        memo.update(by_comp)
-        memo[layout.WHOLE] = sum(n for c, n in by_comp.items() if layout.in_component(c + ":", layout.WHOLE))
-    return memo.get(comp, 0)
+    file (EMA copies left out: they are not what gets loaded)."""
+    return fp.params_of(comp)
 
 
 @dataclass

@@ -27,17 +27,15 @@ BLOCK_GROUP_CACHE = 16
 FLOOR_SLACK = 0.999
 
 
-def excess(al: Aligned, rows: slice, w: np.ndarray) -> float:
-    """Mean squared residual of x - R w beyond the expected rounding noise (over every aligned
-    value: ``rows`` is slice(None); block groups use Aligned.tensor_moments)."""
-    if rows != slice(None):
-        raise ValueError("excess() is computed over every aligned value")
+def excess(al: Aligned, w: np.ndarray) -> float:
+    """Mean squared residual of x - R w beyond the expected rounding noise, over every aligned
+    value (block groups use Aligned.tensor_moments)."""
     return al.moments.excess(w)
 
 
 def single_excess(al: Aligned, col: int) -> float:
     """excess() of one reference alone."""
-    return excess(al, slice(None), np.eye(al.k)[col])
+    return excess(al, np.eye(al.k)[col])
 
 
 def fit_merge(al: Aligned | Moments, cols: list[int]) -> tuple[np.ndarray, float]:

@@ -21,10 +21,10 @@ class _Fingerprints(Mapping):
     """path -> Fingerprint of every file that was identified, loaded from the store on first use
     (a rescan of an unchanged folder loads only those it compares), else read from the file."""
 
-    def __init__(self, reports: dict, store):
+    def __init__(self, reports: dict, store, read: dict | None = None):
         from ..store import stat_identity
         self._store = store
-        self._fps: dict = {}
+        self._fps: dict = {p: fp for p, fp in (read or {}).items() if not reports.get(p, {}).get("error")}
         self.keys_by_path: dict[str, str | None] = {}
         for path, rep in reports.items():
             if rep.get("error"):
@@ -70,11 +70,7 @@ class _Fingerprints(Mapping):
 def _fingerprints(reports: dict, store, read: dict | None = None) -> _Fingerprints:
     """path -> Fingerprint for every file that was identified: those ``read`` in this scan, the
     others loaded when first used."""
-    fps = _Fingerprints(reports, store)
-    for p, fp in (read or {}).items():
-        if p in fps.keys_by_path:
-            fps._fps[p] = fp
-    return fps
+    return _Fingerprints(reports, store, read)
 
 
 def _confirm_same_bytes(reports: dict, sizes: dict, fps, db, store, workers: int, phase=None) -> None:
