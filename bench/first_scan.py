@@ -98,8 +98,10 @@ def build_big(folder: Path) -> int:
 MEMORY_POOL = 60
 
 
-def build_small(folder: Path, n: int, seed: int = 0) -> None:
-    """n small checkpoints: bases, fine-tunes (some of fine-tunes), byte copies, fp32/bf16 copies, merges."""
+def build_small(folder: Path, n: int, seed: int = 0) -> dict:
+    """n small checkpoints: bases, fine-tunes (some of fine-tunes), byte copies, fp32/bf16 copies, merges.
+    Returns what each file is: name -> ("base",) | ("copy", of) | ("precision", of) |
+    ("merge", a, weight a, b, weight b) | ("finetune", of)."""
     import numpy as np
     import testkit
     folder.mkdir(parents=True, exist_ok=True)
@@ -111,9 +113,11 @@ def build_small(folder: Path, n: int, seed: int = 0) -> None:
     def put(name, sd, dt="F16"):
         testkit.write_safetensors(folder / f"{name}.safetensors", sd, dt)
     bases = [testkit.random_state_dict(spec, 1000 + b) for b in range(n_bases)]
+    truth: dict[str, tuple] = {}
     for b, sd in enumerate(bases):
         put(f"base{b:02d}", sd)
         made.append((f"base{b:02d}", sd))
+        truth[f"base{b:02d}"] = ("base",)
     count = n_bases
     written = [name for name, _ in made]
     while count < n:
@@ -121,21 +125,80 @@ def build_small(folder: Path, n: int, seed: int = 0) -> None:
         src_name, src = made[rng.integers(len(made))]
         name = f"m{count:04d}"
         if kind < 0.06:                                     # a byte copy of any file written so far
-            shutil.copy(folder / f"{written[rng.integers(len(written))]}.safetensors", folder / f"{name}.safetensors")
+            of = written[rng.integers(len(written))]
+            shutil.copy(folder / f"{of}.safetensors", folder / f"{name}.safetensors")
+            truth[name] = ("copy", of)
         elif kind < 0.12:                                   # another precision
             put(name, src, "F32" if rng.random() < 0.5 else "BF16")
+            truth[name] = ("precision", src_name)
         elif kind < 0.20 and len(made) > 2:                 # a merge of two
-            other = made[rng.integers(len(made))][1]
+            other_name, other = made[rng.integers(len(made))]
             w = float(rng.choice([0.3, 0.5, 0.7]))
             put(name, testkit.merge([(src, w), (other, 1 - w)]))
+            truth[name] = ("merge", src_name, w, other_name, round(1 - w, 2))
         else:                                               # a fine-tune (of a base or of a fine-tune)
             sd = testkit.finetune(src, float(rng.uniform(0.03, 0.08)), int(rng.integers(1 << 30)))
             put(name, sd)
             made.append((name, sd))
+            truth[name] = ("finetune", src_name)
             if len(made) > n_bases + MEMORY_POOL:           # bounded memory: the bases and recent fine-tunes
                 del made[n_bases]
         written.append(name)
         count += 1
+    return truth
+
+
+#: a merge's weights as found may differ from the recipe by this much (bench/zoo.py's tolerance)
+WEIGHT_TOLERANCE = 0.05
+
+
+def accuracy(relations: dict, truth: dict) -> tuple[dict, list]:
+    """Folder relations against what the generator made: a byte or precision copy is the same
+    weights as some file; a merge of two different models is a merge of those two (or of
+    their copies) with weights within WEIGHT_TOLERANCE, or the same weights as another file
+    (the same recipe made twice); nothing else is called a merge.
+    Returns ({kind: [right, all]}, [(file, truth, relation) wrong])."""
+    def root(n):
+        while truth[n][0] in ("copy", "precision"):
+            n = truth[n][1]
+        return n
+    score: dict[str, list[int]] = {}
+    wrong = []
+    for f, (rel, _peer, merge) in relations.items():
+        n = f.removesuffix(".safetensors")
+        t = truth[n]
+        if t[0] in ("copy", "precision"):
+            ok = rel == "same_weights"
+        elif t[0] == "merge" and root(t[1]) != root(t[3]):
+            got: dict[str, float] = {}
+            for m, w in merge:
+                r = root(m.removesuffix(".safetensors"))
+                got[r] = got.get(r, 0.0) + w
+            want = {root(t[1]): t[2], root(t[3]): t[4]}
+            ok = rel == "same_weights" or (rel == "merge" and set(got) == set(want) and all(
+                abs(got[r] - w) <= WEIGHT_TOLERANCE for r, w in want.items()))
+        else:
+            ok = rel != "merge"
+        score.setdefault(t[0], [0, 0])
+        score[t[0]][0] += ok
+        score[t[0]][1] += 1
+        if not ok:
+            wrong.append((f, t, (rel, _peer, merge)))
+    return score, wrong
+
+
+def by_copies(result: dict) -> dict:
+    """A scan's relations with each peer or merge member named by its set of copies (its group of
+    the same bytes or the same weights): naming either copy is right."""
+    same = {n: "=".join(names) for _, names in result["groups"] for n in names}
+    name = lambda n: same.get(n, n)  # noqa: E731
+    return {f: [rel, name(peer) if peer else peer, sorted([name(m), w] for m, w in merge)]
+            for f, (rel, peer, merge) in result["relations"].items()}
+
+
+def fmt_accuracy(score: dict) -> str:
+    right, total = sum(a for a, _ in score.values()), sum(b for _, b in score.values())
+    return f"{right}/{total} (" + ", ".join(f"{k} {a}/{b}" for k, (a, b) in sorted(score.items())) + ")"
 
 
 def fmt_bytes(n: float) -> str:
@@ -163,7 +226,7 @@ def run_big(work: Path) -> None:
 def run_small(work: Path, n: int, check: int) -> None:
     folder = work / f"small{n}"
     t = time.perf_counter()
-    build_small(folder, n)
+    truth = build_small(folder, n)
     size = sum(f.stat().st_size for f in folder.iterdir())
     print(f"\nwrote {n} small checkpoints ({fmt_bytes(size)}) in {time.perf_counter() - t:.0f} s", flush=True)
     first = child("auto", folder, work / f"cache_small{n}", cold=True)
@@ -179,16 +242,23 @@ def run_small(work: Path, n: int, check: int) -> None:
     print(f"\ncomparison phase: {100 * ph.get('comparing', 0) / first['seconds']:.1f} % of the first scan "
           f"(target <= 10 %); rescan {again['seconds']:.2f} s (target <= 2 s); files hashed: {first['hashed']}; "
           f"groups: {len(first['groups'])}")
+    score, wrong = accuracy(first["relations"], truth)
+    print(f"\nfolder relations right, against what the generator made: {fmt_accuracy(score)}")
+    for w in wrong[:5]:
+        print(f"  {w[0]}: made as {w[1]}, found {w[2]}")
     if check:
         cf = work / f"check{check}"
-        build_small(cf, check, seed=1)
+        check_truth = build_small(cf, check, seed=1)
         fast = child("auto", cf, work / "cache_check_fast", cold=False)
         slow = child("auto", cf, work / "cache_check_slow", peers=10 ** 6, cold=False)
-        diff = [k for k in fast["relations"] if fast["relations"][k] != slow["relations"][k]]
+        fr, sr = by_copies(fast), by_copies(slow)
+        diff = [k for k in fr if fr[k] != sr[k]]
         print(f"\nsketch peers against the exhaustive comparison on {check} files of the same generator: "
               f"groups equal: {fast['groups'] == slow['groups']} ({len(fast['groups'])} groups); relations equal for "
               f"{check - len(diff)}/{check} files; comparing {fast['phases'].get('comparing', 0):.1f} s vs "
-              f"{slow['phases'].get('comparing', 0):.1f} s")
+              f"{slow['phases'].get('comparing', 0):.1f} s; right against the generator: "
+              f"{fmt_accuracy(accuracy(fast['relations'], check_truth)[0])} with peers, "
+              f"{fmt_accuracy(accuracy(slow['relations'], check_truth)[0])} exhaustive")
         for k in diff[:5]:
             print(f"  {k}: sketch {fast['relations'][k]} exhaustive {slow['relations'][k]}")
 

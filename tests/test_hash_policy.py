@@ -270,11 +270,19 @@ def _lineage_folder(root: Path, n_bases: int = 3, per_base: int = 5) -> Path:
 
 
 def _relations(res) -> dict:
+    """Each file's folder relation; a peer or merge member is named by its set of copies (the
+    scan's groups of the same bytes or the same weights): naming either copy is right."""
+    same = {}
+    for g in res["groups"]:
+        names = sorted(Path(p).name for p in g["paths"])
+        for n in names:
+            same[n] = "=".join(names)
+    name = lambda p: same.get(Path(p).name, Path(p).name)  # noqa: E731
     out = {}
     for r in res["reports"]:
         f = r.get("folder") or {}
-        out[Path(r["path"]).name] = (f.get("relation"), Path(f["peer"]).name if f.get("peer") else None,
-                                     sorted((Path(m["ref"]).name, round(m["weight"], 2)) for m in f.get("merge", [])))
+        out[Path(r["path"]).name] = (f.get("relation"), name(f["peer"]) if f.get("peer") else None,
+                                     sorted((name(m["ref"]), round(m["weight"], 2)) for m in f.get("merge", [])))
     return out
 
 
@@ -329,3 +337,43 @@ def test_host_registered_cache_outside_the_models_tree(tmp_path, base, hash_call
         assert rep["sha256"] == sha and rep["hash"] == "host" and hash_calls == []
     finally:
         hostcache.clear()
+
+
+def test_pursuit_finds_both_members_of_a_merge_among_nearer_relatives():
+    """x = 0.7 A + 0.3 B, with ten fine-tunes of A nearer to x than B is: the eight nearest by
+    cosine are A and its children; the pursuit takes A, then B (what A leaves unexplained)."""
+    from fpcore.scan.peers import _omp_peers
+    rng = np.random.default_rng(3)
+    n = 4000
+    base = rng.standard_normal(n)
+    a = base + 0.3 * rng.standard_normal(n)
+    b = base + 0.3 * rng.standard_normal(n)
+    kids = [a + 0.05 * rng.standard_normal(n) for _ in range(10)]
+    x = 0.7 * a + 0.3 * b
+    V = np.stack([x, a, b, *kids])
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    G = V @ V.T
+    nearest = list(np.argsort(-G[0])[1:9])
+    assert 2 not in nearest                                   # B is not among the 8 nearest
+    peers = _omp_peers(G, 0, 8)
+    assert peers[0] == 1 and 2 in peers[:3]
+    assert len(peers) == len(set(peers)) == 8 and 0 not in peers
+
+
+def test_merge_fit_keeps_one_of_two_copies_of_the_same_weights():
+    """A file that merges A and B, with A also present as an fp32 copy: the fit names A once
+    (the less noisy copy), and two different fine-tunes are both kept."""
+    from fpcore.match.align import Moments
+    from fpcore.match.fits import distinct_columns
+    rng = np.random.default_rng(4)
+    n = 20000
+    a = rng.standard_normal(n)
+    noise16 = 1e-6                                            # rounding variance of the fp16 copy
+    a16 = a + rng.standard_normal(n) * np.sqrt(noise16)
+    b = a + 0.05 * rng.standard_normal(n)                     # a fine-tune: far beyond rounding
+    x = 0.5 * a + 0.5 * b
+    M = np.stack([a16, a, b, x])
+    m = Moments(M @ M.T, n, 0.0, np.array([noise16, 0.0, noise16]))
+    assert distinct_columns(m) == [1, 2]                      # the fp32 copy kept, the fine-tune kept
+    m2 = Moments(m.G[np.ix_([0, 2, 3], [0, 2, 3])], n, 0.0, np.array([noise16, noise16]))
+    assert distinct_columns(m2) == [0, 1]

@@ -6,11 +6,12 @@ counts alike whatever its magnitude.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, layout
 from . import quant
 from ..fingerprint import Fingerprint
 
@@ -38,6 +39,22 @@ class Moments:
         return max(mse - (self.noise_x + float(self.noise_R @ (w * w))), 0.0)
 
 
+#: key lists whose block groups are kept (a folder or a library holds a few layouts)
+BLOCK_GROUP_CACHE = 16
+
+
+@functools.lru_cache(maxsize=BLOCK_GROUP_CACHE)
+def block_groups(keys: tuple) -> dict[str, list[int]]:
+    """Block group (layout.block_of) -> positions of its tensors in ``keys`` (the same for every
+    file of a layout)."""
+    groups: dict[str, list[int]] = {}
+    for t, k in enumerate(keys):
+        g = layout.block_of(k)
+        if g:
+            groups.setdefault(g, []).append(t)
+    return groups
+
+
 class Aligned:
     """The file's and the references' aligned samples, kept as rows (one per reference, the
     file last): ``MT`` the values scaled per tensor (float64). Per tensor, ``S`` their sums and
@@ -51,6 +68,7 @@ class Aligned:
         self._MT, self.S, self.NS = MT, S, NS
         self.cnt = np.bincount(tensor_of, minlength=S.shape[1]).astype(np.float64)
         self._moments = moments
+        self._block_moments: dict = {}
         self._centred: np.ndarray | None = None
         self._parent, self._rows = parent, rows     # a cols() view: these rows of the parent's
 
@@ -92,8 +110,33 @@ class Aligned:
     def moments(self) -> Moments:
         """Moments over every aligned value (computed once, shared with cols())."""
         if self._moments is None:
-            self._moments = Moments(self.MT @ self.MT.T, self.n, *self._noise(self.NS, self.n))
+            self._moments = self._moments_by_block()
         return self._moments
+
+    def _moments_by_block(self) -> Moments:
+        """The moments over every value, summed over ranges of tensors: each block group whose
+        tensors are in a row, and the gaps between them. The block groups' own moments
+        (tensor_moments) come out of the same pass: the products are memory-bound, and the
+        values are read once instead of twice."""
+        MT = self.MT
+        ranges = []
+        for ts in block_groups(tuple(self.keys)).values():
+            if ts == list(range(ts[0], ts[-1] + 1)):
+                a, b = np.searchsorted(self.tensor_of, [ts[0], ts[-1] + 1])
+                ranges.append((int(a), int(b), ts))
+        ranges.sort(key=lambda r: r[0])
+        G = np.zeros((MT.shape[0], MT.shape[0]))
+        self._block_moments = {}
+        pos = 0
+        for a, b, ts in ranges + [(self.n, self.n, None)]:
+            if a > pos:                                 # a gap: tensors in no block group
+                G += MT[:, pos:a] @ MT[:, pos:a].T
+            if ts is not None and b > a:
+                Gb = MT[:, a:b] @ MT[:, a:b].T
+                G += Gb
+                self._block_moments[tuple(ts)] = Moments(Gb, b - a, *self._noise(self.NS[:, ts], b - a))
+            pos = max(pos, b)
+        return Moments(G, self.n, *self._noise(self.NS, self.n))
 
     @property
     def centred_gram(self) -> np.ndarray:
@@ -121,6 +164,11 @@ class Aligned:
             full = self._parent.tensor_moments(tensors)
             return Moments(full.G[np.ix_(self._rows, self._rows)], full.n, full.noise_x,
                            np.concatenate([full.noise_R, [full.noise_x]])[self._rows[:-1]])
+        if self._moments is None:
+            self.moments
+        hit = self._block_moments.get(tuple(tensors))
+        if hit is not None:
+            return hit
         if tensors == list(range(tensors[0], tensors[-1] + 1)):
             a, b = np.searchsorted(self.tensor_of, [tensors[0], tensors[-1] + 1])
             M = self.MT[:, int(a):int(b)]

@@ -55,6 +55,12 @@ MERGE_MAX_RATIO = 0.25
 MERGE_MIN_WEIGHT = 0.05
 #: a merge has at least two members above MERGE_MIN_WEIGHT (else it is one model).
 MERGE_MIN_MEMBERS = 2
+#: two references are copies of the same weights (in other precisions) for a merge fit when
+#: their mean squared difference is at most this many times the sum of their rounding
+#: variances: copies differ by their rounding alone (a ratio near 1), the nearest fine-tunes
+#: of the zoo by hundreds of times it. A fit over both copies splits the member's weight
+#: between them as rounding decides, so one is kept (fits.distinct_columns).
+COPY_MAX_NOISE_RATIO = 4.0
 #: rounds of "fit, drop members below MERGE_MIN_WEIGHT, refit" (each round drops at least
 #: one; three suffice for the 2-4 candidates a family has).
 MERGE_REFITS = 3

@@ -7,21 +7,18 @@ from the common root regresses cleanly on the references' edge deltas (child - p
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import layout
-from .align import Aligned, Moments
-from .decisions import (BLOCK_GAIN, BLOCK_MIN_GROUPS, BLOCK_MIN_VALUES, DELTA_MERGE_MAX_PART,
+from .align import Aligned, Moments, block_groups
+from .decisions import (BLOCK_GAIN, COPY_MAX_NOISE_RATIO, BLOCK_MIN_GROUPS, BLOCK_MIN_VALUES, DELTA_MERGE_MAX_PART,
                         DELTA_MERGE_MAX_TOTAL, DELTA_MERGE_MIN, MERGE_MAX_RATIO, MERGE_MIN_MEMBERS,
                         MERGE_MIN_WEIGHT, MERGE_REFITS, RHO_MAX)
 from ..nnls import affine_nnls, affine_nnls_gram  # noqa: F401  (affine_nnls re-exported: match.affine_nnls)
 
 
-#: key lists whose block groups are kept (a folder or a library holds a few layouts)
-BLOCK_GROUP_CACHE = 16
 #: affine_floor() scales the least-squares residual by this before using it as a bound, so
 #: that the solver's rounding can never make the bound exceed the true minimum
 FLOOR_SLACK = 0.999
@@ -57,21 +54,10 @@ def fit_merge(al: Aligned | Moments, cols: list[int]) -> tuple[np.ndarray, float
     return w, m.excess(w)
 
 
-@functools.lru_cache(maxsize=BLOCK_GROUP_CACHE)
-def _block_groups(keys: tuple) -> dict[str, list[int]]:
-    """Block group -> positions of its tensors in ``keys`` (the same for every file of a layout)."""
-    groups: dict[str, list[int]] = {}
-    for t, k in enumerate(keys):
-        g = layout.block_of(k)
-        if g:
-            groups.setdefault(g, []).append(t)
-    return groups
-
-
 def block_moments(al: Aligned) -> dict[str, Moments]:
     """Per UNet block group with at least BLOCK_MIN_VALUES sampled values: its moments."""
     out = {}
-    for g, ts in _block_groups(tuple(al.keys)).items():
+    for g, ts in block_groups(tuple(al.keys)).items():
         m = al.tensor_moments(ts)
         if m.n >= BLOCK_MIN_VALUES:
             out[g] = m
@@ -86,6 +72,21 @@ def block_fits(al: Aligned, cols: list[int], moments: dict[str, Moments] | None 
         w, e = fit_merge(m, cols)
         out[g] = (e, m.n, w)
     return out
+
+
+def distinct_columns(m: Moments) -> list[int]:
+    """The reference columns left when copies of the same weights (COPY_MAX_NOISE_RATIO) are
+    kept once: of each set of copies the least noisy (the higher precision), then the first."""
+    k = len(m.noise_R)
+    if m.n == 0:
+        return list(range(k))
+    d = np.diag(m.G)[:k]
+    kept: list[int] = []
+    for c in sorted(range(k), key=lambda c: (m.noise_R[c], c)):
+        if all((d[c] + d[j] - 2 * m.G[c, j]) / m.n > COPY_MAX_NOISE_RATIO * (m.noise_R[c] + m.noise_R[j])
+               for j in kept):
+            kept.append(c)
+    return sorted(kept)
 
 
 def affine_floor(m: Moments) -> float:
@@ -132,9 +133,10 @@ def whole_merge(al: Aligned) -> MergeFit | None:
     if affine_floor(al.moments) > MERGE_MAX_RATIO * e1 and (len(bm) < BLOCK_MIN_GROUPS
                                                             or block_floor > MERGE_MAX_RATIO * e1):
         return None
-    w, em = fit_merge(al, list(range(k)))
+    cols = distinct_columns(al.moments)
+    w, em = fit_merge(al, cols)
     used = [c for c in range(k) if w[c] >= MERGE_MIN_WEIGHT]
-    blocks = block_fits(al, list(range(k)), bm)
+    blocks = block_fits(al, cols, bm)
     n_blk = sum(n for _, n, _ in blocks.values())
     eb = sum(e * n for e, n, _ in blocks.values()) / max(1, n_blk) if blocks else em
     block_used = {c for _, _, wb in blocks.values() for c in range(k) if wb[c] >= MERGE_MIN_WEIGHT}
