@@ -218,7 +218,7 @@ def align(fp: Fingerprint, refs: list[Fingerprint], comp: str, min_ndim: int = 2
         MT[c] = v.vals[e]
         if NT is not None:
             NT[c] = v.rvar[e]
-    tid = np.repeat(np.arange(len(tf)), vf.counts[tf])
+    tid = vf.tid if len(tf) == len(vf.keys) else np.repeat(np.arange(len(tf)), vf.counts[tf])
     if not whole:
         ok = np.isfinite(MT).all(axis=0)
         if not ok.all():

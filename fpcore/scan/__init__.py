@@ -16,7 +16,7 @@ from ..refs import RefDB
 from .find import _disk_workers, _run, find_models
 from .fingerprints import _confirm_same_bytes, _fingerprints
 from .groups import _cached_groups, group_label, reclaimable_total
-from .peers import PEER_CANDIDATES, PEER_SHORTLIST, _peer_relations, _quick_vectors, family_groups, prepare
+from .peers import PEER_CANDIDATES, PEER_SHORTLIST, _peer_relations, UnitRows, _quick_vectors, family_groups, prepare
 
 # the interface, plus two helpers used from outside: _quick_vectors (report_html), _disk_workers (bench/scan_speed)
 __all__ = ["PEER_CANDIDATES", "PEER_SHORTLIST", "family_groups", "find_models", "folder_text", "group_label",
@@ -56,6 +56,7 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
         reports: dict[str, dict] = {}
         read: dict = {}          # path -> Fingerprint read in this scan (compared without loading it again)
         prepared: dict = {}      # path -> what comparing needs of those (peers.prepare)
+        unit_rows = UnitRows()   # where their unit samples are kept
 
         def one(path: str) -> dict:
             base = done["bytes"]
@@ -66,7 +67,7 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
             try:
                 rep = ident.identify(path, db, store=store, progress=cb, hash_policy=hash_policy, fingerprints=read)
                 if path in read:     # what comparing needs of the file, while it is at hand
-                    prepared[path] = prepare(read[path], rep)
+                    prepared[path] = prepare(read[path], rep, unit_rows)
             except FpError as e:
                 rep = ident.error_report(path, e)
             except OSError as e:  # a file vanishing mid-scan, EIO ...
@@ -84,7 +85,7 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
         if hash_policy == "auto":
             _confirm_same_bytes(reports, sizes, fps, db, store, chosen, phase)
         _peer_relations(reports, fps, store, phase, keys=fps.keys_by_path, candidates=peer_candidates,
-                        prepared=prepared)
+                        prepared=prepared, unit_rows=unit_rows)
         if phase:
             phase("grouping", 0, 1)
         groups = _cached_groups(reports, sizes, fps, store, os.fspath(root))

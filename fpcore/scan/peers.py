@@ -1,21 +1,24 @@
 """The relation of each file to the other files of the folder (its ``folder`` entry).
 
 Files are grouped by family and denoiser (``family_groups``); each distinct content is compared
-in full (fpcore.match) with a few peers, chosen by sketch and re-ranked by the exact similarity
-of the samples (``_pick_peers``). Cached in the store per content and set of peers.
+in full (fpcore.match) with a few peers, chosen by orthogonal matching pursuit on the exact
+cosines of the family's samples (``_family_gram``, ``_omp_peers``; beyond EXACT_GRAM_BYTES, from
+a shortlist by sketch: ``_pick_peers``). Cached in the store per content and set of peers.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import layout, sketch
 
-#: peers compared in full with each file: its nearest by sketch (fpcore.sketch). Eight leave room
-#: for the two or three members of a merge besides copies of the file in other precisions.
+#: peers compared in full with each file (chosen by the pursuit). Eight leave room for the two or
+#: three members of a merge besides copies of the file in other precisions; measured on the
+#: 1,000-file folder of bench/first_scan.py: both members of 76 of 78 merges among 8, 78 among 16.
 PEER_CANDIDATES = 8
-#: files the sketch shortlists per file, re-ranked by the exact similarity of the samples: the sketch
+#: (families too large for the exact cosines) files the sketch shortlists per file, re-ranked by the exact similarity of the samples: the sketch
 #: keeps distances to a few per cent, which cannot tell apart the siblings that a merge of two
 #: distant models sits between (their distances differ by less than that). Calibrated with
 #: bench/first_scan.py (its 120-file check, families of 60): with 32, 3 merges of fine-tunes were
@@ -34,8 +37,10 @@ EXACT_GRAM_BYTES = 512 << 20
 #: added to the diagonal of the cosines a pursuit step solves (unit diagonal): far below any
 #: difference between two models, it only keeps exact copies from making the system singular
 OMP_RIDGE = 1e-9
+#: bytes per block of unit samples (UnitRows): a few tens of blocks for a family at the limit
+UNIT_BLOCK_BYTES = 32 << 20
 #: rows of that product computed at once (bounds its temporaries)
-GRAM_BLOCK = 256
+GRAM_BLOCK = 1024
 #: folder relations written to the store per transaction (one per file measured 0.3 s per
 #: 1,000 files); an interrupted scan loses none (written on the way out)
 PEER_WRITES = 128
@@ -99,39 +104,89 @@ def denoiser_of(rep: dict) -> str | None:
 class Prepared:
     """What the comparing phase needs of one file (see prepare)."""
     comp: str | None             # the denoiser component (denoiser_of)
-    sketch: np.ndarray | None    # its sketch: the nearest-neighbour search
-    unit: tuple | None           # its unit sample (_unit_sample): the exact re-ranking
+    unit: tuple | None           # its unit sample (_unit_sample): the exact cosines
 
 
-def prepare(fp, rep: dict) -> Prepared:
+class UnitRows:
+    """Unit samples kept as the rows of blocks allocated once per sample length, so that the
+    family's cosines are products of those blocks: stacking 1,000 separate samples measured
+    0.3 s (fresh pages), as long as the product itself. Shared by the fingerprinting threads."""
+
+    def __init__(self):
+        self._blocks: dict[int, list[np.ndarray]] = {}
+        self._used: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def put(self, x: np.ndarray) -> np.ndarray:
+        """``x`` copied into a row; returns that row (a view of its block)."""
+        n = len(x)
+        per = max(1, UNIT_BLOCK_BYTES // max(4 * n, 1))
+        with self._lock:
+            blocks = self._blocks.setdefault(n, [])
+            if not blocks or self._used[n] == per:
+                blocks.append(np.empty((per, n), np.float32))
+                self._used[n] = 0
+            block, row = blocks[-1], self._used[n]
+            self._used[n] += 1
+        block[row] = x
+        return block[row]
+
+    def gram(self, rows: list[np.ndarray]) -> np.ndarray | None:
+        """Inner products of rows returned by put() (all of one length), block by block; None
+        if some row is not one of them."""
+        where = []
+        for x in rows:
+            b = x.base
+            if b is None or b.ndim != 2 or not any(b is blk for blk in self._blocks.get(len(x), ())):
+                return None
+            where.append((id(b), (x.__array_interface__["data"][0] - b.__array_interface__["data"][0]) // b.strides[0]))
+        blocks = {id(blk): blk for blk in self._blocks[len(rows[0])]}
+        by_block: dict[int, list[int]] = {}
+        for i, (b, _) in enumerate(where):
+            by_block.setdefault(b, []).append(i)
+        G = np.empty((len(rows), len(rows)))
+        for ba, ia in by_block.items():
+            ra = [where[i][1] for i in ia]
+            for bb, ib in by_block.items():
+                rb = [where[i][1] for i in ib]
+                P = blocks[ba][:max(ra) + 1] @ blocks[bb][:max(rb) + 1].T
+                G[np.ix_(ia, ib)] = P[np.ix_(ra, rb)]
+        return G
+
+
+def prepare(fp, rep: dict, unit_rows: UnitRows | None = None) -> Prepared:
     """The per-file part of comparing, done in the fingerprinting phase while the file is at
-    hand (linear in the files, unlike the comparisons): the sketch of the denoiser, its unit
-    sample, and the per-tensor facts of its views that the alignment reads (sums, rounding
-    noise, finiteness, layout digest), so that the comparing phase only searches and fits."""
+    hand (linear in the files, unlike the comparisons): the unit sample of the denoiser and the
+    per-tensor facts of its views that the alignment reads (sums, rounding noise, finiteness,
+    layout digest), so that the comparing phase only searches and fits."""
     comp = denoiser_of(rep)
     if not comp or rep.get("error"):
-        return Prepared(comp, None, None)
+        return Prepared(comp, None)
     for min_ndim in (0, 2):
         v = fp.view(comp, min_ndim)
         (v.layout, v.single_dtype, v.finite)
     v = fp.view(comp, 2)
     (v.tensor_sums, v.rvar_sums)
-    return Prepared(comp, sketch.sketch(fp, comp), _unit_sample(fp, comp))
+    keys, x, v = _unit_sample(fp, comp)
+    return Prepared(comp, (keys, unit_rows.put(x) if unit_rows is not None else x, v))
 
 
 def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | None = None,
-                    candidates: int = PEER_CANDIDATES, prepared: dict | None = None) -> None:
+                    candidates: int = PEER_CANDIDATES, prepared: dict | None = None,
+                    unit_rows: UnitRows | None = None) -> None:
     """Add a ``folder`` entry to each report: its relation to the other files.
 
-    Each distinct content is compared in full with its ``candidates`` nearest peers by sketch
-    (fpcore.sketch: a fixed-length vector per component and a nearest-neighbour search), not
-    with every file. Cached in the store per file content (its SHA-256, else its store key) and
+    Each distinct content is compared in full with ``candidates`` peers chosen by pursuit on the
+    exact cosines of the samples (or, in a family too large for those, from a shortlist by
+    sketch: fpcore.sketch), not with every file. Cached in the store per file content (its SHA-256, else its store key) and
     set of peer contents, so a rescan of an unchanged folder does no matching. ``prepared``: path
-    -> Prepared, for the files read in this scan (the others are prepared here when needed)."""
+    -> Prepared, for the files read in this scan (the others are prepared here when needed);
+    ``unit_rows``: where their unit samples are kept."""
     import hashlib
 
     from .. import match
     keys = keys or {}
+    unit_rows = unit_rows if unit_rows is not None else UnitRows()
     by_family = family_groups(reports, fps)
     total = sum(len({reports[p].get("sha256") or p for p in ps}) for ps in by_family.values())
     compared = 0
@@ -153,10 +208,9 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
         for p in paths:     # the first path of a content, as in uniq: a rescan names the same peers
             if cid[p]:
                 path_of_cid.setdefault(cid[p], p)
-        known = {q: prepared[q] for q in reps_ if prepared and q in prepared and prepared[q].comp == comp
-                 and prepared[q].sketch is not None}
+        exact: dict = {q: prepared[q].unit for q in reps_ if prepared and q in prepared
+                       and prepared[q].comp == comp and prepared[q].unit is not None}
         sketches: list = []
-        exact: dict = {q: known[q].unit for q in known}
 
         gram: list = []
 
@@ -165,13 +219,13 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
             if len(others) <= candidates:
                 return others
             if not gram:       # on the first miss only: a rescan served from the store needs none
-                gram.append(_family_gram(reps_, fps, comp, exact))
+                gram.append(_family_gram(reps_, fps, comp, exact, unit_rows))
             G, rows = gram[0]
             if u in rows:
                 names = list(rows)
                 return [names[j] for j in _omp_peers(G, rows[u], candidates)]
             if not sketches:
-                S = np.stack([known[q].sketch if q in known else sketch.sketch(fps[q], comp) for q in reps_])
+                S = np.stack([sketch.sketch(fps[q], comp) for q in reps_])
                 # every file's shortlist from one matrix product (a product per file measured
                 # 4 ms each at 1,000 files: memory-bound)
                 sketches.append((S, sketch.nearest_all(S, max(candidates, PEER_SHORTLIST))))
@@ -227,23 +281,27 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
             reports[p]["folder"] = {"duplicates": dup, **found[uniq[shas[p] or p]]}
 
 
-def _family_gram(reps_: list[str], fps, comp: str, units: dict) -> tuple[np.ndarray | None, dict]:
+def _family_gram(reps_: list[str], fps, comp: str, units: dict, unit_rows: UnitRows | None = None
+                 ) -> tuple[np.ndarray | None, dict]:
     """(G, rows): the cosines between the unit samples of the files that share the family's most
     common layout (one matrix product), and each such file's row; (None, {}) when those samples
     exceed EXACT_GRAM_BYTES (the files then shortlist by sketch)."""
     for q in reps_:
         if q not in units:
-            units[q] = _unit_sample(fps[q], comp)
+            keys, x, v = _unit_sample(fps[q], comp)
+            units[q] = (keys, unit_rows.put(x) if unit_rows is not None else x, v)
     by_layout: dict[bytes, list[str]] = {}
     for q in reps_:
         by_layout.setdefault(units[q][2].layout, []).append(q)
     members = max(by_layout.values(), key=len)
     if len(members) < 2 or len(members) * len(units[members[0]][1]) * 4 > EXACT_GRAM_BYTES:
         return None, {}
-    U = np.stack([units[q][1] for q in members])
-    G = np.empty((len(members), len(members)))
-    for a in range(0, len(members), GRAM_BLOCK):        # bounded temporaries
-        G[a:a + GRAM_BLOCK] = U[a:a + GRAM_BLOCK] @ U.T
+    G = unit_rows.gram([units[q][1] for q in members]) if unit_rows is not None else None
+    if G is None:
+        U = np.stack([units[q][1] for q in members])
+        G = np.empty((len(members), len(members)))
+        for a in range(0, len(members), GRAM_BLOCK):        # bounded temporaries
+            G[a:a + GRAM_BLOCK] = U[a:a + GRAM_BLOCK] @ U.T
     return G, {q: i for i, q in enumerate(members)}
 
 
