@@ -153,8 +153,9 @@ WEIGHT_TOLERANCE = 0.05
 
 
 def accuracy(relations: dict, truth: dict) -> tuple[dict, list]:
-    """Folder relations against what the generator made: a byte or precision copy is the same
-    weights as some file; a merge of two different models is a merge of those two (or of
+    """Folder relations against what the generator made: a byte copy has its source's entry (one
+    content) or is the same weights as some file, a precision copy is the same weights as some
+    file; a merge of two different models is a merge of those two (or of
     their copies) with weights within WEIGHT_TOLERANCE, or the same weights as another file
     (the same recipe made twice); nothing else is called a merge.
     Returns ({kind: [right, all]}, [(file, truth, relation) wrong])."""
@@ -167,7 +168,9 @@ def accuracy(relations: dict, truth: dict) -> tuple[dict, list]:
     for f, (rel, _peer, merge) in relations.items():
         n = f.removesuffix(".safetensors")
         t = truth[n]
-        if t[0] in ("copy", "precision"):
+        if t[0] == "copy":          # the same bytes: the same content, so the same entry
+            ok = rel == "same_weights" or [rel, _peer, merge] == list(relations.get(f"{t[1]}.safetensors", []))
+        elif t[0] == "precision":
             ok = rel == "same_weights"
         elif t[0] == "merge" and root(t[1]) != root(t[3]):
             got: dict[str, float] = {}
