@@ -356,8 +356,23 @@ def test_pursuit_finds_both_members_of_a_merge_among_nearer_relatives():
     nearest = list(np.argsort(-G[0])[1:9])
     assert 2 not in nearest                                   # B is not among the 8 nearest
     peers = _omp_peers(G, 0, 8)
-    assert peers[0] == 1 and 2 in peers[:3]
-    assert len(peers) == len(set(peers)) == 8 and 0 not in peers
+    assert peers[:2] == [1, 2]
+    assert 0 not in peers and len(peers) == len(set(peers))
+    assert len(peers) == 2                  # A and B explain x: the children add nothing
+
+
+def test_pursuit_keeps_only_the_files_that_explain_something():
+    """A fine-tune among its parent and siblings: the parent and one more file (OMP_ALWAYS), no
+    sibling beyond (their own trainings explain nothing of the file's)."""
+    from fpcore.scan.peers import OMP_ALWAYS, _omp_peers
+    rng = np.random.default_rng(5)
+    n = 4000
+    parent = rng.standard_normal(n)
+    kids = [parent + 0.2 * rng.standard_normal(n) for _ in range(9)]
+    V = np.stack([kids[0], parent, *kids[1:]])
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    peers = _omp_peers(V @ V.T, 0, 8)
+    assert peers[0] == 1 and len(peers) == OMP_ALWAYS
 
 
 def test_merge_fit_keeps_one_of_two_copies_of_the_same_weights():
@@ -377,3 +392,35 @@ def test_merge_fit_keeps_one_of_two_copies_of_the_same_weights():
     assert distinct_columns(m) == [1, 2]                      # the fp32 copy kept, the fine-tune kept
     m2 = Moments(m.G[np.ix_([0, 2, 3], [0, 2, 3])], n, 0.0, np.array([noise16, noise16]))
     assert distinct_columns(m2) == [0, 1]
+
+
+def test_a_family_too_large_for_the_exact_cosines_shortlists_by_sketch(tmp_path, monkeypatch):
+    """Beyond EXACT_GRAM_BYTES the peers come from a shortlist by sketch: the same groups, and
+    the merges are still found."""
+    from fpcore.scan import peers
+    d = _lineage_folder(tmp_path / "m", 2, 4)
+    db = _db(tmp_path)
+    exact = scan.scan_folder(d, db=db, cache_dir=tmp_path / "c1")
+    calls = []
+    real = peers._pick_peers
+    monkeypatch.setattr(peers, "_pick_peers", lambda *a: calls.append(a[0]) or real(*a))
+    monkeypatch.setattr(peers, "EXACT_GRAM_BYTES", 0)
+    sketched = scan.scan_folder(d, db=db, cache_dir=tmp_path / "c2")
+    assert calls                                             # the sketch path ran
+    assert _group_names(sketched) == _group_names(exact)
+    merges = lambda res: sorted(k for k, v in _relations(res).items() if v[0] == "merge")  # noqa: E731
+    assert merges(sketched) == merges(exact) and merges(exact)
+
+
+def test_a_base_among_its_fine_tunes_is_not_their_merge(tmp_path):
+    """Six fine-tunes of one base in a folder: their average is close to the base (their
+    trainings cancel), which a merge fit alone took for a merge of the six."""
+    d = tmp_path / "m"
+    d.mkdir()
+    base = testkit.random_state_dict(SPEC, 21)
+    _write(d / "base.safetensors", base)
+    for i in range(6):
+        _write(d / f"ft{i}.safetensors", testkit.finetune(base, 0.05, 300 + i))
+    rel = _relations(scan.scan_folder(d, db=_db(tmp_path), cache_dir=tmp_path / "c"))
+    assert rel["base.safetensors"][0] == "related" and rel["base.safetensors"][2] == []
+    assert all(rel[f"ft{i}.safetensors"][1] == "base.safetensors" for i in range(6))

@@ -93,7 +93,8 @@ def test_relations_within_the_folder(result):
     mix = r["mix.safetensors"]["folder"]
     assert mix["relation"] == "merge"
     got = {os.path.basename(m["ref"]): m["weight"] for m in mix["merge"]}
-    assert abs(got["child.safetensors"] - 0.4) <= 0.05 or abs(got.get("child_bf16.safetensors", 0) - 0.4) <= 0.05
+    # either copy of the child's weights may be named (the same weights in fp16 and bf16)
+    assert abs(got.get("child.safetensors", 0) - 0.4) <= 0.05 or abs(got.get("child_bf16.safetensors", 0) - 0.4) <= 0.05
     assert abs(got["other.safetensors"] - 0.6) <= 0.05
     ft = r["sub/deeper/ft3.safetensors"]["folder"]
     assert ft["relation"] == "related" and os.path.basename(ft["peer"]).startswith("child")

@@ -63,10 +63,11 @@ class Aligned:
 
     def __init__(self, keys: list[str], tensor_of: np.ndarray, MT: np.ndarray | None, S: np.ndarray,
                  NS: np.ndarray, moments: Moments | None = None, parent: "Aligned | None" = None,
-                 rows: list[int] | None = None):
+                 rows: list[int] | None = None, cnt: np.ndarray | None = None):
         self.keys, self.tensor_of = keys, tensor_of
         self._MT, self.S, self.NS = MT, S, NS
-        self.cnt = np.bincount(tensor_of, minlength=S.shape[1]).astype(np.float64)
+        # values per tensor (a cols() view shares its parent's)
+        self.cnt = np.bincount(tensor_of, minlength=S.shape[1]).astype(np.float64) if cnt is None else cnt
         self._moments = moments
         self._block_moments: dict = {}
         self._centred: np.ndarray | None = None
@@ -155,7 +156,7 @@ class Aligned:
         if self._MT is None:                        # a view of a view: rows of the first parent
             root, idx = self._parent, [self._rows[i] for i in idx]
         return Aligned(self.keys, self.tensor_of, None, root.S[idx], root.NS[idx],
-                       self.moments.cols(list(cols)), parent=root, rows=idx)
+                       self.moments.cols(list(cols)), parent=root, rows=idx, cnt=self.cnt)
 
     def tensor_moments(self, tensors: list[int]) -> Moments:
         """Moments over the values of some tensors only (a block group). Tensors in a row are
@@ -244,7 +245,8 @@ def align(fp: Fingerprint, refs: list[Fingerprint], comp: str, min_ndim: int = 2
     inv = 1.0 / scale
     MT *= inv[tid]
     NS = (np.stack([v.rvar_sums for v in views]) if NT is None else per_tensor(NT)) * (inv * inv)
-    return Aligned([vf.keys[t] for t in tf], tid, MT, sums * inv if whole else per_tensor(MT), NS)
+    return Aligned(vf.keys if len(tf) == len(vf.keys) else [vf.keys[t] for t in tf], tid, MT,
+                   sums * inv if whole else per_tensor(MT), NS, cnt=cnt)
 
 
 def finite_share(fp: Fingerprint, comp: str) -> float:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import layout
 from .align import Aligned, Moments, block_groups
-from .decisions import (BLOCK_GAIN, COPY_MAX_NOISE_RATIO, BLOCK_MIN_GROUPS, BLOCK_MIN_VALUES, DELTA_MERGE_MAX_PART,
+from .decisions import (BLOCK_GAIN, COPY_MAX_NOISE_RATIO, PARENT_SHARE, BLOCK_MIN_GROUPS, BLOCK_MIN_VALUES, DELTA_MERGE_MAX_PART,
                         DELTA_MERGE_MAX_TOTAL, DELTA_MERGE_MIN, MERGE_MAX_RATIO, MERGE_MIN_MEMBERS,
                         MERGE_MIN_WEIGHT, MERGE_REFITS, RHO_MAX)
 from ..nnls import affine_nnls, affine_nnls_gram  # noqa: F401  (affine_nnls re-exported: match.affine_nnls)
@@ -107,6 +107,14 @@ def affine_floor(m: Moments) -> float:
     return max(mse * FLOOR_SLACK - noise, 0.0)
 
 
+def parent_residual(w: np.ndarray, singles: list[float]) -> float:
+    """What a weighted average of the references leaves of a file that is their common parent
+    (each reference the file plus its own independent training): sum w_i^2 e_i, e_i each
+    reference's own residual. A parent of many fine-tunes is close to their average (the
+    trainings cancel), which a merge fit alone would take for a merge of them all."""
+    return float(sum(wi * wi * e for wi, e in zip(w, singles)))
+
+
 @dataclass
 class MergeFit:
     weights: np.ndarray                      # per reference column, summing to one
@@ -140,13 +148,15 @@ def whole_merge(al: Aligned) -> MergeFit | None:
     n_blk = sum(n for _, n, _ in blocks.values())
     eb = sum(e * n for e, n, _ in blocks.values()) / max(1, n_blk) if blocks else em
     block_used = {c for _, _, wb in blocks.values() for c in range(k) if wb[c] >= MERGE_MIN_WEIGHT}
-    is_global = len(used) >= MERGE_MIN_MEMBERS and em <= MERGE_MAX_RATIO * e1
+    is_global = (len(used) >= MERGE_MIN_MEMBERS and em <= MERGE_MAX_RATIO * e1
+                 and em <= PARENT_SHARE * parent_residual(w, singles))
+    wblk = sum(wb * n for _, n, wb in blocks.values()) / n_blk if blocks else w
     is_block = (len(block_used) >= MERGE_MIN_MEMBERS and len(blocks) >= BLOCK_MIN_GROUPS
-                and eb <= MERGE_MAX_RATIO * e1 and eb <= BLOCK_GAIN * em)
+                and eb <= MERGE_MAX_RATIO * e1 and eb <= BLOCK_GAIN * em
+                and eb <= PARENT_SHARE * parent_residual(wblk, singles))
     best = int(np.argmin(singles))
     if is_block:
-        w = sum(wb * n for _, n, wb in blocks.values()) / n_blk
-        return MergeFit(w, eb / e1, best, {g: wb for g, (_, _, wb) in blocks.items()})
+        return MergeFit(wblk, eb / e1, best, {g: wb for g, (_, _, wb) in blocks.items()})
     if is_global:
         return MergeFit(w, em / e1, best)
     return None

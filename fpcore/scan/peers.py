@@ -39,6 +39,20 @@ EXACT_GRAM_BYTES = 512 << 20
 OMP_RIDGE = 1e-9
 #: bytes per block of unit samples (UnitRows): a few tens of blocks for a family at the limit
 UNIT_BLOCK_BYTES = 32 << 20
+#: files of the pursuit compared with a file whatever they explain: the nearest relative and the
+#: file that best explains the rest (the second member of a two-way merge explained as little as
+#: 0.6 % of what was left when the first file was a near copy: 1,000-file folder of
+#: bench/first_scan.py)
+OMP_ALWAYS = 2
+#: later files of the pursuit are compared only if they explained at least this share of what the
+#: files before them left unexplained: on that folder every merge member beyond the first two
+#: explained more, and the files compared per file fell from 8 to 2.8 on average (a sibling's
+#: own training explains about 1/values of a fine-tune's: nothing)
+OMP_MIN_GAIN = 0.02
+#: the pursuit ends when what is left of a file is below this share of it: a difference of 1 %
+#: RMS, beyond what rounding to bf16 leaves (2^-9 RMS relative, 4e-6 of the energy) and far
+#: below a fine-tune's own training (3-8 % RMS in the bench, more in real ones)
+OMP_DONE = 1e-4
 #: rows of that product computed at once (bounds its temporaries)
 GRAM_BLOCK = 1024
 #: folder relations written to the store per transaction (one per file measured 0.3 s per
@@ -306,14 +320,18 @@ def _family_gram(reps_: list[str], fps, comp: str, units: dict, unit_rows: UnitR
 
 
 def _omp_peers(G: np.ndarray, i: int, k: int) -> list[int]:
-    """``k`` rows for row ``i`` by orthogonal matching pursuit on the Gram matrix: each step takes
-    the file most correlated with what the files already taken leave unexplained of file ``i``,
-    so the members of a merge are found even when many relatives of one member are nearer than
-    the other member (measured on a 1,000-file folder: both members of 76 of 78 merges among 8
-    peers, against 42 among the 64 nearest by sketch)."""
+    """Up to ``k`` rows for row ``i`` by orthogonal matching pursuit on the Gram matrix: each step
+    takes the file most correlated with what the files already taken leave unexplained of file
+    ``i``, so the members of a merge are found even when many relatives of one member are nearer
+    than the other member (measured on a 1,000-file folder: both members of 76 of 78 merges among
+    8 peers, against 42 among the 64 nearest by sketch). Of the ``k`` steps, the first
+    OMP_ALWAYS files are returned, and each later one that explained at least OMP_MIN_GAIN of
+    what was left (a sibling's own training explains almost nothing of a fine-tune's)."""
     chosen: list[int] = []
+    keep: list[int] = []
     r = G[i].copy()                        # each file's inner product with the residual
-    for _ in range(min(k, len(G) - 1)):
+    left = float(G[i, i])                  # the residual's energy
+    for step in range(min(k, len(G) - 1)):
         sc = np.abs(r)
         sc[i] = -1.0
         sc[chosen] = -1.0
@@ -321,11 +339,16 @@ def _omp_peers(G: np.ndarray, i: int, k: int) -> list[int]:
         if sc[j] < 0:
             break
         chosen.append(j)
-        A = G[np.ix_(chosen, chosen)]
         # a tiny ridge keeps copies of one model in other precisions (cosine ~1) solvable
-        coef = np.linalg.solve(A + OMP_RIDGE * np.eye(len(chosen)), G[chosen, i])
+        coef = np.linalg.solve(G[np.ix_(chosen, chosen)] + OMP_RIDGE * np.eye(len(chosen)), G[chosen, i])
+        now = float(G[i, i] - coef @ G[chosen, i])
+        if step < OMP_ALWAYS or left - now >= OMP_MIN_GAIN * left:
+            keep.append(j)
+        left = now
+        if left <= OMP_DONE * G[i, i]:     # nothing left but rounding: no file can explain more
+            break
         r = G[i] - G[:, chosen] @ coef
-    return chosen
+    return keep
 
 
 def _unit_sample(fp, comp: str):
