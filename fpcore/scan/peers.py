@@ -49,10 +49,8 @@ OMP_ALWAYS = 2
 #: explained more, and the files compared per file fell from 8 to 2.8 on average (a sibling's
 #: own training explains about 1/values of a fine-tune's: nothing)
 OMP_MIN_GAIN = 0.02
-#: the pursuit ends when what is left of a file is below this share of it: a difference of 1 %
-#: RMS, beyond what rounding to bf16 leaves (2^-9 RMS relative, 4e-6 of the energy) and far
-#: below a fine-tune's own training (3-8 % RMS in the bench, more in real ones)
-OMP_DONE = 1e-4
+#: files whose pursuits run together (_omp_all: temporaries of OMP_BATCH x files x k floats)
+OMP_BATCH = 256
 #: rows of that product computed at once (bounds its temporaries)
 GRAM_BLOCK = 1024
 #: folder relations written to the store per transaction (one per file measured 0.3 s per
@@ -226,18 +224,18 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
                        and prepared[q].comp == comp and prepared[q].unit is not None}
         sketches: list = []
 
-        gram: list = []
+        gram: list = []      # [(G, rows, peers by row)], on the first miss
 
         def peers_of(u: str) -> list[str]:
             others = [q for q in reps_ if q != u]
             if len(others) <= candidates:
                 return others
             if not gram:       # on the first miss only: a rescan served from the store needs none
-                gram.append(_family_gram(reps_, fps, comp, exact, unit_rows))
-            G, rows = gram[0]
+                G, rows = _family_gram(reps_, fps, comp, exact, unit_rows)
+                gram.append((rows, list(rows), _omp_all(G, candidates) if G is not None else []))
+            rows, names, chosen = gram[0]
             if u in rows:
-                names = list(rows)
-                return [names[j] for j in _omp_peers(G, rows[u], candidates)]
+                return [names[j] for j in chosen[rows[u]]]
             if not sketches:
                 S = np.stack([sketch.sketch(fps[q], comp) for q in reps_])
                 # every file's shortlist from one matrix product (a product per file measured
@@ -320,35 +318,47 @@ def _family_gram(reps_: list[str], fps, comp: str, units: dict, unit_rows: UnitR
 
 
 def _omp_peers(G: np.ndarray, i: int, k: int) -> list[int]:
-    """Up to ``k`` rows for row ``i`` by orthogonal matching pursuit on the Gram matrix: each step
-    takes the file most correlated with what the files already taken leave unexplained of file
-    ``i``, so the members of a merge are found even when many relatives of one member are nearer
-    than the other member (measured on a 1,000-file folder: both members of 76 of 78 merges among
-    8 peers, against 42 among the 64 nearest by sketch). Of the ``k`` steps, the first
-    OMP_ALWAYS files are returned, and each later one that explained at least OMP_MIN_GAIN of
-    what was left (a sibling's own training explains almost nothing of a fine-tune's)."""
-    chosen: list[int] = []
-    keep: list[int] = []
-    r = G[i].copy()                        # each file's inner product with the residual
-    left = float(G[i, i])                  # the residual's energy
-    for step in range(min(k, len(G) - 1)):
-        sc = np.abs(r)
-        sc[i] = -1.0
-        sc[chosen] = -1.0
-        j = int(np.argmax(sc))
-        if sc[j] < 0:
-            break
-        chosen.append(j)
-        # a tiny ridge keeps copies of one model in other precisions (cosine ~1) solvable
-        coef = np.linalg.solve(G[np.ix_(chosen, chosen)] + OMP_RIDGE * np.eye(len(chosen)), G[chosen, i])
-        now = float(G[i, i] - coef @ G[chosen, i])
-        if step < OMP_ALWAYS or left - now >= OMP_MIN_GAIN * left:
-            keep.append(j)
-        left = now
-        if left <= OMP_DONE * G[i, i]:     # nothing left but rounding: no file can explain more
-            break
-        r = G[i] - G[:, chosen] @ coef
-    return keep
+    """_omp_all() for one row."""
+    return _omp_all(G, k, [i])[0]
+
+
+def _omp_all(G: np.ndarray, k: int, rows: list[int] | None = None) -> list[list[int]]:
+    """Up to ``k`` peers for each row by orthogonal matching pursuit on the Gram matrix: each step
+    takes the file most correlated with what the files already taken leave unexplained of the
+    row's file, so the members of a merge are found even when many relatives of one member are
+    nearer than the other member (measured on a 1,000-file folder: both members of 76 of 78
+    merges among 8 peers, against 42 among the 64 nearest by sketch). Of the ``k`` steps, the
+    first OMP_ALWAYS files are kept, and each later one that explained at least OMP_MIN_GAIN of
+    what was left (a sibling's own training explains almost nothing of a fine-tune's). Rows go
+    OMP_BATCH at a time, every step of a batch in a few array operations."""
+    rows = list(range(len(G))) if rows is None else list(rows)
+    k = min(k, len(G) - 1)
+    out: list[list[int]] = []
+    for a in range(0, len(rows), OMP_BATCH):
+        F = np.array(rows[a:a + OMP_BATCH], np.int64)
+        b, at = len(F), np.arange(len(F))
+        R = G[F].copy()                          # each file's inner product with each residual
+        diag = G[F, F]
+        left = diag.copy()                       # each residual's energy
+        chosen = np.zeros((b, max(k, 0)), np.int64)
+        keep = np.zeros((b, max(k, 0)), bool)
+        for step in range(k):
+            sc = np.abs(R)
+            sc[at, F] = -1.0
+            if step:
+                sc[at[:, None], chosen[:, :step]] = -1.0
+            chosen[:, step] = np.argmax(sc, axis=1)
+            C = chosen[:, :step + 1]
+            A = G[C[:, :, None], C[:, None, :]]  # (b, s, s)
+            rhs = G[C, F[:, None]]               # (b, s)
+            # a tiny ridge keeps copies of one model in other precisions (cosine ~1) solvable
+            coef = np.linalg.solve(A + OMP_RIDGE * np.eye(step + 1), rhs[..., None])[..., 0]
+            now = diag - np.einsum("bs,bs->b", coef, rhs)
+            keep[:, step] = (step < OMP_ALWAYS) | (left - now >= OMP_MIN_GAIN * left)
+            left = now
+            R = G[F] - np.einsum("bs,bsn->bn", coef, G[C])
+        out.extend([int(j) for j, kp in zip(chosen[r], keep[r]) if kp] for r in range(b))
+    return out
 
 
 def _unit_sample(fp, comp: str):
