@@ -395,7 +395,7 @@ def test_merge_fit_keeps_one_of_two_copies_of_the_same_weights():
 
 
 def test_a_family_too_large_for_the_exact_cosines_shortlists_by_sketch(tmp_path, monkeypatch):
-    """Beyond EXACT_GRAM_BYTES the peers come from a shortlist by sketch: the same groups, and
+    """Beyond GRAM_MAX_WORK at every fourth value the peers come from a shortlist by sketch: the same groups, and
     the merges are still found."""
     from fpcore.scan import peers
     d = _lineage_folder(tmp_path / "m", 2, 4)
@@ -404,7 +404,7 @@ def test_a_family_too_large_for_the_exact_cosines_shortlists_by_sketch(tmp_path,
     calls = []
     real = peers._pick_peers
     monkeypatch.setattr(peers, "_pick_peers", lambda *a: calls.append(a[0]) or real(*a))
-    monkeypatch.setattr(peers, "EXACT_GRAM_BYTES", 0)
+    monkeypatch.setattr(peers, "GRAM_MAX_WORK", 1.0)
     sketched = scan.scan_folder(d, db=db, cache_dir=tmp_path / "c2")
     assert calls                                             # the sketch path ran
     assert _group_names(sketched) == _group_names(exact)
@@ -424,3 +424,29 @@ def test_a_base_among_its_fine_tunes_is_not_their_merge(tmp_path):
     rel = _relations(scan.scan_folder(d, db=_db(tmp_path), cache_dir=tmp_path / "c"))
     assert rel["base.safetensors"][0] == "related" and rel["base.safetensors"][2] == []
     assert all(rel[f"ft{i}.safetensors"][1] == "base.safetensors" for i in range(6))
+
+
+def test_a_large_family_compares_every_few_values(tmp_path, monkeypatch):
+    """Beyond GRAM_MAX_WORK (up to GRAM_MAX_STRIDE times it) the cosines are taken on every few
+    values: the same groups and merges as on every value."""
+    from fpcore.scan import peers
+    d = _lineage_folder(tmp_path / "m", 2, 4)
+    db = _db(tmp_path)
+    sizes, strides = [], []
+    real_gram, real_rows_gram = peers._family_gram, peers.UnitRows.gram
+
+    def family_gram(reps_, fps, comp, units, unit_rows=None):
+        G, rows = real_gram(reps_, fps, comp, units, unit_rows)
+        sizes.append((len(rows), len(units[reps_[0]][1])))
+        return G, rows
+    monkeypatch.setattr(peers, "_family_gram", family_gram)
+    monkeypatch.setattr(peers.UnitRows, "gram", lambda self, rows, stride=1: strides.append(stride) or
+                        real_rows_gram(self, rows, stride))
+    full = scan.scan_folder(d, db=db, cache_dir=tmp_path / "c1")
+    (m, length), = sizes
+    monkeypatch.setattr(peers, "GRAM_MAX_WORK", m * m * length / 3)
+    strided = scan.scan_folder(d, db=db, cache_dir=tmp_path / "c2")
+    assert strides == [1, 3]
+    assert _group_names(strided) == _group_names(full)
+    merges = lambda res: sorted(k for k, v in _relations(res).items() if v[0] == "merge")  # noqa: E731
+    assert merges(strided) == merges(full) and merges(full)

@@ -2,11 +2,12 @@
 
 Files are grouped by family and denoiser (``family_groups``); each distinct content is compared
 in full (fpcore.match) with a few peers, chosen by orthogonal matching pursuit on the exact
-cosines of the family's samples (``_family_gram``, ``_omp_peers``; beyond EXACT_GRAM_BYTES, from
+cosines of the family's samples (``_family_gram``, ``_omp_all``; beyond GRAM_MAX_WORK, from
 a shortlist by sketch: ``_pick_peers``). Cached in the store per content and set of peers.
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -30,10 +31,15 @@ PEER_SHORTLIST = 64
 EXACT_RERANK = 16
 
 
-#: the exact cosines of a family's files (_family_gram) are computed when their unit samples
-#: (float32) fit in this many bytes: 3,500 SD1.5 UNet samples, about 1,000 SDXL ones. Larger
-#: families shortlist each file's peers by sketch first (PEER_SHORTLIST)
-EXACT_GRAM_BYTES = 512 << 20
+#: the exact cosines of a family's files (_family_gram: files x files x values multiply-adds)
+#: are computed while that is at most this much work: 1,000 SD1.5 UNet samples (36,096 values)
+#: took 0.2-0.3 s, so this is about 8 s (5,000 SD1.5 files, 3,000 SDXL ones); beyond it on
+#: every other value, or every fourth (GRAM_MAX_STRIDE)
+GRAM_MAX_WORK = 1e12
+#: beyond every fourth value the family's files shortlist their peers by sketch (PEER_SHORTLIST).
+#: On the 1,000-file folder, the pursuit found both members of 76 of 78 merges on every value,
+#: 74 on every fourth, 66 on every eighth; the sketch shortlist 42-48
+GRAM_MAX_STRIDE = 4
 #: added to the diagonal of the cosines a pursuit step solves (unit diagonal): far below any
 #: difference between two models, it only keeps exact copies from making the system singular
 OMP_RIDGE = 1e-9
@@ -143,16 +149,17 @@ class UnitRows:
         block[row] = x
         return block[row]
 
-    def gram(self, rows: list[np.ndarray]) -> np.ndarray | None:
-        """Inner products of rows returned by put() (all of one length), block by block; None
-        if some row is not one of them."""
+    def gram(self, rows: list[np.ndarray], stride: int = 1) -> np.ndarray | None:
+        """Inner products of rows returned by put() (all of one length; every ``stride``-th
+        value), block by block; None if some row is not one of them."""
         where = []
         for x in rows:
             b = x.base
             if b is None or b.ndim != 2 or not any(b is blk for blk in self._blocks.get(len(x), ())):
                 return None
             where.append((id(b), (x.__array_interface__["data"][0] - b.__array_interface__["data"][0]) // b.strides[0]))
-        blocks = {id(blk): blk for blk in self._blocks[len(rows[0])]}
+        blocks = {id(blk): blk if stride == 1 else np.ascontiguousarray(blk[:, ::stride])
+                  for blk in self._blocks[len(rows[0])]}
         by_block: dict[int, list[int]] = {}
         for i, (b, _) in enumerate(where):
             by_block.setdefault(b, []).append(i)
@@ -296,8 +303,9 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
 def _family_gram(reps_: list[str], fps, comp: str, units: dict, unit_rows: UnitRows | None = None
                  ) -> tuple[np.ndarray | None, dict]:
     """(G, rows): the cosines between the unit samples of the files that share the family's most
-    common layout (one matrix product), and each such file's row; (None, {}) when those samples
-    exceed EXACT_GRAM_BYTES (the files then shortlist by sketch)."""
+    common layout (one matrix product, on every value or on every few: GRAM_MAX_WORK), and each
+    such file's row; (None, {}) when even every GRAM_MAX_STRIDE-th value would be too much work
+    (the files then shortlist by sketch)."""
     for q in reps_:
         if q not in units:
             keys, x, v = _unit_sample(fps[q], comp)
@@ -306,14 +314,21 @@ def _family_gram(reps_: list[str], fps, comp: str, units: dict, unit_rows: UnitR
     for q in reps_:
         by_layout.setdefault(units[q][2].layout, []).append(q)
     members = max(by_layout.values(), key=len)
-    if len(members) < 2 or len(members) * len(units[members[0]][1]) * 4 > EXACT_GRAM_BYTES:
+    if len(members) < 2:
         return None, {}
-    G = unit_rows.gram([units[q][1] for q in members]) if unit_rows is not None else None
+    # every other value (or every fourth) when the product would be too much work
+    stride = math.ceil(len(members) ** 2 * len(units[members[0]][1]) / GRAM_MAX_WORK)
+    if stride > GRAM_MAX_STRIDE:
+        return None, {}
+    G = unit_rows.gram([units[q][1] for q in members], stride) if unit_rows is not None else None
     if G is None:
-        U = np.stack([units[q][1] for q in members])
+        U = np.stack([units[q][1][::stride] for q in members])
         G = np.empty((len(members), len(members)))
         for a in range(0, len(members), GRAM_BLOCK):        # bounded temporaries
             G[a:a + GRAM_BLOCK] = U[a:a + GRAM_BLOCK] @ U.T
+    if stride > 1:                                          # cosines of the values taken
+        d = np.sqrt(np.maximum(np.diag(G), 1e-30))
+        G /= np.outer(d, d)
     return G, {q: i for i, q in enumerate(members)}
 
 
