@@ -13,9 +13,9 @@ import numpy as np
 
 from .. import layout
 from .align import Aligned, Moments, block_groups
-from .decisions import (BLOCK_GAIN, COPY_MAX_NOISE_RATIO, PARENT_SHARE, BLOCK_MIN_GROUPS, BLOCK_MIN_VALUES, DELTA_MERGE_MAX_PART,
-                        DELTA_MERGE_MAX_TOTAL, DELTA_MERGE_MIN, MERGE_MAX_RATIO, MERGE_MIN_MEMBERS,
-                        MERGE_MIN_WEIGHT, MERGE_REFITS, RHO_MAX)
+from .decisions import (BLOCK_GAIN, BLOCK_MIN_GROUPS, BLOCK_MIN_VALUES, COPY_MAX_NOISE_RATIO, DELTA_MERGE_MAX_PART,
+                        DELTA_MERGE_MAX_TOTAL, DELTA_MERGE_MIN, MERGE_MAX_RATIO, MERGE_MIN_MEMBERS, MERGE_MIN_WEIGHT,
+                        MERGE_REFITS, PARENT_SHARE, RHO_MAX)
 from ..nnls import affine_nnls, affine_nnls_gram  # noqa: F401  (affine_nnls re-exported: match.affine_nnls)
 
 

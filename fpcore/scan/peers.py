@@ -19,9 +19,10 @@ from .. import layout, sketch
 #: three members of a merge besides copies of the file in other precisions; measured on the
 #: 1,000-file folder of bench/first_scan.py: both members of 76 of 78 merges among 8, 78 among 16.
 PEER_CANDIDATES = 8
-#: (families too large for the exact cosines) files the sketch shortlists per file, re-ranked by the exact similarity of the samples: the sketch
-#: keeps distances to a few per cent, which cannot tell apart the siblings that a merge of two
-#: distant models sits between (their distances differ by less than that). Calibrated with
+#: (families too large for the exact cosines) files the sketch shortlists per file, re-ranked by
+#: the exact similarity of the samples: the sketch keeps distances to a few per cent, which
+#: cannot tell apart the siblings that a merge of two distant models sits between (their
+#: distances differ by less than that). Calibrated with
 #: bench/first_scan.py (its 120-file check, families of 60): with 32, 3 merges of fine-tunes were
 #: missed (a member not shortlisted); with 64 every relation equals the exhaustive comparison's
 PEER_SHORTLIST = 64
@@ -157,7 +158,8 @@ class UnitRows:
             b = x.base
             if b is None or b.ndim != 2 or not any(b is blk for blk in self._blocks.get(len(x), ())):
                 return None
-            where.append((id(b), (x.__array_interface__["data"][0] - b.__array_interface__["data"][0]) // b.strides[0]))
+            offset = x.__array_interface__["data"][0] - b.__array_interface__["data"][0]
+            where.append((id(b), offset // b.strides[0]))
         blocks = {id(blk): blk if stride == 1 else np.ascontiguousarray(blk[:, ::stride])
                   for blk in self._blocks[len(rows[0])]}
         by_block: dict[int, list[int]] = {}
@@ -197,8 +199,9 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
 
     Each distinct content is compared in full with ``candidates`` peers chosen by pursuit on the
     exact cosines of the samples (or, in a family too large for those, from a shortlist by
-    sketch: fpcore.sketch), not with every file. Cached in the store per file content (its SHA-256, else its store key) and
-    set of peer contents, so a rescan of an unchanged folder does no matching. ``prepared``: path
+    sketch: fpcore.sketch), not with every file. Cached in the store per file content (its
+    SHA-256, else its store key) and set of peer contents, so a rescan of an unchanged folder
+    does no matching. ``prepared``: path
     -> Prepared, for the files read in this scan (the others are prepared here when needed);
     ``unit_rows``: where their unit samples are kept."""
     import hashlib
