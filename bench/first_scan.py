@@ -236,12 +236,13 @@ def run_small(work: Path, n: int, check: int) -> None:
     again = child("auto", folder, work / f"cache_small{n}", cold=False)
     ph = first["phases"]
     print(f"\n### (2) {n} small checkpoints (SD1 UNet layout, {fmt_bytes(size)}), empty store\n")
-    print("| run | time | fingerprinting | hashing (confirming) | comparing | grouping |")
-    print("|---|---|---|---|---|---|")
+    print("| run | time | fingerprinting | hashing (confirming) | comparing | grouping | peak RSS |")
+    print("|---|---|---|---|---|---|---|")
     for label, r in (("first scan", first), ("rescan, unchanged", again)):
         p = r["phases"]
         print(f"| {label} | {r['seconds']:.2f} s | " + " | ".join(
-            f"{p.get(k, 0):.2f} s" for k in ("fingerprinting", "hashing", "comparing", "grouping")) + " |")
+            f"{p.get(k, 0):.2f} s" for k in ("fingerprinting", "hashing", "comparing", "grouping"))
+            + f" | {r['maxrss_mb']:.0f} MB |")
     print(f"\ncomparison phase: {100 * ph.get('comparing', 0) / first['seconds']:.1f} % of the first scan "
           f"(target <= 10 %); rescan {again['seconds']:.2f} s (target <= 2 s); files hashed: {first['hashed']}; "
           f"groups: {len(first['groups'])}")
