@@ -450,3 +450,24 @@ def test_a_large_family_compares_every_few_values(tmp_path, monkeypatch):
     assert _group_names(strided) == _group_names(full)
     merges = lambda res: sorted(k for k, v in _relations(res).items() if v[0] == "merge")  # noqa: E731
     assert merges(strided) == merges(full) and merges(full)
+
+
+def test_a_file_with_another_layout_still_finds_its_peers(tmp_path, monkeypatch):
+    """A copy of a fine-tune missing a tensor (another sample layout than the family's): it is
+    not in the family's cosines, finds its peers by sketch, and is still the same weights."""
+    from fpcore.scan import peers
+    calls = []
+    real = peers._pick_peers
+    monkeypatch.setattr(peers, "_pick_peers", lambda *a: calls.append(Path(a[0]).name) or real(*a))
+    d = _lineage_folder(tmp_path / "m", 2, 4)
+    from safetensors.numpy import load_file
+    sd = {k: v for k, v in load_file(str(d / "b0_ft1.safetensors")).items()}
+    dropped = sorted(k for k, v in sd.items() if v.ndim >= 2 and "model.diffusion_model" in k)[-1]
+    del sd[dropped]
+    _write(d / "b0_ft1_pruned.safetensors", {k: v.astype(np.float32) for k, v in sd.items()}, "F16")
+    res = scan.scan_folder(d, db=_db(tmp_path), cache_dir=tmp_path / "c")
+    rel = _relations(res)
+    assert calls == ["b0_ft1_pruned.safetensors"]             # only it went the sketch way
+    assert rel["b0_ft1_pruned.safetensors"][0] == "same_weights"
+    assert "b0_ft1.safetensors" in rel["b0_ft1_pruned.safetensors"][1]
+    assert any(r[0] == "merge" for r in rel.values())
