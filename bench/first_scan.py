@@ -35,8 +35,12 @@ sys.path.insert(0, str(ROOT))
 BIG = [("sdxl_bf16", "sdxl", "BF16")] + [(f"sd15_fp16_{i}", "sd1", "F16") for i in range(7)]
 
 CHILD = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 sys.path.insert(0, {root!r})
+def hwm():  # peak RSS of this process (ru_maxrss would include the parent's, kept across exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 from fpcore.refs import RefDB
 from fpcore.scan import scan_folder
 policy, folder, cache, peers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -57,7 +61,7 @@ order = ["hashing", "comparing", "grouping"]
 starts = [("fingerprinting", t0)] + [(n, marks[n]) for n in order if n in marks] + [("end", t1)]
 phases = {{starts[i][0]: starts[i + 1][1] - starts[i][1] for i in range(len(starts) - 1)}}
 out = {{"seconds": t1 - t0, "read_bytes": io1["read_bytes"] - io0["read_bytes"], "rchar": io1["rchar"] - io0["rchar"],
-       "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "phases": phases,
+       "maxrss_mb": hwm(), "phases": phases,
        "hashed": sum(1 for r in res["reports"] if r.get("hash") == "computed"),
        "errors": sum(1 for r in res["reports"] if r.get("error")),
        "groups": sorted((g["relation"], tuple(sorted(os.path.basename(p) for p in g["paths"]))) for g in res["groups"]),
