@@ -471,3 +471,21 @@ def test_a_file_with_another_layout_still_finds_its_peers(tmp_path, monkeypatch)
     assert rel["b0_ft1_pruned.safetensors"][0] == "same_weights"
     assert "b0_ft1.safetensors" in rel["b0_ft1_pruned.safetensors"][1]
     assert any(r[0] == "merge" for r in rel.values())
+
+
+def test_unit_rows_give_the_products_of_the_rows_across_blocks(monkeypatch):
+    """UnitRows keeps samples in blocks; its products equal those of the stacked rows, for rows
+    spread over several blocks, in any order, on every value or every few."""
+    from fpcore.scan import peers
+    monkeypatch.setattr(peers, "UNIT_BLOCK_BYTES", 4 * 100 * 3)        # three rows of 100 per block
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((10, 100)).astype(np.float32)
+    ur = peers.UnitRows()
+    rows = [ur.put(x) for x in X]
+    assert len(ur._blocks[100]) == 4
+    order = [7, 2, 9, 0, 4]
+    for stride in (1, 2, 3):
+        G = ur.gram([rows[i] for i in order], stride)
+        U = X[order][:, ::stride].astype(np.float64)
+        assert np.allclose(G, U @ U.T, rtol=1e-5, atol=1e-4)
+    assert ur.gram([X[0]]) is None                                     # not one of its rows
