@@ -114,7 +114,13 @@ def test_server_ignoring_range_is_stopped_after_the_first_block(served):
     assert "ignores Range requests" in rep["error"] and "/norange/big.safetensors" in rep["error"]
     time.sleep(0.2)
     sent = sum(r["bytes"] for r in srv.log())
-    assert sent < size * 0.01, f"{sent} of {size} bytes sent"
+    # nginx counts what it wrote into the connection: the first block the client read, plus what
+    # the kernel's socket buffers took before the client closed (loopback windows reach the
+    # tcp_rmem/tcp_wmem maxima; 4.16 MB was once seen against a fixed 1 % bound)
+    from fpcore.sources.remote import FIRST_BLOCK
+    buffers = sum(int(open(f"/proc/sys/net/ipv4/{n}").read().split()[-1]) for n in ("tcp_rmem", "tcp_wmem"))
+    assert sent < FIRST_BLOCK + buffers + (1 << 20), f"{sent} of {size} bytes sent"
+    assert sent < size * 0.25, f"{sent} of {size} bytes sent"
 
 
 def test_redirect_followed_and_loop_refused(served):

@@ -234,12 +234,11 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
                        and prepared[q].comp == comp and prepared[q].unit is not None}
         sketches: list = []
 
-        gram: list = []      # [(G, rows, peers by row)], on the first miss
+        gram: list = []      # [(row of each file, file of each row, peers of each row)], on the first miss
 
         def peers_of(u: str) -> list[str]:
-            others = [q for q in reps_ if q != u]
-            if len(others) <= candidates:
-                return others
+            if len(reps_) - 1 <= candidates:
+                return [q for q in reps_ if q != u]
             if not gram:       # on the first miss only: a rescan served from the store needs none
                 G, rows = _family_gram(reps_, fps, comp, exact, unit_rows)
                 gram.append((rows, list(rows), _omp_all(G, candidates) if G is not None else []))
@@ -254,7 +253,7 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
             S, near = sketches[0]
             short = [reps_[j] for j in near[index[u]]]
             if not short:
-                return others[:candidates]
+                return [q for q in reps_ if q != u][:candidates]
             return _pick_peers(u, short, candidates, fps, comp, exact, lambda qs: S[[index[q] for q in qs]])
 
         cached = store.get_reports([cid[u] for u in reps_ if cid[u]], peers_key) if store is not None else {}
