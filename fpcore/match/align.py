@@ -159,22 +159,17 @@ class Aligned:
                        self.moments.cols(list(cols)), parent=root, rows=idx, cnt=self.cnt)
 
     def tensor_moments(self, tensors: list[int]) -> Moments:
-        """Moments over the values of some tensors only (a block group). Tensors in a row are
-        a slice of the values (sorted keys keep a block group together): no copy."""
+        """Moments over the values of some tensors only (a block group). Those of a block group
+        whose tensors are in a row come from the moments pass (_moments_by_block)."""
         if self._MT is None:                        # a cols() view: the parent's, restricted
             full = self._parent.tensor_moments(tensors)
             return Moments(full.G[np.ix_(self._rows, self._rows)], full.n, full.noise_x,
                            np.concatenate([full.noise_R, [full.noise_x]])[self._rows[:-1]])
-        if self._moments is None:
-            self.moments
+        self.moments                                # its pass fills _block_moments
         hit = self._block_moments.get(tuple(tensors))
         if hit is not None:
             return hit
-        if tensors == list(range(tensors[0], tensors[-1] + 1)):
-            a, b = np.searchsorted(self.tensor_of, [tensors[0], tensors[-1] + 1])
-            M = self.MT[:, int(a):int(b)]
-        else:
-            M = self.MT[:, np.isin(self.tensor_of, tensors)]
+        M = self.MT[:, np.isin(self.tensor_of, tensors)]
         n = M.shape[1]
         return Moments(M @ M.T, n, *self._noise(self.NS[:, tensors], n))
 

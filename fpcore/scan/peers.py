@@ -58,8 +58,6 @@ OMP_ALWAYS = 2
 OMP_MIN_GAIN = 0.02
 #: files whose pursuits run together (_omp_all: temporaries of OMP_BATCH x files x k floats)
 OMP_BATCH = 256
-#: rows of that product computed at once (bounds its temporaries)
-GRAM_BLOCK = 1024
 #: folder relations written to the store per transaction (one per file measured 0.3 s per
 #: 1,000 files); an interrupted scan loses none (written on the way out)
 PEER_WRITES = 128
@@ -175,7 +173,7 @@ class UnitRows:
         return G
 
 
-def prepare(fp, rep: dict, unit_rows: UnitRows | None = None) -> Prepared:
+def prepare(fp, rep: dict, unit_rows: UnitRows) -> Prepared:
     """The per-file part of comparing, done in the fingerprinting phase while the file is at
     hand (linear in the files, unlike the comparisons): the unit sample of the denoiser and the
     per-tensor facts of its views that the alignment reads (sums, rounding noise, finiteness,
@@ -189,7 +187,7 @@ def prepare(fp, rep: dict, unit_rows: UnitRows | None = None) -> Prepared:
     v = fp.view(comp, 2)
     (v.tensor_sums, v.rvar_sums)
     keys, x, v = _unit_sample(fp, comp)
-    return Prepared(comp, (keys, unit_rows.put(x) if unit_rows is not None else x, v))
+    return Prepared(comp, (keys, unit_rows.put(x), v))
 
 
 def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | None = None,
@@ -201,9 +199,8 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
     exact cosines of the samples (or, in a family too large for those, from a shortlist by
     sketch: fpcore.sketch), not with every file. Cached in the store per file content (its
     SHA-256, else its store key) and set of peer contents, so a rescan of an unchanged folder
-    does no matching. ``prepared``: path
-    -> Prepared, for the files read in this scan (the others are prepared here when needed);
-    ``unit_rows``: where their unit samples are kept."""
+    does no matching. ``prepared``: path -> Prepared, for the files read in this scan (the
+    others are prepared here when needed); ``unit_rows``: where their unit samples are kept."""
     import hashlib
 
     from .. import match
@@ -302,7 +299,7 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
             reports[p]["folder"] = {"duplicates": dup, **found[uniq[shas[p] or p]]}
 
 
-def _family_gram(reps_: list[str], fps, comp: str, units: dict, unit_rows: UnitRows | None = None
+def _family_gram(reps_: list[str], fps, comp: str, units: dict, unit_rows: UnitRows
                  ) -> tuple[np.ndarray | None, dict]:
     """(G, rows): the cosines between the unit samples of the files that share the family's most
     common layout (one matrix product, on every value or on every few: GRAM_MAX_WORK), and each
@@ -311,7 +308,7 @@ def _family_gram(reps_: list[str], fps, comp: str, units: dict, unit_rows: UnitR
     for q in reps_:
         if q not in units:
             keys, x, v = _unit_sample(fps[q], comp)
-            units[q] = (keys, unit_rows.put(x) if unit_rows is not None else x, v)
+            units[q] = (keys, unit_rows.put(x), v)
     by_layout: dict[bytes, list[str]] = {}
     for q in reps_:
         by_layout.setdefault(units[q][2].layout, []).append(q)
@@ -322,12 +319,11 @@ def _family_gram(reps_: list[str], fps, comp: str, units: dict, unit_rows: UnitR
     stride = math.ceil(len(members) ** 2 * len(units[members[0]][1]) / GRAM_MAX_WORK)
     if stride > GRAM_MAX_STRIDE:
         return None, {}
-    G = unit_rows.gram([units[q][1] for q in members], stride) if unit_rows is not None else None
-    if G is None:
-        U = np.stack([units[q][1][::stride] for q in members])
-        G = np.empty((len(members), len(members)))
-        for a in range(0, len(members), GRAM_BLOCK):        # bounded temporaries
-            G[a:a + GRAM_BLOCK] = U[a:a + GRAM_BLOCK] @ U.T
+    G = unit_rows.gram([units[q][1] for q in members], stride)
+    if G is None:           # samples kept elsewhere (prepared with other UnitRows): copied in first
+        for q in members:
+            units[q] = (units[q][0], unit_rows.put(units[q][1]), units[q][2])
+        G = unit_rows.gram([units[q][1] for q in members], stride)
     if stride > 1:                                          # cosines of the values taken
         d = np.sqrt(np.maximum(np.diag(G), 1e-30))
         G /= np.outer(d, d)

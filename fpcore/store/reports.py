@@ -19,16 +19,7 @@ REPORTS_PER_QUERY = 500
 class ReportsTable(Database):
     # -- reports -----------------------------------------------------------------------------
     def get_report(self, key: str, refs_token: str) -> dict | None:
-        def q(con):
-            return con.execute("SELECT report FROM reports WHERE key=? AND version=? AND refs_token=?",
-                               (key, ALGO_VERSION, refs_token)).fetchone()
-        row = self._run(q) if key else None
-        if not row:
-            return None
-        try:
-            return json.loads(row[0])
-        except ValueError:
-            return None
+        return self.get_reports([key], refs_token).get(key)
 
     def get_reports(self, keys: list[str], refs_token: str) -> dict[str, dict]:
         """get_report() for many keys with one token: key -> report, for those cached (a folder's
