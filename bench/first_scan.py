@@ -43,6 +43,14 @@ def hwm():  # peak RSS of this process (ru_maxrss would include the parent's, ke
             return int(line.split()[1]) / 1024
 from fpcore.refs import RefDB
 from fpcore.scan import scan_folder
+import fpcore.scan.peers as pursuit
+pursued = []                     # files compared in full per file, as the pursuit chose them
+real_omp = pursuit._omp_all
+def omp_all(*a, **k):
+    out = real_omp(*a, **k)
+    pursued.extend(len(x) for x in out)
+    return out
+pursuit._omp_all = omp_all
 policy, folder, cache, peers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 db = RefDB(os.path.join(cache, "refs"), builtin_dir=os.path.join(cache, "none"))
 def io():
@@ -62,6 +70,7 @@ starts = [("fingerprinting", t0)] + [(n, marks[n]) for n in order if n in marks]
 phases = {{starts[i][0]: starts[i + 1][1] - starts[i][1] for i in range(len(starts) - 1)}}
 out = {{"seconds": t1 - t0, "read_bytes": io1["read_bytes"] - io0["read_bytes"], "rchar": io1["rchar"] - io0["rchar"],
        "maxrss_mb": hwm(), "phases": phases,
+       "peers_mean": sum(pursued) / len(pursued) if pursued else None,
        "hashed": sum(1 for r in res["reports"] if r.get("hash") == "computed"),
        "errors": sum(1 for r in res["reports"] if r.get("error")),
        "groups": sorted((g["relation"], tuple(sorted(os.path.basename(p) for p in g["paths"]))) for g in res["groups"]),
@@ -231,6 +240,7 @@ def run_big(work: Path) -> None:
 
 
 def run_small(work: Path, n: int, check: int) -> None:
+    from fpcore.scan import PEER_CANDIDATES
     folder = work / f"small{n}"
     t = time.perf_counter()
     truth = build_small(folder, n)
@@ -249,7 +259,8 @@ def run_small(work: Path, n: int, check: int) -> None:
             + f" | {r['maxrss_mb']:.0f} MB |")
     print(f"\ncomparison phase: {100 * ph.get('comparing', 0) / first['seconds']:.1f} % of the first scan "
           f"(target <= 10 %); rescan {again['seconds']:.2f} s (target <= 2 s); files hashed: {first['hashed']}; "
-          f"groups: {len(first['groups'])}")
+          f"groups: {len(first['groups'])}; files compared in full per file: {first['peers_mean'] or 0:.2f} "
+          f"(of the {PEER_CANDIDATES} the pursuit takes)")
     score, wrong = accuracy(first["relations"], truth)
     print(f"\nfolder relations right, against what the generator made: {fmt_accuracy(score)}")
     for w in wrong[:5]:
