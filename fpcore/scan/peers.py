@@ -53,7 +53,7 @@ UNIT_BLOCK_BYTES = 32 << 20
 OMP_ALWAYS = 2
 #: later files of the pursuit are compared only if they explained at least this share of what the
 #: files before them left unexplained: on that folder every merge member beyond the first two
-#: explained more, and the files compared per file fell from 8 to 2.8 on average (a sibling's
+#: explained more, and the files compared per file fell from 8 to 3.05 on average (a sibling's
 #: own training explains about 1/values of a fine-tune's: nothing)
 OMP_MIN_GAIN = 0.02
 #: files whose pursuits run together (_omp_all: temporaries of OMP_BATCH x files x k floats)
