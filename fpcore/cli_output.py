@@ -78,13 +78,13 @@ def hash_text(rep: dict) -> None:
 def scan_text(res: dict, root: str, dry_run: bool = False) -> None:
     from . import scan
     from .facts import format_bytes
-    from .identify import base_label
+    from .identify import family_name, relation_phrase
     for r in res["reports"]:
         if r.get("error"):
             continue   # already said on stderr, once
-        v, a, f = r["verdict"], r["architecture"], r.get("folder") or {}
+        a, f = r["architecture"], r.get("folder") or {}
         folder = scan.folder_text(f, root)
-        out(f"{os.path.relpath(r['path'], root)}: {a['family']} | {v['relation']} {base_label(r)}"
+        out(f"{os.path.relpath(r['path'], root)}: {family_name(a['family'])} | {relation_phrase(r)}"
             + (f" | folder: {folder}" if folder else ""))
     for g in res["groups"]:
         what = f" — {g['label']}" if g.get("label") else ""

@@ -106,7 +106,7 @@ def dominant_dtype(dtype_names) -> str | None:
     if not counts:
         return None
     top = max(counts, key=counts.get)
-    from .dtypes import DTYPES   # numpy and ml_dtypes: only when there is something to name
+    from .dtypes import DTYPES   # numpy: only when there is something to name
     return DTYPES[top].short if top in DTYPES else str(top).lower()
 
 

@@ -23,7 +23,7 @@ from fpcore.fingerprint import Fingerprint, _h64, run_start
 from .lineage import COMMON_SEED, SHARED_RHO
 from .safetensors_writer import write_safetensors
 from .sd import checkpoint_spec
-from .weights import random_state_dict
+from .weights import DTYPES as NP_DTYPES, random_state_dict
 
 
 def _fingerprint(sd: dict) -> Fingerprint:
@@ -90,7 +90,7 @@ class Space:
         for i, (dt, n) in enumerate(zip(t.dtypes, t.counts)):
             nb = int(n) * dtypes.DTYPES[dt].itemsize
             if self.isfloat[i] and n:
-                b = v[self.offs[i]:self.offs[i + 1]].astype(dtypes.numpy_dtype(dt)).tobytes()
+                b = v[self.offs[i]:self.offs[i + 1]].astype(NP_DTYPES[dt]).tobytes()
             else:
                 b = t.raw[pos:pos + nb]
             pos += nb

@@ -7,6 +7,7 @@ import numpy as np
 
 from fpcore import dtypes
 from fpcore.fingerprint import Fingerprint, _h64, run_length, run_start
+from testkit.weights import DTYPES as NP_DTYPES
 
 Ref = namedtuple("Ref", "name fp")
 
@@ -38,7 +39,7 @@ def make_fp(tensors: dict, dtype: str = "F16") -> Fingerprint:
         s = run_start(k, a.shape, n)
         flat = np.asarray(a, np.float64).reshape(-1)[s:s + n]
         # round straight from the master values (float64 -> float32 is exact for test values)
-        raw = flat.astype(np.float32).astype(dtypes.numpy_dtype(dt)).tobytes()
+        raw = flat.astype(np.float32).astype(NP_DTYPES[dt]).tobytes()
         raws.append(raw)
         counts.append(n)
         shapes.append(tuple(a.shape))

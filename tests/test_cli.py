@@ -165,6 +165,33 @@ def test_scan_text_summary_and_one_line_per_bad_file(demo_dir, tmp_path):
     assert "★ base.safetensors (= Demo Base 1.0)" in html          # a file that is a reference is starred
 
 
+def test_scan_lines_say_relation_and_base_once(demo_dir, tmp_path):
+    """'merge merge: ...' and 'unknown unknown' were printed (issue 23): each per-file line reads
+    'FILE: FAMILY | RELATION PHRASE', with the demo's recipe (0.6 / 0.4, as built)."""
+    d, _ = demo_dir
+    env = {"FPCORE_REFS": str(d / "refs"), "FPCORE_CACHE": str(tmp_path / "c")}
+    r = run("scan", d / "models", env=env)
+    lines = {ln.split(":", 1)[0]: ln.split(" | folder: ")[0] for ln in r.stdout.splitlines() if ".safetensors:" in ln}
+    assert lines["anime_photo_mix.safetensors"] == \
+        "anime_photo_mix.safetensors: SD1.x | merge: Demo Anime 60% + Demo Photo 40%"
+    assert lines["scratch.safetensors"] == "scratch.safetensors: SD1.x | unknown base"
+    assert lines["anime_v2.safetensors"].startswith("anime_v2.safetensors: SD1.x | derivative of Demo Anime")
+    assert lines["base_bf16.safetensors"].startswith("base_bf16.safetensors: SD1.x | same weights as Demo Base 1.0")
+    assert not re.search(r"\b(\w+) \1\b", r.stdout), r.stdout
+
+
+def test_summary_of_an_unknown_architecture_reads_as_english():
+    """'A unknown-architecture model ...' (issue 23): no summary starts with a wrong article."""
+    import types
+    from fpcore.identify import _summary
+    from fpcore.match.decisions import Code
+    a = types.SimpleNamespace(family="unknown", dtype="F16")
+    for code in (None, *(v for k, v in vars(Code).items() if k.isupper())):
+        for n_family in (0, 2):
+            s = _summary("unknown", None, [], {}, a, n_family, "a reason", code)
+            assert not re.match(r"A [aeiouAEIOU]", s), s
+
+
 def test_identify_bad_file_once(demo_dir):
     d, _ = demo_dir
     env = {"FPCORE_REFS": str(d / "refs")}

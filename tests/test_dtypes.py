@@ -88,3 +88,47 @@ def test_storage_label_by_bytes():
     assert dtypes.storage_label([("F16", 10), ("F8_E4M3", 100), ("F32", 1)], scaled=True) == "fp8 (e4m3, scaled)"
     assert dtypes.storage_label([("F16", 10_000), ("Q8_0", 3200), ("Q4_0", 320)]) == "Q8_0"
     assert dtypes.storage_bytes("Q8_0", 64) == 68 and dtypes.storage_bytes("BF16", 3) == 6
+
+
+# --- the numpy-only decoding and rounding against ml_dtypes, the other implementation -------------
+
+ML = {"BF16": ml_dtypes.bfloat16, "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2}
+
+
+def _same_bits(got: np.ndarray, want: np.ndarray) -> bool:
+    """Equal as values, NaN where NaN, and the same sign of zero."""
+    both_nan = np.isnan(got) & np.isnan(want)
+    eq = (got == want) & (np.signbit(got) == np.signbit(want))
+    return bool(np.all(both_nan | eq))
+
+
+@pytest.mark.parametrize("dt", ["BF16", "F8_E4M3", "F8_E5M2"])
+def test_decode_every_bit_pattern_as_ml_dtypes(dt):
+    width = np.dtype(ML[dt]).itemsize
+    codes = np.arange(1 << (8 * width), dtype="<u2" if width == 2 else "u1")
+    want = codes.view(ML[dt]).astype(np.float32)
+    assert _same_bits(dtypes.decode(codes.tobytes(), dt), want)
+
+
+def _float32_probe() -> np.ndarray:
+    """Every fp16 value, every bf16 value and its midpoints to both neighbours, 2^20 random bit
+    patterns, and the edges of each fp8 range."""
+    rng = np.random.default_rng(0)
+    f16 = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+    bf = (np.arange(1 << 16, dtype=np.uint32) << 16)
+    mids = np.concatenate([bf + 0x8000, bf - 0x8000, bf + 0x7FFF, bf + 0x8001]).astype(np.uint32).view(np.float32)
+    rand = rng.integers(0, 1 << 32, 1 << 20, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    edges = np.array([448, 456, 464, 464.01, 470, 480, 500, 57344, 61439, 61440, 61441, 65536, 1e9,
+                      np.inf, -np.inf, np.nan, 0.0, -0.0, 2.0 ** -9, 2.0 ** -10, 2.0 ** -17, 2.0 ** -16,
+                      3 * 2.0 ** -17, 1e-30], np.float32)
+    return np.concatenate([f16, bf.view(np.float32), mids, rand, edges, -edges])
+
+
+@pytest.mark.parametrize("dt", ["BF16", "F8_E4M3", "F8_E5M2", "F16"])
+def test_quantize_as_ml_dtypes_on_millions_of_float32(dt):
+    x = _float32_probe()
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = x.astype(ML.get(dt, np.float16)).astype(np.float32)
+    got = dtypes.quantize(x, dt)
+    bad = ~(np.isnan(got) & np.isnan(want)) & ~((got == want) & (np.signbit(got) == np.signbit(want)))
+    assert not bad.any(), list(zip(x[bad][:5].tolist(), got[bad][:5].tolist(), want[bad][:5].tolist()))

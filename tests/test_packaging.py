@@ -21,16 +21,29 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _can_build_wheels_here() -> bool:
+    """Can this Python's setuptools build a wheel without downloading anything? It has bdist_wheel
+    itself from 70.1 on; before that only with the ``wheel`` package, which Python 3.11's own
+    ``python3 -m venv`` (setuptools 65.5.0, no wheel) lacks: a newcomer's venv (issue 23)."""
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    try:
+        import wheel  # noqa: F401
+        return True
+    except ImportError:
+        parts = (setuptools.__version__.split(".") + ["0"])[:2]
+        return tuple(int(p) if p.isdigit() else 0 for p in parts) >= (70, 1)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     build = tmp_path_factory.mktemp("build")   # not ./build: other builds may use it at the same time
     cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check", "-w", str(out)]
-    try:
-        import setuptools  # noqa: F401
-        cmd.append("--no-build-isolation")
-    except ImportError:
-        pass
+    if _can_build_wheels_here():
+        cmd.append("--no-build-isolation")   # else pip builds in isolation, with setuptools from the registry
     env = dict(os.environ, TMPDIR=str(build))
     r = subprocess.run([*cmd, str(ROOT)], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr

@@ -29,7 +29,7 @@ from .url import identify_url
 from .verdict import RELATION_RANK, SAME, _summary, identify_fingerprint
 from .wording import (COMPONENT_NAMES, CONFIDENCE_MEANING, EVIDENCE_LEGEND, GROUP_LEGEND, RELATION_LEGEND,
                       TEXT_ENCODERS, base_label, component_name, components_phrase, confidence_levels,
-                      confidence_text, evidence_notes, merge_recipe, needs_reason)
+                      confidence_text, evidence_notes, merge_recipe, needs_reason, relation_phrase)
 
 # display names, kind names: one table in fpcore.facts (kept importable from here)
 FAMILY_NAMES = {f.id: f.name for f in FAMILIES.values()}
@@ -43,7 +43,7 @@ __all__ = [
     "RELATION_LEGEND", "GROUP_LEGEND", "CONFIDENCE_MEANING", "EVIDENCE_LEGEND", "RELATION_RANK", "SAME",
     "TEXT_ENCODERS", "COMPONENT_NAMES", "FAMILY_NAMES", "FAMILIES", "KIND_NAMES", "family_name", "base_label",
     "component_name", "components_phrase", "confidence_levels", "confidence_text", "evidence_notes",
-    "merge_recipe", "needs_reason",
+    "merge_recipe", "needs_reason", "relation_phrase",
     # errors, and the summary sentence tests check directly
     "BadFileError", "FpError", "_summary",
 ]

@@ -196,15 +196,15 @@ def _summary(rel, base, lineage, result, a, n_family, reason, code=None) -> str:
         common = f" (common ancestry: {' → '.join(lineage)})" if lineage else ""
         return f"A merge: {merge_recipe(result['merge'])}{block}{common}."
     if n_family == 0:
-        return (f"A {fam} model; no {fam} reference is registered to compare it with "
+        return (f"This {fam} model: no {fam} reference is registered to compare it with "
                 f"(add one with `fpcore refs add`).")
     if code == Code.TOO_LITTLE_COMPARABLE:
-        return f"A {fam} model; too little of it can be compared with a registered reference to tell ({reason})."
+        return f"Too little of this {fam} model can be compared with a registered reference to tell ({reason})."
     if code == Code.PARENT_NOT_REGISTERED:
-        return f"A {fam} model related to a registered reference but not placeable: {reason}."
+        return f"This {fam} model is related to a registered reference but not placeable: {reason}."
     if code in (Code.NOTHING_COMPARABLE, Code.NO_REFERENCE):
-        return f"A {fam} model; none of its weights can be compared with a registered reference ({reason})."
-    return f"A {fam} model not related to any registered {fam} reference (unknown base)."
+        return f"None of this {fam} model's weights can be compared with a registered reference ({reason})."
+    return f"This {fam} model is not related to any registered {fam} reference (unknown base)."
 
 
 def file_report(path: str, sha: str | None, autov3: str | None, origin: str, fp, a, meta: dict, stats: dict,

@@ -93,3 +93,20 @@ def base_label(report: dict) -> str:
     if v.get("relation") == "merge" and report.get("merge"):
         return "merge: " + merge_recipe(report["merge"])
     return v.get("base") or "unknown"
+
+
+#: the relation and its base in one phrase, for one-line listings (the scan's per-file lines)
+RELATION_PHRASES = {"identical": "identical to {}", "same_weights": "same weights as {}",
+                    "derivative": "derivative of {}"}
+
+
+def relation_phrase(report: dict) -> str:
+    """'derivative of Pony Diffusion V6 XL', 'merge: A 60% + B 40%', 'unknown base': the relation
+    and the base said once (not 'merge merge: ...' or 'unknown unknown')."""
+    v = (report or {}).get("verdict") or {}
+    rel, base = v.get("relation"), v.get("base")
+    if rel == "merge" and report.get("merge"):
+        return "merge: " + merge_recipe(report["merge"])
+    if rel in RELATION_PHRASES and base:
+        return RELATION_PHRASES[rel].format(base)
+    return "unknown base" if rel in (None, "unknown") else str(rel).replace("_", " ")
