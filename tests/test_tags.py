@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -61,12 +62,22 @@ def test_a_report_without_architecture_or_verdict():
                                  "fingerprint_version": ALGO_VERSION, "sd_version_str": "SdVersion.Unknown"}
 
 
+def test_a_newer_merge_replaces_the_older_recipe(tmp_path):
+    m = _model(tmp_path)
+    tags.write(m, tags.tags_for(report(relation="merge", merge=MERGE)))
+    newer = [dict(MERGE[0], weight=0.5), dict(MERGE[1], weight=0.5)]
+    res = tags.write(m, tags.tags_for(report(relation="merge", merge=newer)))
+    assert _side(tmp_path)["merge"] == newer and res["changes"]["merge"] == [MERGE, newer]
+    assert _side(tmp_path)["base_model"] == "merge: Pony 50% + Illustrious 50%"
+
+
 def test_merge_is_named_by_its_recipe_and_lists_its_members():
     t = tags.tags_for(report(relation="merge", base="SDXL base 1.0", merge=MERGE))
     assert t["base_model"] == "merge: Pony 60% + Illustrious 40%"
     assert t["relation"] == "merge" and t["merge"] == MERGE
     # a merge relation without a recipe keeps its base; a recipe on another relation is listed as is
     assert tags.tags_for(report(relation="merge", base="X"))["base_model"] == "X"
+    assert tags.tags_for(report(relation="merge", base=None))["base_model"] is None
     t = tags.tags_for(report(relation="derivative", base="X", merge=MERGE))
     assert t["base_model"] == "X" and t["merge"] == MERGE
 
@@ -112,10 +123,13 @@ def test_nothing_changed_writes_nothing(tmp_path):
     assert tags.plan(m, {"base_model": "A"}) == {"path": str(tmp_path / "m.json"), "exists": True, "changes": {}}
 
 
-def test_unicode_is_written_as_text(tmp_path):
+def test_the_file_as_written(tmp_path):
+    """Indented by four spaces, non-ASCII kept as text (UTF-8), a final newline."""
     m = _model(tmp_path)
-    tags.write(m, {"base_model": "Anything 五"})
-    assert "Anything 五" in (tmp_path / "m.json").read_text(encoding="utf-8")
+    tags.write(m, {"base_model": "Anything 五", "relation": "derivative", "lineage": ["A"]})
+    assert (tmp_path / "m.json").read_bytes() == (
+        '{\n    "base_model": "Anything 五",\n    "relation": "derivative",\n    "lineage": [\n        "A"\n    ]\n}\n'
+    ).encode("utf-8")
 
 
 def test_plan_says_what_would_change_and_writes_nothing(tmp_path):
@@ -174,17 +188,21 @@ def test_an_unsaid_old_value_is_replaced_by_an_unknown(tmp_path):
 
 
 # -- refusals -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("content,why", [("{not json", "not valid JSON"), ("[1, 2]", "not a JSON object"),
-                                         (b"\xff\xfe{}", "not valid JSON"), ("[" * 100000, "not valid JSON")])
+@pytest.mark.parametrize("content,why", [
+    ("{not json", "existing sidecar is not valid JSON (JSONDecodeError); left untouched"),
+    ("[1, 2]", "existing sidecar is not a JSON object; left untouched"),
+    (b"\xff\xfe{}", "existing sidecar is not valid JSON (UnicodeDecodeError); left untouched"),
+    ("[" * 100000, "existing sidecar is not valid JSON (RecursionError); left untouched")])
 def test_sidecar_that_is_not_a_json_object_is_left_untouched(tmp_path, content, why):
     m = _model(tmp_path)
     sc = tmp_path / "m.json"
     sc.write_bytes(content if isinstance(content, bytes) else content.encode())
     before = sc.read_bytes()
-    with pytest.raises(BadFileError, match=why) as e:
+    with pytest.raises(BadFileError) as e:
         tags.write(m, {"base_model": "A"})
-    assert str(sc) in str(e.value)
-    with pytest.raises(BadFileError, match=why):
+    assert why in str(e.value) and str(sc) in str(e.value)
+    assert str(e.value).replace(str(sc), "").strip(" :") == why
+    with pytest.raises(BadFileError, match=re.escape(why)):
         tags.plan(m, {"base_model": "A"})
     assert sc.read_bytes() == before and not (tmp_path / "m.json.bak").exists()
 
