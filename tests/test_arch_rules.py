@@ -1,0 +1,120 @@
+"""fpcore.arch.detect on key -> shape maps in memory (no files): every family case of
+tests/test_arch.py and tests/test_arch_families.py (the same expected values, from the released
+models' configs), the --why reasons word for word, metadata, prediction markers, storage dtype,
+and the kind of partial files. Milliseconds per case, so that a mutation run can afford them."""
+from __future__ import annotations
+
+import pytest
+
+import testkit
+from fpcore import arch, layout
+from test_arch import CASES as SD_CASES
+from test_arch_families import CASES as FAMILY_CASES
+
+
+def shapes_of(spec: dict) -> dict:
+    return {layout.canonical_key(k): tuple(v) for k, v in spec.items()}
+
+
+def detect(spec: dict, dtype: str = "F16", metadata=None, dtypes=None):
+    sh = shapes_of(spec)
+    return arch.detect(sh, dtypes or {k: dtype for k in sh}, metadata)
+
+
+@pytest.mark.parametrize("size", ["full", "tiny"])
+def test_sd_families_and_variants(size):
+    for family, want in SD_CASES.items():
+        a = detect(testkit.checkpoint_spec(family, size))
+        assert (a.family, a.rule, a.kind) == (want, want, "checkpoint"), (family, a.rejected[-2:])
+
+
+def test_every_other_family_and_partial_file():
+    for name, (fam, variant, kind, pred) in FAMILY_CASES.items():
+        a = detect(testkit.extra_spec(name), "BF16")
+        assert (a.family, a.kind) == (fam, kind), (name, a.rule, a.rejected[-2:])
+        if variant is not None:
+            assert a.variant == variant, name
+        if pred is not None:
+            assert a.prediction == pred, name
+
+
+def test_why_each_earlier_rule_was_rejected():
+    a = detect(testkit.checkpoint_spec("sd2", "tiny"))
+    why = dict(a.rejected)
+    assert a.rule == "sd2" and list(why)[-1] == "sd2_depth"
+    assert why["sd2_depth"] == "unet:input_blocks.0.0.weight dim 1 is 4, not 5"
+    assert why["sd2_inpaint"] == "unet:input_blocks.0.0.weight dim 1 is 4, not 9"
+    assert why["sdxl"] == "missing unet:label_emb.0.0.weight"
+    assert why["lora"] == r"no key matches /\.(lora_down|lora_up|lora_A|lora_B|lora\.down|lora\.up)\.weight$/"
+    assert why["ti_sdxl"] == "missing other:clip_l"
+    a = detect(testkit.checkpoint_spec("sd1", "tiny"))
+    why = dict(a.rejected)
+    assert why["sd2"] == "unet:input_blocks.1.1.proj_in.weight ndim is 4, not 2"
+    assert "sd1" not in why and a.rule == "sd1"
+    a = detect(testkit.checkpoint_spec("sdxl", "tiny"))
+    why = dict(a.rejected)
+    assert why["kolors"] == "unet:label_emb.0.0.weight dim 1 is 2816, not 5632"
+    assert why["sdxl_refiner"] == "unet:label_emb.0.0.weight dim 1 is 2816, not 2560"
+    assert why["ssd1b"] == "has unet:input_blocks.7.1.transformer_blocks.4.attn1.to_q.weight"
+    # a VAE-only rule refuses a file with a denoiser: the first such key is named
+    spec = {**testkit.checkpoint_spec("sd1", "tiny", ["vae"]), "model.diffusion_model.out.2.weight": (4, 32, 3, 3)}
+    a = detect(spec)
+    assert dict(a.rejected)["vae_4ch"] == "has unet:out.2.weight"
+
+
+def test_a_shape_with_fewer_dims_than_a_rule_checks():
+    spec = testkit.checkpoint_spec("sd1", "tiny")
+    spec["model.diffusion_model.input_blocks.0.0.weight"] = (32,)
+    a = detect(spec)
+    assert a.family == "unknown" and a.rule is None and a.components == [layout.WHOLE]
+    assert dict(a.rejected)["sd1"] == "unet:input_blocks.0.0.weight dim 1 is None, not 4"
+
+
+def test_metadata_tells_lora_targets_and_prediction():
+    lora = {"lora_unet_foo.lora_down.weight": (4, 320), "lora_unet_foo.lora_up.weight": (320, 4)}
+    for meta, fam in (({"ss_base_model_version": "sdxl_base_v1-0"}, "sdxl"), ({"ss_base_model_version": "sd_v1"}, "sd1"),
+                      ({"ss_base_model_version": "sd_v2"}, "sd2"), ({"ss_base_model_version": "flux1"}, "flux"),
+                      ({"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}, "sdxl")):
+        a = detect(lora, metadata=meta)
+        assert (a.kind, a.family, a.components) == ("lora", fam, []), meta
+        assert any(n.startswith(f"targets {fam} (rule ") for n in a.notes)
+    a = detect(lora, metadata={"ss_base_model_version": "something_else"})
+    assert a.family == "unknown" and "target family not told by metadata or shapes" in a.notes
+    spec = testkit.checkpoint_spec("sd2", "tiny")
+    for value, pred in (("v", "v"), ("epsilon", "eps"), ("V_Prediction", "v"), ("flow", "flow"), ("nonsense", None)):
+        assert detect(spec, metadata={"modelspec.prediction_type": value}).prediction == pred, value
+    # marker keys some trainers add
+    for key, pred in (("v_pred", "v"), ("edm_mean", "edm")):
+        assert detect({**spec, key: ()}).prediction == pred
+    a = detect({**spec, "ztsnr": ()})
+    assert "ztsnr marker key: trained with zero terminal SNR" in a.notes
+    assert detect(spec).notes == ["SD2 512 (eps) and 768 (v-prediction) share every shape: told apart only by "
+                                  "metadata or the published hash"]
+
+
+def test_kind_of_partial_files_and_components():
+    a = detect(testkit.checkpoint_spec("sdxl", "tiny", ["unet"]))
+    assert (a.kind, a.components) == ("unet_only", ["unet"])
+    bare = {k[len("model.diffusion_model."):]: s for k, s in testkit.checkpoint_spec("sdxl", "tiny", ["unet"]).items()}
+    assert (detect(bare).kind, detect(bare).components) == ("unet_only", ["unet"])
+    a = detect(testkit.checkpoint_spec("sd1", "tiny", ["vae"]))
+    assert (a.kind, a.components, a.latent) == ("vae", ["vae"], "sd (4 ch, SD1/SD2/SDXL)")
+    assert detect(testkit.extra_spec("flux_schnell")).kind == "dit_only"
+    assert detect(testkit.extra_spec("te_clip_l")).kind == "text_encoder"
+    assert arch.components_for(None, ["unet:x.weight"]) == [layout.WHOLE]
+    assert arch.components_for(None, []) == []
+    assert arch.components_for("sd1", ["unet:a", "t5:b", "vae:c"]) == ["unet", "vae"]     # no T5 in an SD1 file
+
+
+def test_storage_dtype_by_the_denoisers_bytes():
+    spec = testkit.checkpoint_spec("sd1", "tiny")
+    sh = shapes_of(spec)
+    dts = {k: ("BF16" if k.startswith("unet:") else "F32") for k in sh}
+    assert arch.detect(sh, dts).dtype == "bf16"
+    assert arch.detect(sh, {k: "F16" for k in sh}).dtype == "fp16"
+    assert arch.detect(sh, None).dtype is None
+    # ComfyUI's scaled fp8: fp8 weights with a scale_weight beside them
+    fp8 = {k: ("F8_E4M3" if k.endswith(".weight") and k.startswith("unet:") else "F16") for k in sh}
+    scaled = {**sh, "unet:input_blocks.1.0.in_layers.2.scale_weight": ()}
+    label = arch.detect(scaled, {**fp8, "unet:input_blocks.1.0.in_layers.2.scale_weight": "F32"}).dtype
+    assert label != arch.detect(sh, fp8).dtype and "fp8" in label and "scaled" in label
