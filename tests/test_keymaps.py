@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fpcore import keymaps
-from testkit.diffusers import golden
+from testkit.diffusers import block, golden
 
 UNETS = {"sd1_unet": (4, 2, {1, 2, 3}), "sd2_unet": (4, 2, {1, 2, 3}), "sdxl_unet": (3, 2, {0, 1})}
 #: levels, resnets per level, up levels with attention: from each model's config.json (SD1.5 / SD2.1:
@@ -45,6 +45,37 @@ def test_vae_structure_and_every_golden_pair():
         assert keymaps.map_key(orig[len(prefix):], pairs, reverse=True) == hf, orig
     for hf, orig, _, _ in g["pairs_old"]:      # diffusers before 0.14: query/key/value/proj_attn
         assert keymaps.map_key(hf, pairs) == orig[len(prefix):], hf
+
+
+def _real_prefix(d: str, g: dict) -> bool:
+    """Whether a diffusers prefix names a block of the real model, or starts a golden key."""
+    b = block(d + "x")
+    return b in set(g["diffusers_blocks"]) if b else any(hf.startswith(d) for hf, _, _, _ in g["pairs"])
+
+
+@pytest.mark.parametrize("name", sorted(UNETS) + ["vae"])
+def test_every_pair_is_a_part_of_the_real_model_and_prefixes_are_unique(name):
+    """No pair for a block the model has not got (a downsampler on the last level, a third mid
+    resnet), and no two pairs with one prefix (the longest-prefix rule then never meets a tie)."""
+    g = golden(name)
+    pairs = keymaps.vae_pairs(4, 2) if name == "vae" else keymaps.unet_pairs(*UNETS[name])
+    sdxl_only = {"add_embedding.linear_1.", "add_embedding.linear_2."}     # SDXL's ADM; harmless elsewhere
+    # unet_pairs gives every down level attention pairs (the structure it is given knows only the up
+    # levels'); on a level without attention they match no key of either layout, so they are harmless
+    no_attn = {f"down_blocks.{i}.attentions.{j}." for i in range(4) for j in range(2)
+               if name != "vae" and UNETS[name][0] - 1 - i not in UNETS[name][2]}
+    extra = [d for d, _, _ in pairs if not _real_prefix(d, g) and not (name != "sdxl_unet" and d in sdxl_only)
+             and d not in no_attn]
+    assert extra == [], extra
+    for side in (0, 1):
+        prefixes = [p[side] for p in pairs]
+        assert len(prefixes) == len(set(prefixes)), name
+
+
+def test_block_counts_of_keys_without_blocks():
+    assert keymaps.unet_structure(["conv_in.weight"]) == (0, 0, set())
+    assert keymaps.vae_structure(["encoder.conv_in.weight"]) == (0, 0)
+    assert keymaps.unet_structure(["down_blocks.0.resnets.0.x", "up_blocks.0.resnets.0.x"]) == (1, 1, set())
 
 
 def test_a_key_no_pair_covers_is_left_as_it_is():
