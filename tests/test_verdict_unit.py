@@ -13,12 +13,14 @@ import pytest
 from _fpmem import finetune, make_fp, shared_direction, weights
 from fpcore import arch
 from fpcore.identify import identify_fingerprint
-from fpcore.identify.verdict import _json_safe
+from fpcore.identify.verdict import _json_safe, _summary, file_report
 from fpcore.refs import RefDB
 
 
 def _model(seed):
-    sd = weights(seed, n=6, prefix="unet:input_blocks")
+    sd = {}
+    for i, group in enumerate(("input_blocks", "middle_block", "output_blocks")):   # the UNet's block groups
+        sd.update(weights(seed * 10 + i, n=4, prefix=f"unet:{group}"))
     sd.update(weights(seed + 1, n=4, prefix="clip_l:text_model.encoder.layers", shape=(32, 32)))
     sd.update(weights(seed + 2, n=2, prefix="vae:decoder.up", shape=(32, 32)))
     return sd
@@ -158,3 +160,175 @@ def test_a_file_without_a_denoiser_or_anything_to_compare(family, db):
 def test_reports_are_strict_json():
     assert _json_safe({"a": [1.5, float("inf"), (float("nan"), "x")], "b": {"c": -math.inf}}) == \
         {"a": [1.5, None, [None, "x"]], "b": {"c": None}}
+
+
+def test_identical_by_sha256_overrides_every_comparison(family, db):
+    """A file with a reference's SHA-256 is that reference's bytes: identical, certain, whatever
+    the sampled comparison said (here it compared unrelated weights)."""
+    rep = ident(family["Indep"], db, sha="b" * 64)
+    for comp, e in rep["components"].items():
+        assert (e["relation"], e["ref"], e["confidence"], e["reason"]) == ("identical", "Base", 1.0, "same SHA-256")
+
+
+def test_nothing_comparable_has_no_confidence(family, db):
+    """References of the family whose tensors the file does not share: no claim either way."""
+    other = {k.replace("unet:", "unet:other_"): v for k, v in family["Child"].items()}
+    rep = ident(other, db)
+    e = rep["components"]["unet"]
+    assert (e["relation"], e["confidence"], e["code"]) == ("unknown", None, "nothing_comparable")
+
+
+def test_a_block_weighted_merge_lists_its_blocks(family, db):
+    w = {"input_blocks": 0.8, "middle_block": 0.5, "output_blocks": 0.2}
+    sd = dict(family["Child"])
+    for k in sd:
+        if k.startswith("unet:"):
+            a = w[k.split(":")[1].split(".")[0]]
+            sd[k] = a * family["Child"][k] + (1 - a) * family["Sibling"][k]
+    rep = ident(sd, db)
+    assert rep["verdict"]["relation"] == "merge"
+    blocks = {g: {m["ref"]: m["weight"] for m in ms} for g, ms in rep["merge_blocks"].items()}
+    assert blocks["input"] == pytest.approx({"Child": 0.8, "Sibling": 0.2}, abs=0.03)
+    assert blocks["output"] == pytest.approx({"Child": 0.2, "Sibling": 0.8}, abs=0.03)
+    assert " with different weights per UNet block (common ancestry: Base)." in rep["verdict"]["summary"]
+
+
+def test_a_merge_of_unrelated_references_has_no_base(tmp_path, family):
+    d = RefDB(tmp_path / "r", builtin_dir=tmp_path / "none")
+    d.add(make_fp(family["Base"]), "A", family="sd1")
+    d.add(make_fp(family["Indep"]), "B", family="sd1")
+    sd = {k: 0.5 * family["Base"][k] + 0.5 * family["Indep"][k] for k in family["Base"]}
+    v = ident(sd, d)["verdict"]
+    assert (v["relation"], v["base"], v["lineage"]) == ("merge", None, [])
+    assert v["summary"] in ("A merge: A 50% + B 50%.", "A merge: B 50% + A 50%.")
+
+
+def test_a_fine_tune_of_a_child_names_its_lineage(family, db):
+    sd = {**family["Child"], **finetune(_part(family["Child"], "unet"), 0.05, 41, family["shared"])}
+    v = ident(sd, db)["verdict"]
+    assert (v["relation"], v["base"]) == ("derivative", "Child")
+    assert v["summary"] == "A fine-tune or other derivative of Child (lineage: Base → Child)."
+    sd = {**family["Base"], **finetune(_part(family["Base"], "unet"), 0.05, 42, family["shared"])}
+    v = ident(sd, db)["verdict"]
+    assert v["summary"] == "A fine-tune or other derivative of Base."
+
+
+def test_text_encoders_are_never_called_a_merge(tmp_path, family):
+    """Only the denoiser (or a partial file's bulk) may be a merge: a text encoder that is the
+    average of two references' is placed as the nearest, not split between them."""
+    base = family["Base"]
+    te_a = finetune(_part(base, "clip_l"), 0.3, 51, family["shared"])
+    te_b = finetune(_part(base, "clip_l"), 0.3, 52, family["shared"])
+    d = RefDB(tmp_path / "r", builtin_dir=tmp_path / "none")
+    d.add(make_fp(base), "Base", family="sd1")
+    d.add(make_fp({**base, **te_a}), "TA", parent="Base", family="sd1")
+    d.add(make_fp({**base, **te_b}), "TB", parent="Base", family="sd1")
+    sd = {**base, **{k: 0.5 * te_a[k] + 0.5 * te_b[k] for k in te_a}}
+    rep = ident(sd, d)
+    e = rep["components"]["clip_l"]
+    assert (e["relation"], e["ref"]) == ("derivative", "Base")
+    assert rep["verdict"]["relation"] == "derivative"
+
+
+def test_two_text_encoders_unrelated_and_trained_are_different(tmp_path, family):
+    sh = family["shared"]
+    base = {**family["Base"], **weights(7, n=3, prefix="clip_g:transformer.resblocks", shape=(32, 32))}
+    d = RefDB(tmp_path / "r", builtin_dir=tmp_path / "none")
+    d.add(make_fp(base), "XL", family="sdxl")
+    sd = {**base, **finetune(_part(base, "clip_l"), 0.3, 61, sh),
+          **weights(70, n=3, prefix="clip_g:transformer.resblocks", shape=(32, 32))}
+    v = ident(sd, d, family="sdxl", rule="sdxl")["verdict"]
+    assert v["summary"] == "UNet the same weights as XL; text encoders different."
+    sd = {**base, **weights(71, n=4, prefix="clip_l:text_model.encoder.layers", shape=(32, 32)),
+          **weights(70, n=3, prefix="clip_g:transformer.resblocks", shape=(32, 32))}
+    v = ident(sd, d, family="sdxl", rule="sdxl")["verdict"]
+    assert v["summary"] == "UNet the same weights as XL; text encoders not related to any registered reference's."
+
+
+def test_an_unknown_family_is_compared_by_layout(family, db):
+    """A file whose family is not told is compared with every reference of the same keys and shapes."""
+    rep = ident(family["Child"], db, family="unknown")
+    assert (rep["verdict"]["relation"], rep["verdict"]["base"]) == ("same_weights", "Child")
+    shifted = {k: np.zeros((v.shape[0] + 1,) + v.shape[1:]) for k, v in family["Child"].items()}
+    rep = ident(shifted, db, family="unknown")
+    assert rep["components"]["unet"]["code"] == "no_reference"
+
+
+class _PlainDB:
+    """A reference database with only what identify_fingerprint needs (no index, no layout pool)."""
+
+    def __init__(self, db):
+        self.refs = db.refs
+        self.lineage, self.parent, self.orphan = db.lineage, db.parent, db.orphan
+
+
+def test_a_database_without_an_index_gives_the_same_verdicts(family, db):
+    plain = _PlainDB(db)
+    for sd, kw in ((family["Child"], {}), (family["Child"], {"family": "unknown"}), (family["Indep"], {})):
+        a, b = ident(sd, db, **kw), ident(sd, plain, **kw)
+        assert a["verdict"] == b["verdict"] and a["components"] == b["components"]
+
+
+def test_a_verdict_on_a_sliver_of_the_file_is_unknown(family, db):
+    """Child's weights (or a fine-tune of them) next to a tensor nine times their size that no SD1
+    component holds: the compared tensors are a tenth of the parameters."""
+    n = sum(v.size for v in family["Child"].values())
+    big = np.random.default_rng(3).normal(0, 0.05, (9 * n // 256, 256))
+    share = n / (n + big.size)
+    head = "Too little of this SD1.x model can be compared with a registered reference to tell (too little of the " \
+           "file is comparable: "
+    v = ident({**family["Child"], "t5:encoder.block.0.layer.0.weight": big}, db)["verdict"]
+    assert (v["relation"], v["base"], v["code"]) == ("unknown", None, "too_little_comparable")
+    assert v["summary"] == head + f"the components with the same weights cover {share:.1%} of its parameters; " \
+                                  "same weights needs 95%)."
+    tuned = {**family["Child"], **finetune(_part(family["Child"], "unet"), 0.05, 43, family["shared"])}
+    v = ident({**tuned, "t5:encoder.block.0.layer.0.weight": big}, db)["verdict"]
+    assert (v["relation"], v["code"]) == ("unknown", "too_little_comparable")
+    # the trained UNet is compared on its 2-D weights (biases are not aligned); the copied parts on every tensor
+    biases = sum(x.size for k, x in family["Child"].items() if x.ndim < 2 and k.startswith("unet:"))
+    share = (n - biases) / (n + big.size)
+    assert v["summary"] == head + f"the compared tensors cover {share:.1%} of its parameters; a verdict needs 20%)."
+
+
+def test_no_denoiser_says_why():
+    fp = make_fp({"other:lora_unet_x.lora_down.weight": np.ones((4, 8))})
+    v = identify_fingerprint(fp, arch.ArchResult("sdxl", None, "lora", [], None, None, kind="lora"), _EmptyDB())["verdict"]
+    assert (v["reason"], v["base"], v["lineage"]) == ("no weights to compare", None, [])
+    assert v["evidence"] == {"values": 0, "tensors": 0, "params": 0, "share": 0.0, "component_share": 0.0}
+
+
+class _EmptyDB:
+    refs: dict = {}
+
+    def lineage(self, name):
+        return []
+
+
+@pytest.mark.parametrize("dtype,want", [("Q8_0", "Same weights as X, quantised Q8_0."),
+                                        ("IQ4_XS", "Same weights as X, quantised IQ4_XS."),
+                                        ("fp8 (scaled)", "Same weights as X, stored as fp8 (scaled)."),
+                                        (None, "Same weights as X, stored as another format.")])
+def test_same_weights_sentence_by_storage(dtype, want):
+    a = arch.ArchResult("sdxl", None, "sdxl", ["unet"], dtype, None)
+    assert _summary("same_weights", "X", ["X"], {}, a, 1, "r") == want
+
+
+def test_a_published_release_is_named_and_registered(tmp_path, family):
+    """SD 1.4's SHA-256 as published (/work/shared/data/known_hashes.json, six sources): the report
+    names the release, and it becomes a reference for the next files."""
+    sha = "fe4efff1e174c627256e44ec2991ba279b3816e364b49f9be2abc0b3ff3f8556"
+    d = RefDB(tmp_path / "r", builtin_dir=tmp_path / "none")
+    fp = make_fp(family["Base"])
+    rep, registered = file_report("/m/sd-v1-4.ckpt", sha, None, "computed", fp, _arch(fp), {}, {"format": "ckpt"},
+                                  d, 0.0)
+    assert registered and rep["autov2"] == "fe4efff1e1" and rep["hash"] == "computed"
+    assert rep["known_release"]["variant"] == "SD 1.4 (EMA-pruned, CompVis)"
+    assert rep["verdict"]["summary"] == ("Identical to the official SD 1.4 (EMA-pruned, CompVis) release "
+                                         "(sd-v1-4.ckpt) (published SHA-256).")
+    assert (rep["verdict"]["relation"], rep["verdict"]["confidence"]) == ("identical", 1.0)
+    assert "SD 1.4 (EMA-pruned, CompVis)" in d.refs and rep["error"] is None
+    rep, registered = file_report("/m/x.safetensors", None, None, "not computed", fp, _arch(fp), {"a": "b"},
+                                  {"format": "safetensors"}, d, 0.0)
+    assert not registered and rep["sha256"] is None and rep["autov2"] is None and rep["hash"] == "not computed"
+    assert "known_release" not in rep and rep["stats"]["format"] == "safetensors"
+    assert rep["stats"]["fingerprint_bytes"] == len(fp.raw)
