@@ -4,6 +4,8 @@ models' configs), the --why reasons word for word, metadata, prediction markers,
 and the kind of partial files. Milliseconds per case, so that a mutation run can afford them."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import testkit
@@ -118,3 +120,41 @@ def test_storage_dtype_by_the_denoisers_bytes():
     scaled = {**sh, "unet:input_blocks.1.0.in_layers.2.scale_weight": ()}
     label = arch.detect(scaled, {**fp8, "unet:input_blocks.1.0.in_layers.2.scale_weight": "F32"}).dtype
     assert label != arch.detect(sh, fp8).dtype and "fp8" in label and "scaled" in label
+
+
+def test_reasons_of_rules_that_check_the_first_matching_key():
+    """ControlNets and embeddings are told apart by the context width of the first key matching a
+    pattern: the reason names that key (first in sorted order) and the dimension checked."""
+    sh = shapes_of(testkit.extra_spec("controlnet_sd1"))
+    why = dict(arch.detect(sh).rejected)
+    k = min(x for x in sh if re.search(r"attn2\.to_k\.weight$", x))
+    assert why["controlnet_sdxl"] == f"{k} dim 1 is 768, not 2048"
+    assert why["controlnet_sd2"] == f"{k} dim 1 is 768, not 1024"
+    # an embedding stored as one 1-D vector: the last dimension is its width (dim -1)
+    for width, fam in ((768, "sd1"), (1024, "sd2")):
+        a = arch.detect({"other:emb_params": (width,)})
+        assert (a.kind, a.family) == ("textual_inversion", fam), a.rejected
+    why = dict(arch.detect({"other:emb_params": (768,)}).rejected)
+    assert why["ti_sd2"] == "other:emb_params dim -1 is 768, not 1024"
+
+
+def test_a_file_no_rule_knows():
+    a = detect({"some.weight": (3, 3), "other.bias": (3,)})
+    assert (a.family, a.rule, a.kind, a.variant, a.prediction, a.latent) == ("unknown", None, "checkpoint", None,
+                                                                            None, None)
+    assert a.components == [layout.WHOLE] and len(a.rejected) == len(arch.RULES)
+    assert detect(testkit.checkpoint_spec("sd1", "tiny")).latent is None
+
+
+def test_storage_dtype_of_a_partial_file_ignores_what_it_does_not_compare():
+    vae = shapes_of(testkit.checkpoint_spec("sd1", "tiny", ["vae"]))
+    sh = {**vae, "other:junk": (4096, 4096)}        # more bytes than the VAE, in another dtype
+    dts = {**{k: "F32" for k in vae}, "other:junk": "F16"}
+    a = arch.detect(sh, dts)
+    assert (a.kind, a.dtype) == ("vae", "fp32")
+
+
+def test_patterns_are_compiled_once():
+    p = r"^test:a-pattern-no-rule-uses$"
+    first = arch._rx(p)
+    assert first.pattern == p and first.search("test:a-pattern-no-rule-uses") and arch._rx(p) is first
