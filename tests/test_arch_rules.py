@@ -156,5 +156,22 @@ def test_storage_dtype_of_a_partial_file_ignores_what_it_does_not_compare():
 
 def test_patterns_are_compiled_once():
     p = r"^test:a-pattern-no-rule-uses$"
+    arch._RX.pop(p, None)                          # as on first use in a process
     first = arch._rx(p)
     assert first.pattern == p and first.search("test:a-pattern-no-rule-uses") and arch._rx(p) is first
+
+
+def test_a_long_metadata_value_is_quoted_to_40_characters():
+    lora = {"lora_unet_foo.lora_down.weight": (4, 320), "lora_unet_foo.lora_up.weight": (320, 4)}
+    value = "a-trainer-base-model-name-" + "x" * 40
+    why = dict(arch._first_match(arch.TARGETS, arch._Keys(shapes_of(lora)), {"ss_base_model_version": value})[1])
+    assert why["meta_sdxl"] == f"metadata ss_base_model_version={value[:40]!r} does not match /^sdxl/"
+    assert why["modelspec_sdxl"] == "no metadata modelspec.architecture"
+
+
+def test_odd_dtype_maps_do_not_break_the_storage_label():
+    sh = shapes_of(testkit.checkpoint_spec("sd1", "tiny"))
+    dts = {k: "F16" for k in sh}
+    # a scale_weight without its weight (not scaled fp8), and a dtype for a key without a shape
+    odd = {**dts, "unet:input_blocks.1.0.in_layers.2.foo.scale_weight": "F32", "unet:no_shape.weight": "F16"}
+    assert arch.detect({**sh, "unet:input_blocks.1.0.in_layers.2.foo.scale_weight": ()}, odd).dtype == "fp16"
