@@ -175,3 +175,16 @@ def test_odd_dtype_maps_do_not_break_the_storage_label():
     # a scale_weight without its weight (not scaled fp8), and a dtype for a key without a shape
     odd = {**dts, "unet:input_blocks.1.0.in_layers.2.foo.scale_weight": "F32", "unet:no_shape.weight": "F16"}
     assert arch.detect({**sh, "unet:input_blocks.1.0.in_layers.2.foo.scale_weight": ()}, odd).dtype == "fp16"
+
+
+def test_a_result_as_the_store_keeps_it():
+    a = detect(testkit.extra_spec("vae_flux"))
+    d = a.to_json()
+    assert d == {"family": a.family, "variant": a.variant, "kind": "vae", "components": ["vae"], "dtype": "fp16",
+                 "prediction": None, "rule": a.rule, "notes": a.notes, "latent": "sd3/flux (16 ch)"}
+    b = arch.ArchResult.from_json(d)
+    assert (b.family, b.variant, b.rule, b.components, b.dtype, b.prediction, b.kind, b.notes) == \
+        (a.family, a.variant, a.rule, a.components, a.dtype, a.prediction, a.kind, a.notes)
+    c = detect(testkit.checkpoint_spec("sd1", "tiny")).to_json()
+    assert "latent" not in c and (c["family"], c["kind"], c["prediction"]) == ("sd1", "checkpoint", "eps")
+    assert arch.ArchResult.from_json({"family": "sd1", "notes": None}).notes == []
