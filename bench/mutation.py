@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: fits on two cores: mutmut runs, for each mutant, only those of these tests that call the
 #: mutated function.
 MODULES = {
-    "match": (["fpcore/match/*"], ["tests/test_match.py"]),
+    "match": (["fpcore/match/*"], ["tests/test_match.py", "tests/test_match_units.py"]),
     "verdict": (["fpcore/identify/verdict.py"], ["tests/test_verdict_unit.py"]),
     "arch": (["fpcore/arch.py"], ["tests/test_arch_rules.py"]),
     "keymaps": (["fpcore/keymaps.py"], ["tests/test_keymaps.py"]),
