@@ -85,6 +85,8 @@ EQUIVALENT = {
                                                                    "there is no base",
     "fpcore.identify.verdict.x__same_layout__mutmut_20": "components come from the file's own keys: the file "
                                                          "always has keys of the component",
+    "fpcore.identify.verdict.x_file_report__mutmut_29": "callers pass the origin 'not computed' when there is "
+                                                        "no hash, which is what the report then says",
     "fpcore.keymaps.x_map_key__mutmut_10": "'>=' picks the last of equal-length prefixes; no two pairs share a "
                                            "prefix (tests/test_keymaps.py checks it), so there is never a tie",
     "fpcore.tags.x__read__mutmut_4": "encoding=None is the locale's encoding: UTF-8 here (Linux, UTF-8 locale, "
