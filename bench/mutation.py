@@ -87,6 +87,19 @@ EQUIVALENT = {
                                                          "always has keys of the component",
     "fpcore.identify.verdict.x_file_report__mutmut_29": "callers pass the origin 'not computed' when there is "
                                                         "no hash, which is what the report then says",
+    "fpcore.match.align.xǁAlignedǁ_moments_by_block__mutmut_(5|31)": "every block group of a fingerprint's sorted "
+        "keys is contiguous: the moments come out the same, in one pass or per group, in any order of the "
+        "disjoint ranges",
+    "fpcore.match.align.xǁAlignedǁ(cols__mutmut_22|__init____mutmut_5)": "the per-tensor counts recomputed from "
+                                                                          "tensor_of equal the ones passed",
+    "fpcore.match.align.x__mismatch_same_layout__mutmut_35": "with exactly MISMATCH_PREFIX values the prefix is "
+                                                             "the whole array: the early count is the full count",
+    "fpcore.match.fits.x_whole_merge__mutmut_108": "related candidates come sorted by distance, the square root "
+        "of the same single residual: the best single reference is always column 0, argmin(None)'s answer",
+    "fpcore.match.fits.x_(affine_floor__mutmut_28|delta_merge__mutmut_37)": "numpy 2's default rcond for lstsq "
+                                                                            "is None, the value passed",
+    "fpcore.match.analyse.x__statistics__mutmut_1": "analyse always passes exact explicitly",
+    "fpcore.match.analyse.xǁ_Statsǁsame_evidence__mutmut_10": "0 is view()'s default min_ndim",
     "fpcore.keymaps.x_map_key__mutmut_10": "'>=' picks the last of equal-length prefixes; no two pairs share a "
                                            "prefix (tests/test_keymaps.py checks it), so there is never a tie",
     "fpcore.tags.x__read__mutmut_4": "encoding=None is the locale's encoding: UTF-8 here (Linux, UTF-8 locale, "

@@ -26,6 +26,7 @@ def test_candidate_json_rounds_each_figure():
                            "coverage": 1.0, "related": True, "mismatch": 0.00123, "share": 0.533}
     d = Candidate("B", 0.0, 0.0, 0.0, math.inf, None, 0.2).to_json()
     assert "mismatch" not in d and "share" not in d and d["related"] is False and d["distance"] == math.inf
+    assert d["coverage"] == 0.2
 
 
 def test_evidence_json_rounds_shares():
@@ -84,6 +85,11 @@ def test_the_floor_leaves_identical_and_unknown_alone(rel):
     assert floor_file_verdict(r, _Fp(10 ** 6)) is False
     assert r["verdict"]["relation"] == rel and r["verdict"]["base"] == "B"
     assert r["verdict"]["evidence"]["share"] == 0.0
+
+
+def test_the_floor_is_inclusive_at_twenty_percent():
+    r = _result("derivative", {"unet": {"relation": "derivative", "confidence": 0.9, "evidence": {"params": 200}}})
+    assert floor_file_verdict(r, _Fp(1000)) is False and r["verdict"]["relation"] == "derivative"
 
 
 def test_a_file_without_parameters_has_no_share():
@@ -241,6 +247,7 @@ def test_a_dare_merge_without_a_tree_is_no_training_merge(family):
     assert v.code != Code.DELTA_MERGE
     v = match.analyse(make_fp(out), "unet", _refs(family), TREE)
     assert v.code in (Code.DELTA_MERGE, Code.MERGE)
+    assert sum(w for _, w in v.merge) == pytest.approx(1.0, abs=0.005)
     if v.code == Code.DELTA_MERGE:
         shares = v.reason.split("(")[1].split(")")[0]
         assert re.fullmatch(r"([A-Za-z0-9]+ \d\.\d\d)(, [A-Za-z0-9]+ \d\.\d\d)*", shares)
@@ -270,3 +277,79 @@ def test_alignment_noise_is_finite_when_a_tensor_is_left_out():
     al = match.align(make_fp(sd), [make_fp(other)], "unet")
     assert al.n == 3 * 128 and np.all(np.isfinite(al.NS)) and al.moments.noise_x > 0
     assert np.all(al.moments.noise_R > 0)
+
+
+def test_two_related_references_are_enough_for_a_merge(family):
+    m = {k: 0.5 * family["A"][k] + 0.5 * family["B"][k] for k in family["A"]}
+    v = match.analyse(make_fp(m), "unet", _refs(family, ("A", "B")), TREE)
+    assert v.relation == "merge" and dict(v.merge) == pytest.approx({"A": 0.5, "B": 0.5}, abs=0.01)
+
+
+def test_a_partial_descent_step_is_less_than_clear(family):
+    """70 % of A1's own training on top of A (a merge of A and A1, placed as a descent where merges
+    are not allowed): past SHARE_MIN, not by the full margin, so the step's confidence lies between
+    UNPLACED and CLEAR."""
+    x = {k: family["A"][k] + 0.7 * (family["A1"][k] - family["A"][k]) for k in family["A"]}
+    v = match.analyse(make_fp(x), "unet", _refs(family), TREE, allow_merge=False)
+    assert (v.relation, v.ref) == ("derivative", "A1")
+    assert Confidence.UNPLACED < v.confidence < Confidence.CLEAR
+
+
+def test_evidence_of_a_component_verdict(family):
+    fp = make_fp(family["A"])
+    v = match.analyse(fp, "unet", _refs(family), TREE)
+    n = sum(x.size for x in family["A"].values())
+    assert v.evidence.params == n and v.evidence.share == pytest.approx(1.0)
+    assert v.evidence.component_share == pytest.approx(1.0) and v.evidence.tensors == len(family["A"])
+
+
+def test_one_shared_tensor_is_enough_to_align():
+    sd = {"unet:input_blocks.0.0.weight": np.random.default_rng(1).normal(0, 1, (64, 64))}
+    al = match.align(make_fp(sd), [make_fp(sd)], "unet")
+    assert al is not None and al.n == 128 and al.keys == list(sd)
+
+
+def test_a_view_of_a_view_keeps_its_rows(family):
+    al = match.align(make_fp(family["A1"]), [make_fp(family[n]) for n in ("Base", "A", "B")], "unet")
+    sub = al.cols([1, 2]).cols([0])                   # A alone
+    assert np.array_equal(sub.ref_row(0), al.ref_row(1)) and np.array_equal(sub.file_row(), al.file_row())
+    assert np.allclose(sub.moments.G, al.cols([1]).moments.G)
+
+
+def test_rounding_noise_of_a_fp32_file_against_fp16_references(family):
+    al = match.align(make_fp(family["A"], "F32"), [make_fp(family["A"], "F16"), make_fp(family["B"], "F16")], "unet")
+    m = al.moments
+    assert m.noise_x < 1e-4 * m.noise_R.min() and np.all(m.noise_R > 0)
+
+
+def test_a_constant_reference_has_no_cosine(family):
+    const = {k: np.full(v.shape, 0.01) for k, v in family["A"].items()}
+    v = match.analyse(make_fp(family["A"]), "unet", [Ref("Flat", make_fp(const))], TREE)
+    c = v.candidates[0]
+    assert (c.ref, c.cos, c.z, c.related) == ("Flat", 0.0, 0.0, False) and v.relation == "unknown"
+
+
+def test_a_few_mismatches_past_the_first_values_are_counted_exactly(family):
+    """Under the limit the early count does not stop: 3 values differ, one of them late."""
+    sd = {k: v.copy() for k, v in family["A"].items()}
+    keys = sorted(k for k in sd if sd[k].ndim == 2)
+    for k in (keys[0], keys[-1]):
+        sd[k][-1, -1] += 0.5
+    sd[keys[0]][-1, -2] += 0.5
+    fp, ref = make_fp(sd), make_fp(family["A"])
+    total = int(ref.view("unet", 0).counts.sum())
+    assert match.mismatch_fraction(fp, ref, "unet", limit=0.001) == (pytest.approx(3 / total), 1.0)
+
+
+def test_an_unscaled_file_against_a_scaled_fp8_reference(family):
+    """ComfyUI's scaled fp8 on the reference's side only: the file's fp16 values are not scaled."""
+    out = {}
+    for k, w in family["A"].items():
+        if w.ndim == 2:
+            s = float(np.max(np.abs(w))) / 448.0
+            out[k] = (w / s, "F8_E4M3")
+            out[k[:-len("weight")] + "scale_weight"] = (np.array([s]), "F32")
+        else:
+            out[k] = (w, "F16")
+    mm, cov = match.mismatch_fraction(make_fp(family["A"], "F16"), make_fp(out), "unet")
+    assert mm == 0.0 and cov == 1.0
