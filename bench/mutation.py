@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: mutated function.
 MODULES = {
     "match": (["fpcore/match/*"], ["tests/test_match.py", "tests/test_match_units.py"]),
-    "verdict": (["fpcore/identify/verdict.py"], ["tests/test_verdict_unit.py"]),
+    "verdict": (["fpcore/identify/verdict.py"], ["tests/test_verdict_unit.py", "tests/test_verdict_report.py"]),
     "arch": (["fpcore/arch.py"], ["tests/test_arch_rules.py"]),
     "keymaps": (["fpcore/keymaps.py"], ["tests/test_keymaps.py"]),
     "tags": (["fpcore/tags.py"], ["tests/test_tags.py"]),
