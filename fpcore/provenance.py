@@ -31,26 +31,39 @@ def _short(v):
     return v
 
 
+#: ComfyUI nodes that load a checkpoint or diffusion model (a workflow's node ``type``), and the
+#: inputs of an API prompt that name one: the models a saved checkpoint was made from
+COMFY_CHECKPOINT_NODES = ("CheckpointLoader", "UNETLoader", "DiffusionModelLoader")
+COMFY_CHECKPOINT_INPUTS = ("ckpt_name", "unet_name")
+
+
 def _comfy_summary(value: str) -> dict:
-    """Model files and node count named by a ComfyUI prompt/workflow."""
+    """Model files and node count named by a ComfyUI prompt/workflow, and among them the
+    checkpoints it loaded (``checkpoints``)."""
     data = _json(value)
-    models, n_nodes = set(), 0
+    models, ckpts, n_nodes = set(), set(), 0
     nodes = []
     if isinstance(data, dict) and isinstance(data.get("nodes"), list):      # workflow
         nodes = data["nodes"]
         for n in nodes:
-            for w in (n.get("widgets_values") or []) if isinstance(n, dict) else []:
+            loader = isinstance(n, dict) and any(t in str(n.get("type", "")) for t in COMFY_CHECKPOINT_NODES)
+            ws = n.get("widgets_values") if isinstance(n, dict) else None
+            for w in ws if isinstance(ws, list) else []:
                 if isinstance(w, str) and is_model_file(w):
                     models.add(w)
+                    if loader:
+                        ckpts.add(w)
     elif isinstance(data, dict):                                            # API prompt
         nodes = list(data.values())
         for n in nodes:
             inputs = n.get("inputs", {}) if isinstance(n, dict) else {}
-            for w in inputs.values() if isinstance(inputs, dict) else []:
+            for k, w in inputs.items() if isinstance(inputs, dict) else []:
                 if isinstance(w, str) and is_model_file(w):
                     models.add(w)
+                    if k in COMFY_CHECKPOINT_INPUTS:
+                        ckpts.add(w)
     n_nodes = len(nodes)
-    return {"nodes": n_nodes, "models": sorted(models)}
+    return {"nodes": n_nodes, "models": sorted(models), "checkpoints": sorted(ckpts)}
 
 
 def extract(metadata: dict[str, str]) -> dict:

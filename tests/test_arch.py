@@ -54,5 +54,5 @@ def test_provenance():
     assert out["modelspec"]["modelspec.title"] == "My Mix"
     assert out["kohya"] == {"ss_sd_model_name": "sd_xl_base_1.0.safetensors"}
     assert out["a1111_merge"]["sd_merge_recipe"]["multiplier"] == 0.3
-    assert out["comfyui"]["prompt"] == {"nodes": 1, "models": ["pony.safetensors"]}
+    assert out["comfyui"]["prompt"] == {"nodes": 1, "models": ["pony.safetensors"], "checkpoints": ["pony.safetensors"]}
     assert out["format"] == "pt" and "unrelated" not in str(out)

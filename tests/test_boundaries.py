@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     # 6: reports: identify, scan, tags, HTML, pictures
     "fpcore.identify": 6, "fpcore.scan": 6, "fpcore.tags": 6, "fpcore.report_html": 6, "fpcore.picture": 6,
     "fpcore.catalog": 6,   # known releases pulled as references (fingerprints them like identify)
+    "fpcore.claims": 6,    # what a file and its sidecars claim, checked against the report; LoRA fits
     # 7: the facade hosts call, and the demo built on it
     "fpcore.api": 7, "fpcore.demo": 7,
     # 8: front ends

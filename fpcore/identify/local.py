@@ -18,7 +18,7 @@ from ..fingerprint import Fingerprint
 from ..sources import FileIdentity, check_regular_file, is_url, open_source
 from .read import fingerprint_open, remote_identity
 from .url import identify_url
-from .verdict import file_report, identify_fingerprint
+from .verdict import file_report, identify_fingerprint, report_token
 
 
 #: when identify/scan compute a whole-file SHA-256 (docs/json-format.md): "auto" only where it
@@ -80,6 +80,19 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
              fingerprints: dict | None = None) -> dict:
     """Full report for one file (`identify --json`, docs/json-format.md). Raises FpError on bad input.
 
+    The claims of the file and its sidecars are checked on every call (fpcore.claims), outside
+    the cached report: a sidecar changes without the model file changing. See ``_identify``."""
+    from .. import claims
+    rep = _identify(path, db, hashes=hashes, progress=progress, sha256=sha256, store=store,
+                    hash_policy=hash_policy, sha256_origin=sha256_origin, remote=remote, fingerprints=fingerprints)
+    return claims.annotate(rep, rep.get("path") or os.fspath(path), db, store)
+
+
+def _identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sha256: str | None = None,
+              store=None, hash_policy: str = HASH_AUTO, sha256_origin: str = "host", remote=None,
+              fingerprints: dict | None = None) -> dict:
+    """The report of ``identify`` without its claims (the part the store caches).
+
     Answers from the fingerprint. The whole file is hashed (``hash_policy="auto"``) only when
     its size is a known release's size, or when its fingerprint holds exactly the sampled bytes
     of a reference whose hash is known; ``"always"`` hashes it, ``"never"`` (or ``hashes=False``)
@@ -117,7 +130,7 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
     if store is not None and (rec is None or (sha and rec.sha256 != sha)):
         rec = store.put_file(ident, sha, autov3, _SOURCE_OF.get(origin, "hash"))
     key = rec.key if rec is not None else None
-    token = db.token() if store is not None else None
+    token = report_token(db) if store is not None else None
     if store is not None and key:
         rep = store.get_report(key, token)
         if rep is not None and (sha or policy != HASH_ALWAYS):
@@ -150,7 +163,7 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
             key = rec.key
     rep, registered = file_report(p, sha, autov3, origin, fp, a, meta, stats, db, t0)
     if registered:
-        token = db.token() if store is not None else None
+        token = report_token(db) if store is not None else None
     if store is not None and key:
         store.put_report(key, token, rep)
     return rep
@@ -200,7 +213,8 @@ def identify_tensors(tensors, db, name: str = "<memory>", metadata=None) -> dict
     memory, so ``identical`` is never claimed."""
     from ..sources.memory import MemorySource
 
+    from .. import claims
     with MemorySource(tensors, name, metadata) as src:
         rep = identify_source(src, db)
         rep["stats"].update(tensors=len(src.tensors), skipped_tensors=len(src.skipped), tensor_bytes=src.size)
-    return rep
+    return claims.annotate(rep, None, db)

@@ -7,7 +7,7 @@ import time
 from .. import arch
 from ..sources import open_source
 from .read import _remote_json, fingerprint_open, remote_identity
-from .verdict import file_report
+from .verdict import file_report, report_token
 
 
 def identify_url(url: str, db, store=None, remote=None) -> dict:
@@ -20,7 +20,7 @@ def identify_url(url: str, db, store=None, remote=None) -> dict:
     with open_source(url, remote) as src:
         rid, rsrc = remote_identity(src)
         shown, sha = src.path, rid.sha256
-        token = db.token() if store is not None else None
+        token = report_token(db) if store is not None else None
         if store is not None and sha:
             rep = store.get_report(sha, token)
             if rep is not None:
@@ -45,7 +45,7 @@ def identify_url(url: str, db, store=None, remote=None) -> dict:
         remote_info = _remote_json(rid, rsrc)
     rep, registered = file_report(shown, sha, None, "published", fp, a, meta, stats, db, t0)
     if registered:
-        token = db.token() if store is not None else None
+        token = report_token(db) if store is not None else None
     rep["remote"] = remote_info
     if store is not None and sha:
         store.put_report(sha, token, rep)

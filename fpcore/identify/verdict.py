@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from .. import arch, layout
-from ..facts import KIND_NAMES, family_name
+from ..facts import KIND_NAMES, LORA_KINDS, family_name
 from ..fingerprint import Fingerprint
 from .wording import TEXT_ENCODERS, component_name, components_phrase, merge_recipe
 
@@ -33,9 +33,43 @@ def _json_safe(obj):
     return obj
 
 
+#: bump when a report gains fields computed from the fingerprint: reports cached by an earlier
+#: version (without them) are computed again. 2: ``delta`` and ``health``
+REPORT_VERSION = 2
+
+
+def report_token(db) -> str:
+    """The key a cached report is valid for: the references' token and REPORT_VERSION."""
+    return f"{db.token()}|r{REPORT_VERSION}"
+
+
 def identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str | None = None) -> dict:
-    """Verdict, components and candidates for a fingerprint against ``db`` (a RefDB)."""
-    return _json_safe(_identify_fingerprint(fp, a, db, sha256))
+    """Verdict, components and candidates for a fingerprint against ``db`` (a RefDB); what a
+    derivative changed (``delta``) and the health of the sampled values (``health``)."""
+    from ..match.delta import health
+    result = _identify_fingerprint(fp, a, db, sha256)
+    result["delta"] = _delta(result, fp, db)
+    result["health"] = health(fp)
+    if a.kind in LORA_KINDS:   # the family its shapes say, whatever its metadata claims (fpcore.claims)
+        result["weights_family"] = arch.detect(fp.shape_map(), fp.dtype_map(), {}).family
+    return _json_safe(result)
+
+
+def _delta(result: dict, fp: Fingerprint, db) -> dict | None:
+    """Where a derivative differs from its base (match.delta), for derivatives only."""
+    v = result.get("verdict") or {}
+    base = v.get("base")
+    if v.get("relation") != "derivative" or not base or base not in db.refs:
+        return None
+    from ..match.delta import difference
+    try:
+        ref_fp = db.refs[base].fp
+    except Exception:   # an unreadable reference: the verdict stands, without what changed
+        return None
+    d = difference(fp, ref_fp, list(result.get("components") or {}))
+    if d is not None:
+        d["base"] = base
+    return d
 
 
 def _identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str | None = None) -> dict:
@@ -225,6 +259,7 @@ def file_report(path: str, sha: str | None, autov3: str | None, origin: str, fp,
         rep["known_release"] = {k: entry.get(k) for k in ("family", "variant", "filename", "hf", "confidence")}
         rep["verdict"]["summary"] = f"Identical to {known.describe(entry)} (published SHA-256)."
         rep["verdict"].update(relation="identical", confidence=1.0)
+        rep["delta"] = None
     rep["metadata"] = provenance.extract(meta)
     rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
     rep["error"] = None

@@ -7,6 +7,7 @@ run nearly instant (unchanged files are neither hashed nor read).
 """
 from __future__ import annotations
 
+import logging
 import os
 
 from .. import identify as ident
@@ -21,6 +22,7 @@ from .peers import PEER_CANDIDATES, PEER_SHORTLIST, _peer_relations, UnitRows, _
 # the interface, plus two helpers used from outside: _quick_vectors (report_html), _disk_workers (bench/scan_speed)
 __all__ = ["PEER_CANDIDATES", "PEER_SHORTLIST", "family_groups", "find_models", "folder_text", "group_label",
            "public", "reclaimable_total", "scan_folder", "_disk_workers", "_quick_vectors"]
+log = logging.getLogger("fpcore.scan")
 
 
 def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=None, store=None, cache_dir=None,
@@ -89,6 +91,7 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
         if phase:
             phase("grouping", 0, 1)
         groups = _cached_groups(reports, sizes, fps, store, os.fspath(root))
+        _claims_and_fits(reports, db, store, hash_policy)
         tag_results = []
         if write_tags:
             if phase:
@@ -102,6 +105,22 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
     finally:
         if own_store and store is not None:
             store.close()
+
+def _claims_and_fits(reports: dict, db, store, hash_policy: str) -> None:
+    """Claims checked with the folder's files known, and each LoRA's fit list (fpcore.claims). A
+    checkpoint a LoRA names by A1111's legacy hash is confirmed by its whole-file hash (unless never)."""
+    from .. import claims
+
+    def hasher(path: str) -> str | None:
+        if hash_policy == "never":
+            return None
+        try:
+            return ident.hashes_for(path, store=store)["sha256"]
+        except (FpError, OSError) as e:
+            log.warning("%s: not hashed: %s", path, e)
+            return None
+    claims.annotate_folder(reports, db, store, hasher)
+
 
 def folder_text(f: dict, root: str | None = None) -> str:
     """The "in this folder" relation of one file, for people: names a merge by its recipe."""
