@@ -254,6 +254,76 @@ def pull_known(names, *, refs_dir=None, db=None, remote=None, progress=None) -> 
     return catalog.pull(names, db or refdb(refs_dir), remote=remote, progress=progress)
 
 
+def find_loras(dirs) -> list[str]:
+    """Model files under ``dirs`` (recursively, sorted): the candidates of a LoRA folder."""
+    from .facts import MODEL_EXTS
+    out: list[str] = []
+    for d in [os.fspath(x) for x in dirs or [] if x]:
+        for dirpath, dirnames, filenames in os.walk(d):
+            dirnames.sort()
+            out += [os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(MODEL_EXTS)]
+    return list(dict.fromkeys(out))
+
+
+def loras_fitting(checkpoint: dict | str | os.PathLike, loras, *, refs_dir=None, cache_dir=None, db=None,
+                  progress=None, hash_policy: str = "auto") -> list[dict]:
+    """Which LoRAs fit a checkpoint (its identify report, or its path): one row per file of
+    ``loras`` (paths) that is a LoRA, ``{"lora", "fit": yes|no|unknown, "reason", "trained_on"}``,
+    what fits first. ``progress(done, total, path)``. A checkpoint a LoRA names by A1111's legacy
+    hash is confirmed by its whole-file SHA-256 (unless ``hash_policy`` is "never")."""
+    from . import claims
+    from .identify import hashes_for
+    db = db or refdb(refs_dir)
+    store = _store(cache_dir)
+    try:
+        ckpt = checkpoint if isinstance(checkpoint, dict) else identify_file(checkpoint, db=db, store=store)
+        reports = {}
+        paths = [os.fspath(p) for p in loras]
+        for i, p in enumerate(paths):
+            reports[p] = identify_file(p, db=db, store=store, hash_policy="never")
+            if progress:
+                progress(i + 1, len(paths), p)
+        key = ckpt.get("path") or "<checkpoint>"
+        reports = {key: ckpt, **{p: r for p, r in reports.items() if p != key}}
+
+        def hasher(path):
+            if hash_policy == "never" or not os.path.isfile(path):
+                return None
+            try:
+                return hashes_for(path, store=store)["sha256"]
+            except (FpError, OSError) as e:
+                log.warning("%s: not hashed: %s", path, e)
+                return None
+        claims.annotate_folder(reports, db, store, hasher)
+    finally:
+        if store is not None:
+            store.close()
+    rows = []
+    for p, r in reports.items():
+        if p == key or not claims.is_lora(r):
+            continue
+        f = (r.get("fits") or [{"fit": "unknown", "reason": "not compared"}])[0]
+        rows.append({"lora": p, "fit": f["fit"], "reason": f["reason"], "trained_on": r.get("trained_on"),
+                     "claim_check": r.get("claim_check")})
+    order = {"yes": 0, "unknown": 1, "no": 2}
+    return sorted(rows, key=lambda x: (order[x["fit"]], x["lora"]))
+
+
+def lora_fit(lora: str | os.PathLike, checkpoint: dict | str | os.PathLike, *, refs_dir=None, cache_dir=None,
+             db=None) -> dict:
+    """Whether one LoRA fits one checkpoint (a report, e.g. of a loaded MODEL, or a path):
+    ``{"status": "ok"|"warn", "fit", "reason", "lora", "checkpoint", "trained_on"}``."""
+    from . import claims
+    db = db or refdb(refs_dir)
+    ckpt = checkpoint if isinstance(checkpoint, dict) else identify_file(checkpoint, db=db, cache_dir=cache_dir)
+    rows = loras_fitting(ckpt, [lora], db=db, cache_dir=cache_dir)
+    if not rows:   # not a LoRA, or unreadable: the reason says which
+        return claims.lora_fit(identify_file(lora, db=db, cache_dir=cache_dir, hash_policy="never"), ckpt)
+    r = rows[0]
+    return {"status": "ok" if r["fit"] == "yes" else "warn", "fit": r["fit"], "reason": r["reason"],
+            "lora": r["lora"], "checkpoint": ckpt.get("path"), "trained_on": r["trained_on"]}
+
+
 def list_references(refs_dir=None) -> list[dict]:
     db = refdb(refs_dir)
     kids = db.children_map() if hasattr(db, "children_map") else None   # one pass: libraries of thousands

@@ -56,6 +56,18 @@ def identify_text(rep: dict) -> None:
         s = summary(rep["metadata"])
         if s:
             out(f"  provenance: {s}")
+    _claims_text(rep)
+
+
+def _claims_text(rep: dict, root: str | None = None) -> None:
+    """What the file claims and how it checks, what changed, health, trained on, fits."""
+    from .claims import wording
+    for line in filter(None, [wording.trained_on_line(rep), wording.delta_line(rep), wording.health_line(rep)]):
+        out(f"  {line}")
+    for line in wording.claims_lines(rep):
+        out(f"  claim {line}")
+    for line in wording.fits_lines(rep, root):
+        out(f"  {line}")
 
 
 def inspect_text(rep: dict) -> None:
@@ -84,8 +96,17 @@ def scan_text(res: dict, root: str, dry_run: bool = False) -> None:
             continue   # already said on stderr, once
         a, f = r["architecture"], r.get("folder") or {}
         folder = scan.folder_text(f, root)
+        claims = f" | claims: {r['claim_check']}" if r.get("claim_check") in ("contradicts", "consistent") else ""
         out(f"{os.path.relpath(r['path'], root)}: {family_name(a['family'])} | {relation_phrase(r)}"
-            + (f" | folder: {folder}" if folder else ""))
+            + (f" | folder: {folder}" if folder else "") + claims)
+        from .claims import wording
+        for line in [wording.trained_on_line(r)] if r.get("fits") is not None else []:
+            out(f"  {line}")
+        for line in wording.fits_lines(r, root):
+            out(f"  {line}")
+        for c in wording.ordered(r):
+            if c["check"] == "contradicts":
+                out(f"  claim {wording.claim_line(c)}")
     for g in res["groups"]:
         what = f" — {g['label']}" if g.get("label") else ""
         out(f"{g['relation']} group{what} ({format_bytes(g['reclaimable_bytes'])} reclaimable): "

@@ -109,7 +109,9 @@ CSS = """body{font-family:sans-serif;margin:2em;color:#222} table{border-collaps
 td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left} th{background:#f3f3f3}
 .err{color:#b00} .muted{color:#777} h2{margin-top:1.6em}
 tr.pic td{border-top:none;padding:0 8px 4px;font-size:12px;color:#555} tr.pic summary{cursor:pointer} .legend{font-size:13px;max-width:60em}
-.legend dt{font-weight:bold} .legend dd{margin:0 0 .3em 1.5em}"""
+.legend dt{font-weight:bold} .legend dd{margin:0 0 .3em 1.5em}
+td.contra{background:#fde2e2;border:2px solid #b00} .claim-contradicts{color:#b00;font-weight:bold}
+.claim-consistent{color:#2a7a2a} .claim-unverifiable{color:#777} .warn{color:#b00}"""
 
 
 def legend_html() -> str:
@@ -119,9 +121,13 @@ def legend_html() -> str:
     lev = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in confidence_levels())
     grp = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in GROUP_LEGEND.items())
     ev = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in EVIDENCE_LEGEND.items())
+    from .claims.wording import CHECK_LEGEND
+    cl = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in CHECK_LEGEND.items())
     return (f"<details class=legend open><summary>Legend</summary><dl><dt>relations</dt><dd><dl>{rel}</dl></dd>"
             f"<dt>confidence</dt><dd>{html.escape(CONFIDENCE_MEANING)}<dl>{lev}</dl></dd>"
-            f"<dt>groups</dt><dd><dl>{grp}</dl></dd><dt>evidence in the reasons</dt><dd><dl>{ev}</dl></dd></dl>"
+            f"<dt>groups</dt><dd><dl>{grp}</dl></dd><dt>evidence in the reasons</dt><dd><dl>{ev}</dl></dd>"
+            f"<dt>claims (what the file, its sidecars and its name say, checked against the weights)</dt>"
+            f"<dd><dl>{cl}</dl></dd></dl>"
             f"</details>")
 
 
@@ -131,19 +137,31 @@ def _picture_row(report: dict, rel: str, tree: dict) -> str:
     svg = picture.svg(report, tree)
     if not svg:
         return ""
-    return (f'<tr class=pic><td colspan=6><details class=mfp-pic data-path="{html.escape(rel)}"><summary>picture: '
+    return (f'<tr class=pic><td colspan=7><details class=mfp-pic data-path="{html.escape(rel)}"><summary>picture: '
             f'where {html.escape(os.path.basename(rel))} sits among the references</summary>{svg}</details></td></tr>')
+
+
+def _claims_html(report: dict) -> str:
+    """The claims cell: each claim's check, source and words, its detail below; contradictions first."""
+    from .claims import wording
+    out = []
+    for c in wording.ordered(report):
+        out.append(f"<div class=claim-{html.escape(c['check'])}>{html.escape(c['check'])}: "
+                   f"{html.escape(c['source'])} says {html.escape(c['says'])}</div>"
+                   f"<div class=muted>{html.escape(c['detail'])}</div>")
+    return "".join(out) or "<span class=muted>none</span>"
 
 
 def render(result: dict, db: RefDB | None = None) -> str:
     from .identify import base_label, confidence_text, needs_reason
     from . import picture
+    from .claims import wording
     tree = picture.reference_tree(db) if db is not None else {}
     rows = []
     for r in result["reports"]:
         rel = os.path.relpath(r["path"], result["root"])
         if r.get("error"):
-            rows.append(f"<tr><td>{html.escape(rel)}</td><td colspan=5 class=err>{html.escape(r['error'])}</td></tr>")
+            rows.append(f"<tr><td>{html.escape(rel)}</td><td colspan=6 class=err>{html.escape(r['error'])}</td></tr>")
             continue
         a, v = r["architecture"], r["verdict"]
         peer_txt = _scan.folder_text(r.get("folder") or {}, result["root"])
@@ -154,8 +172,15 @@ def render(result: dict, db: RefDB | None = None) -> str:
             relation += f"<div class=muted>why: {html.escape(v['reason'])}</div>"
         cells = [html.escape(str(x)) for x in (rel, a.get("family"), base_label(r) if v.get("relation") != "unknown"
                                                else "—")]
-        cells += [relation, html.escape(confidence_text(v.get("confidence"))), html.escape(peer_txt)]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        for line in filter(None, [wording.delta_line(r), wording.trained_on_line(r)]):
+            relation += f"<div class=muted>{html.escape(line)}</div>"
+        if wording.health_line(r):
+            relation += f"<div class=warn>{html.escape(wording.health_line(r))}</div>"
+        folder = html.escape(peer_txt) + "".join(f"<div class=muted>{html.escape(x)}</div>"
+                                                 for x in wording.fits_lines(r, result["root"]))
+        cells += [relation, html.escape(confidence_text(v.get("confidence"))), folder]
+        contra = " class=contra" if wording.has_contradiction(r) else ""
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + f"<td{contra}>{_claims_html(r)}</td></tr>")
     rows = [row + _picture_row(r, os.path.relpath(r["path"], result["root"]), tree)  # one row per report above
             for row, r in zip(rows, result["reports"])]
     groups = []
@@ -171,7 +196,7 @@ def render(result: dict, db: RefDB | None = None) -> str:
 <h1>Model Fingerprint — {html.escape(result['root'])}</h1>
 <p>{len(result['reports'])} model files; {sum(1 for r in result['reports'] if r.get('error'))} could not be read.</p>
 <h2>Models</h2><table><tr><th>file</th><th>architecture</th><th>base</th><th>relation</th><th>confidence</th>
-<th>in this folder</th></tr>{''.join(rows)}</table>
+<th>in this folder</th><th>claims</th></tr>{''.join(rows)}</table>
 {legend_html()}
 <h2>Duplicates and same weights</h2>
 <p>{format_bytes(total)} could be reclaimed by keeping one file per group. Only groups whose files hold the same

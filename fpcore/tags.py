@@ -50,6 +50,10 @@ def tags_for(report: dict) -> dict:
         out["sd_version_str"] = forge_sd_version(fam)
     if report.get("merge"):
         out["merge"] = report["merge"]
+    t = report.get("trained_on")
+    if a.get("kind") in LORA_KINDS and t:   # the checkpoint a LoRA was trained on (fpcore.claims); an
+        # unknown one is left out, so a name an earlier run found is kept
+        out["trained_on"] = {k: t.get(k) for k in ("name", "sha256", "lineage", "how")}
     return out
 
 

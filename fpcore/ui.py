@@ -21,9 +21,10 @@ import time
 from . import api, exposure  # noqa: F401  (ui.api: the façade the handlers call)
 from .ui_actions import (StandaloneHost, _setting, _url_options, add_reference, check_scan,  # noqa: F401
                          identify_current, identify_hashed, identify_named, identify_path, identify_url,
-                         import_pack, known_choices, policy_of, pull_known, reference_names, report_picture,
-                         run_with_progress, scan)
-from .ui_format import TABLE_HEADERS, format_report, legend_markdown, scan_summary, table_rows  # noqa: F401
+                         import_pack, known_choices, lora_dirs, loras_for, policy_of, pull_known, reference_names,
+                         report_picture, run_with_progress, scan)
+from .ui_format import (LORA_HEADERS, TABLE_HEADERS, format_report, legend_markdown, lora_rows,  # noqa: F401
+                        scan_summary, table_rows)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,11 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
             picture_html = gr.HTML(elem_id="mfp_picture")
             summary = gr.Markdown(elem_id="mfp_summary")
             btn_hash = gr.Button("Compute SHA-256", elem_id="mfp_compute_hash")
+            with gr.Accordion("Which LoRAs fit this checkpoint", open=False):
+                btn_loras = gr.Button("Check the LoRAs folder", elem_id="mfp_loras")
+                lora_status = gr.Markdown(elem_id="mfp_lora_status")
+                lora_table = gr.Dataframe(headers=LORA_HEADERS, datatype=["str"] * len(LORA_HEADERS),
+                                          interactive=False, elem_id="mfp_lora_table")
             with gr.Row():
                 ref_path = gr.Textbox(label="Model file (for 'add as reference')", elem_id="mfp_ref_path")
                 ref_name = gr.Textbox(label="Reference name", elem_id="mfp_ref_name")
@@ -122,6 +128,18 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
                                     _byte_progress(progress, "hashing"))
             return _identify_out(out)
 
+        def do_loras(rep, progress=gr.Progress()):
+            def on_prog(done, total, path):
+                progress((done, total), desc=f"read {os.path.basename(path)}", unit="files")
+            try:
+                res = run_with_progress(lambda cb: loras_for(host, rep, progress=cb), on_prog)
+            except Exception as e:  # an unexpected engine failure: show it, keep the UI alive
+                log.exception("LoRA check failed")
+                return f"**Error**: {type(e).__name__}: {e}", [[""] * len(LORA_HEADERS)]
+            dirs = lora_dirs(host)
+            return res["message"], lora_rows(res["rows"], dirs[0] if len(dirs) == 1 else None) or \
+                [[""] * len(LORA_HEADERS)]
+
         def do_pull(choices, progress=gr.Progress()):
             msg = pull_known(host, choices, progress=lambda i, n, name: progress((i, n), desc=f"pulling {name}"))
             return msg, gr.update(choices=[""] + reference_names(host))
@@ -146,9 +164,9 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
             try:
                 folder_ = check_scan(host, folder_, write_tags) if folder_ else folder_
             except exposure.ExposureError as e:
-                return f"**Refused**: {e}", [["", "", "", "", ""]]
+                return f"**Refused**: {e}", [[""] * len(TABLE_HEADERS)]
             if not folder_ or not os.path.isdir(folder_):
-                return f"**Error**: not a folder: `{folder_}`", [["", "", "", "", ""]]
+                return f"**Error**: not a folder: `{folder_}`", [[""] * len(TABLE_HEADERS)]
             t0 = time.monotonic()
             progress(0.0, desc="finding models")
 
@@ -158,8 +176,8 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
                 res = run_with_progress(lambda cb: scan(host, folder_, write_tags=write_tags, progress=cb), on_prog)
             except Exception as e:  # an unexpected engine failure: show it, keep the UI alive
                 log.exception("scan failed")
-                return f"**Error**: {type(e).__name__}: {e}", [["", "", "", "", ""]]
-            rows = table_rows(res, folder_) or [["(no model files found)", "", "", "", ""]]
+                return f"**Error**: {type(e).__name__}: {e}", [[""] * len(TABLE_HEADERS)]
+            rows = table_rows(res, folder_) or [["(no model files found)"] + [""] * (len(TABLE_HEADERS) - 1)]
             return scan_summary(res, write_tags) + f"\n\n({time.monotonic() - t0:.1f} s)", rows
 
         def do_scan(folder_, progress=gr.Progress()):
@@ -173,6 +191,7 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
         btn_refresh.click(do_refresh, inputs=[models_dir], outputs=[ckpt])
         btn_url.click(do_url, inputs=[url_box], outputs=[picture_html, summary, report, ref_path])
         btn_hash.click(do_hash, inputs=[report], outputs=[picture_html, summary, report, ref_path])
+        btn_loras.click(do_loras, inputs=[report], outputs=[lora_status, lora_table])
         btn_pull.click(do_pull, inputs=[known_box], outputs=[pull_status, ref_parent])
         btn_add.click(do_add, inputs=[ref_path, ref_name, ref_parent], outputs=[add_status, ref_parent])
         btn_pack.click(do_import, inputs=[pack_file, pack_clash], outputs=[pack_status, ref_parent])

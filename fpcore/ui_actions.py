@@ -9,7 +9,8 @@ What differs between hosts is behind the host object:
   or ``(path, sha256 or None)``;
 - ``models_dir() -> str``: the default folder to list and scan;
 - optionally ``refs_dir()`` / ``cache_dir()``: user settings (``None``: FPCORE_REFS / FPCORE_CACHE);
-- optionally ``exposure()``: the exposure policy (fpcore.exposure; local when absent).
+- optionally ``exposure()``: the exposure policy (fpcore.exposure; local when absent);
+- optionally ``lora_dirs() -> [str]``: where the host keeps LoRAs (default: ``models_dir()``).
 """
 from __future__ import annotations
 
@@ -159,6 +160,34 @@ def identify_url(host, url: str | None) -> dict:
         return {"path": url, "error": "not a URL (https://..., hf://OWNER/REPO/FILE)", "verdict": None}
     return api.identify_file(url, refs_dir=_setting(host, "refs_dir"), cache_dir=_setting(host, "cache_dir"),
                              remote=_url_options(policy_of(host)))
+
+
+def lora_dirs(host) -> list[str]:
+    """The folders whose LoRAs the tab checks against the loaded checkpoint."""
+    f = getattr(host, "lora_dirs", None)
+    dirs = f() if callable(f) else None
+    return [d for d in (dirs or [host.models_dir()]) if d and os.path.isdir(d)]
+
+
+def loras_for(host, rep: dict | None, progress=None) -> dict:
+    """The "Which LoRAs fit" button: ``{"rows": api.loras_fitting rows, "message": markdown}`` for
+    the checkpoint of the shown report. ``progress(done, total, path)``."""
+    path = (rep or {}).get("path")
+    if not rep or rep.get("error") or not path:
+        return {"rows": [], "message": "Identify a checkpoint first."}
+    if (rep.get("architecture") or {}).get("kind") not in ("checkpoint", "unet_only", "dit_only"):
+        return {"rows": [], "message": "The identified file is not a checkpoint."}
+    dirs = lora_dirs(host)
+    loras = api.find_loras(dirs)
+    if not loras:
+        return {"rows": [], "message": "No model files in " + ", ".join(f"`{d}`" for d in dirs) + "."}
+    rows = api.loras_fitting(rep, [p for p in loras if os.path.realpath(p) != os.path.realpath(path)],
+                             refs_dir=_setting(host, "refs_dir"), cache_dir=_setting(host, "cache_dir"),
+                             progress=progress)
+    n = {k: sum(1 for r in rows if r["fit"] == k) for k in ("yes", "no", "unknown")}
+    msg = (f"**{n['yes']}** LoRA(s) fit **{os.path.basename(path)}**, {n['no']} do not, "
+           f"{n['unknown']} cannot be told" if rows else "No LoRA among the files of " + ", ".join(dirs))
+    return {"rows": rows, "message": msg + "."}
 
 
 def known_choices() -> list[str]:

@@ -10,7 +10,9 @@ from .facts import family_name, format_bytes
 from .identify import (CONFIDENCE_MEANING, RELATION_LEGEND, base_label, confidence_levels, confidence_text,
                        evidence_notes, needs_reason)
 
-TABLE_HEADERS = ["path", "architecture", "base", "relation", "confidence"]
+TABLE_HEADERS = ["path", "architecture", "base", "relation", "confidence", "claims"]
+#: the table of LoRAs that fit the loaded checkpoint
+LORA_HEADERS = ["LoRA", "fits", "why"]
 
 
 def format_report(rep: dict) -> str:
@@ -34,6 +36,7 @@ def format_report(rep: dict) -> str:
     for m in rep.get("merge") or []:
         chain = f" (lineage {' → '.join(m['lineage'])})" if m.get("lineage") else ""
         lines.append(f"- merge: {m['ref']} {float(m['weight']):.2f}{chain}")
+    lines += _claims_markdown(rep)
     if rep.get("sha256"):
         origin = {"host": ", from the host's cache", "published": ", as published"}.get(rep.get("hash"), "")
         lines.append(f"- sha256: `{rep['sha256']}` (AutoV2 `{(rep.get('autov2') or '').upper()}`{origin})")
@@ -42,6 +45,31 @@ def format_report(rep: dict) -> str:
                      "file, for an `identical` check and the Civitai/A1111 hash)")
     lines += ["", legend_markdown(evidence_notes(v.get("reason") if needs_reason(v) else ""))]
     return "\n".join(lines)
+
+
+def _claims_markdown(rep: dict) -> list[str]:
+    """What changed, health, trained on, and the claims (contradictions first and in bold)."""
+    from .claims import wording
+    lines = [f"- {x}" for x in (wording.delta_line(rep), wording.trained_on_line(rep)) if x]
+    if wording.health_line(rep):
+        lines.append(f"- **{wording.health_line(rep)}**")
+    cs = wording.ordered(rep)
+    if cs:
+        lines.append(f"- claims: **{rep.get('claim_check')}**")
+        for c in cs:
+            check = f"**{c['check'].upper()}**" if c["check"] == "contradicts" else c["check"]
+            lines.append(f"  - {check}: {c['source']} says *{c['says']}*: {c['detail']}")
+    return lines
+
+
+def lora_rows(rows: list[dict], root: str | None = None) -> list[list]:
+    """The LoRA fit table: LoRA (relative to root), fits (yes / no / unknown), why."""
+    out = []
+    for r in rows:
+        p = r["lora"]
+        rel = os.path.relpath(p, root) if root and p.startswith(os.fspath(root)) else os.path.basename(p)
+        out.append([rel, r["fit"], r["reason"]])
+    return out
 
 
 def legend_markdown(evidence: list[str] | None = None) -> str:
@@ -61,12 +89,14 @@ def table_rows(result: dict, root: str | None = None) -> list[list]:
         p = r.get("path") or ""
         rel = os.path.relpath(p, root) if root and p.startswith(os.fspath(root)) else p
         if r.get("error"):
-            rows.append([rel, "error", "", r["error"], ""])
+            rows.append([rel, "error", "", r["error"], "", ""])
             continue
         a, v = r.get("architecture") or {}, r.get("verdict") or {}
+        from .claims import wording
         rows.append([rel, family_name(a.get("family") or "unknown"),
                      base_label(r) if v.get("relation") not in (None, "unknown") else "",
-                     v.get("relation") or "", confidence_text(v.get("confidence")) if v else ""])
+                     v.get("relation") or "", confidence_text(v.get("confidence")) if v else "",
+                     wording.claims_cell(r)])
     return rows
 
 
@@ -79,6 +109,14 @@ def scan_summary(result: dict, write_tags: bool) -> str:
                      + ", ".join(os.path.basename(p) for p in g["paths"])
                      + f" ({format_bytes(g.get('reclaimable_bytes', 0))} reclaimable)")
     root = result.get("root") or ""
+    contra = [r for r in reps if r.get("claim_check") == "contradicts"]
+    if contra:
+        lines.append(f"- **{len(contra)} file(s) contradict what they claim**: "
+                     + ", ".join(os.path.basename(r["path"]) for r in contra))
+    for r in reps:
+        from .claims import wording
+        for line in wording.fits_lines(r, root or None):
+            lines.append(f"- {os.path.basename(r['path'])} {line}")
     for s in result.get("skipped") or []:
         lines.append(f"- skipped `{os.path.relpath(s['path'], root) if root else s['path']}`: {s['reason']}")
     if write_tags:
