@@ -302,7 +302,8 @@ def loras_fitting(checkpoint: dict | str | os.PathLike, loras, *, refs_dir=None,
     for p, r in reports.items():
         if p == key or not claims.is_lora(r):
             continue
-        f = (r.get("fits") or [{"fit": "unknown", "reason": "not compared"}])[0]
+        f = next((x for x in r.get("fits") or [] if x["path"] == key), None) or \
+            {"fit": "unknown", **claims.fit(r, ckpt)}
         rows.append({"lora": p, "fit": f["fit"], "reason": f["reason"], "trained_on": r.get("trained_on"),
                      "claim_check": r.get("claim_check")})
     order = {"yes": 0, "unknown": 1, "no": 2}

@@ -197,7 +197,8 @@ class Resolver:
     # -- names ----------------------------------------------------------------------------
     def name(self, text: str, how: str = "") -> Named:
         """What ``text`` (a title, a file name, a base-model label) names."""
-        t = _compact(text)
+        stem = re.sub(r"\.(safetensors|ckpt|sft|pt|pth|bin|gguf)$", "", str(text or "").strip(), flags=re.I)
+        t = _compact(stem)
         if t:
             best = None
             for n in self.db.refs:
@@ -206,9 +207,8 @@ class Resolver:
                     best = n
             if best is not None:
                 return self._ref(best, how)
-            stem = _compact(re.sub(r"\.(safetensors|ckpt|sft|pt|bin)$", "", str(text).strip(), flags=re.I))
             for entry in known.table().values():
-                if any(_compact(re.sub(r"\.\w+$", "", f)) == stem for f in _known_names(entry)
+                if any(_compact(re.sub(r"\.\w+$", "", f)) == t for f in _known_names(entry)
                        if len(_compact(f)) >= MIN_NAME):
                     return self._known(entry, how)
         b = brand_of(text)
