@@ -44,6 +44,8 @@ def built(tmp_path_factory):
     testkit.write_safetensors(d / "m2ft.safetensors", testkit.finetune(illu, 0.05, 5, only=attention), "F16")
     testkit.write_safetensors(d / "mix.safetensors", testkit.merge([(pony, 0.7), (illu, 0.3)]), "F16")
     del pony, illu
+    testkit.write_safetensors(d / "indep.safetensors", testkit.random_state_dict(testkit.checkpoint_spec(
+        "sdxl", "tiny"), 99), "F16")                          # trained from scratch: related to nothing
     lora = testkit.random_state_dict(testkit.extra.lora_kohya_sdxl(4), 7)
     testkit.write_safetensors(d / "lora.safetensors", lora, "F16")
     return d
@@ -254,3 +256,15 @@ def test_lora_names_a_checkpoint_of_the_folder_by_its_legacy_hash(tmp_path, buil
     assert lora["trained_on"]["lineage"] == [SDXL, PONY]
     fits = {r["path"].rsplit("/", 1)[-1]: r["fit"] for r in lora["fits"]}
     assert fits == {"mine.safetensors": "yes", "other.safetensors": "no"}
+
+
+def test_a_model_related_to_nothing_contradicts_a_registered_line(tmp_path, built, db):
+    """Found by bench/claims.py: a claim naming a model line on weights related to no reference."""
+    f = _put(built, "indep", tmp_path / "u.safetensors", {"modelspec.title": "Animagine XL remix"})
+    _civitai(f, baseModel="Pony")
+    rep = identify(f, db, hashes=False)
+    assert rep["verdict"]["relation"] == "unknown"
+    got = {c["key"]: c for c in rep["claims"]}
+    c = got["baseModel in u.civitai.info"]
+    assert (c["check"], c["refers_to"]) == ("contradicts", PONY) and "not related" in c["detail"]
+    assert got["modelspec.title"]["check"] == "unverifiable"     # no Animagine reference to compare with

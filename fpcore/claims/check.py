@@ -159,9 +159,15 @@ def check_base(s: Said, f: Facts, r: Resolver) -> dict:
     if s.hashes and not (n.ref or n.known or n.file):
         return _claim(s, UNVERIFIABLE, f"SHA-256 {s.hashes[0][:10]}… is not a registered reference, a known "
                                        f"release or a scanned file.", label)
-    if not f.placed:
-        return _unplaced(s, f, n, label, fam)
     target = _target(n, f)
+    if not f.placed:
+        if f.comparable and not target and n.brand and not BRAND_INFO[n.brand]["root"]:
+            regs = r.refs_of_brand(n.brand, f.family)   # related to none of them either
+            if regs:
+                return _claim(s, CONTRADICTS, f"Claims {BRAND_INFO[n.brand]['name']}, but the weights are not "
+                                              f"related to {regs[0]} (nor to any registered reference of this "
+                                              f"architecture).", regs[0])
+        return _unplaced(s, f, n, label, fam)
     if target:
         if target in f.names:
             return _claim(s, CONSISTENT, _sentence(_tie(f, target)), label)
