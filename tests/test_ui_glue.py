@@ -214,6 +214,19 @@ def test_current_checkpoint_loaded_lazy_selected(monkeypatch, folder):
     assert mod.HOST.current_checkpoint() is None
 
 
+def test_lora_folders_of_the_host(monkeypatch, folder, tmp_path):
+    """The tab checks A1111/Forge's LoRA folder (--lora-dir, else models/Lora) against the loaded checkpoint."""
+    mod, *_ = _load_script(monkeypatch, folder)
+    assert mod.HOST.lora_dirs() == []                 # no --lora-dir and no modules.paths in this stand-in
+    mod.shared.cmd_opts.lora_dir = str(tmp_path / "Lora")
+    (tmp_path / "Lora").mkdir()
+    assert mod.HOST.lora_dirs() == [str(tmp_path / "Lora")]
+    assert ui.lora_dirs(mod.HOST) == [str(tmp_path / "Lora")]
+    got = ui.loras_for(mod.HOST, {"path": str(folder / "a.safetensors"), "error": None,
+                                  "architecture": {"kind": "checkpoint"}})
+    assert got["rows"] == [] and got["message"].startswith("No model files in")
+
+
 def test_identify_on_model_load(monkeypatch, folder, tmp_path, caplog):
     mod, reg, shared, _ = _load_script(monkeypatch, folder)
     reg["ui_settings"]()
