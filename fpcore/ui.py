@@ -21,7 +21,7 @@ import time
 from . import api, exposure  # noqa: F401  (ui.api: the façade the handlers call)
 from .ui_actions import (StandaloneHost, _setting, _url_options, add_reference, check_scan,  # noqa: F401
                          identify_current, identify_hashed, identify_named, identify_path, identify_url,
-                         import_pack, known_choices, lora_dirs, loras_for, policy_of, pull_known, reference_names,
+                         import_pack, known_choices, lora_dirs, loras_for, loras_for_path, policy_of, pull_known, reference_names,
                          report_picture, run_with_progress, scan)
 from .ui_format import (LORA_HEADERS, TABLE_HEADERS, format_report, legend_markdown, lora_rows,  # noqa: F401
                         scan_summary, table_rows)
@@ -123,16 +123,18 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
         def do_url(url):
             return _identify_out(identify_url(host, url))
 
-        def do_hash(rep, progress=gr.Progress()):
-            out = run_with_progress(lambda cb: identify_hashed(host, rep, progress=cb),
+        # the shown file's path comes from the ref_path box: gradio 4 takes a dict holding "path" in a
+        # gr.JSON input for an uploaded file and refuses it ("not in the upload folder")
+        def do_hash(path, progress=gr.Progress()):
+            out = run_with_progress(lambda cb: identify_hashed(host, {"path": path}, progress=cb),
                                     _byte_progress(progress, "hashing"))
             return _identify_out(out)
 
-        def do_loras(rep, progress=gr.Progress()):
-            def on_prog(done, total, path):
-                progress((done, total), desc=f"read {os.path.basename(path)}", unit="files")
+        def do_loras(path, progress=gr.Progress()):
+            def on_prog(done, total, p):
+                progress((done, total), desc=f"read {os.path.basename(p)}", unit="files")
             try:
-                res = run_with_progress(lambda cb: loras_for(host, rep, progress=cb), on_prog)
+                res = run_with_progress(lambda cb: loras_for_path(host, path, progress=cb), on_prog)
             except Exception as e:  # an unexpected engine failure: show it, keep the UI alive
                 log.exception("LoRA check failed")
                 return f"**Error**: {type(e).__name__}: {e}", [[""] * len(LORA_HEADERS)]
@@ -190,8 +192,8 @@ def build_ui(gr, *, host=None, refs_dir=None, cache_dir=None, theme=None, title:
         btn_identify.click(do_named, inputs=[ckpt, models_dir], outputs=[picture_html, summary, report, ref_path])
         btn_refresh.click(do_refresh, inputs=[models_dir], outputs=[ckpt])
         btn_url.click(do_url, inputs=[url_box], outputs=[picture_html, summary, report, ref_path])
-        btn_hash.click(do_hash, inputs=[report], outputs=[picture_html, summary, report, ref_path])
-        btn_loras.click(do_loras, inputs=[report], outputs=[lora_status, lora_table])
+        btn_hash.click(do_hash, inputs=[ref_path], outputs=[picture_html, summary, report, ref_path])
+        btn_loras.click(do_loras, inputs=[ref_path], outputs=[lora_status, lora_table])
         btn_pull.click(do_pull, inputs=[known_box], outputs=[pull_status, ref_parent])
         btn_add.click(do_add, inputs=[ref_path, ref_name, ref_parent], outputs=[add_status, ref_parent])
         btn_pack.click(do_import, inputs=[pack_file, pack_clash], outputs=[pack_status, ref_parent])

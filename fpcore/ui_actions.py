@@ -190,6 +190,20 @@ def loras_for(host, rep: dict | None, progress=None) -> dict:
     return {"rows": rows, "message": msg + "."}
 
 
+def loras_for_path(host, path: str | None, progress=None) -> dict:
+    """``loras_for`` the checkpoint at ``path`` (the identified file; its report comes from the
+    store). A URL, or a path outside an exposed UI's model folders, is refused with a message."""
+    if not path:
+        return {"rows": [], "message": "Identify a checkpoint first."}
+    if api.is_url(path):
+        return {"rows": [], "message": "Identify a local checkpoint: LoRAs are checked against a file."}
+    try:
+        path = exposure.confine(path, policy_of(host), what="checkpoint")
+    except exposure.ExposureError as e:
+        return {"rows": [], "message": f"**Refused**: {e}"}
+    return loras_for(host, identify_path(host, path), progress=progress)
+
+
 def known_choices() -> list[str]:
     """'alias: release name' for every known release that can be pulled (refs catalog)."""
     try:

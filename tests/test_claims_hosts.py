@@ -92,6 +92,9 @@ def test_ui_lists_the_loras_that_fit_the_loaded_checkpoint(folder, db):
     got = ui.loras_for(h, ui.identify_named(h, "sib.safetensors"))
     assert got["rows"][0]["fit"] == "no" and "trained on Child" in got["rows"][0]["reason"]
     assert ui.loras_for(h, {"error": "x"})["message"] == "Identify a checkpoint first."
+    by_path = ui.loras_for_path(h, str(folder / "tuned.safetensors"))     # the UI's button: the shown file
+    assert [r["fit"] for r in by_path["rows"]] == ["yes"]
+    assert "local checkpoint" in ui.loras_for_path(h, "https://example.com/x.safetensors")["message"]
 
 
 def _pack(tmp_path, monkeypatch, folder):

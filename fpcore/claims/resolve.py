@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .. import known
 
@@ -167,26 +168,74 @@ def _known_names(entry: dict) -> list[str]:
     return re.findall(r"[\w.\-]+\.(?:safetensors|ckpt|sft|pt|bin)", entry.get("filename") or "")
 
 
+#: a claim text longer than this is cut before its substrings are looked up (a long title)
+MAX_NAME_TEXT = 200
+
+
+@lru_cache(maxsize=1)
+def _known_stems() -> dict[str, dict]:
+    """Compact file stem -> known release, for the stems long enough to name one."""
+    out = {}
+    for entry in known.table().values():
+        for f in _known_names(entry):
+            c = _compact(re.sub(r"\.\w+$", "", f))
+            if len(c) >= MIN_NAME:
+                out.setdefault(c, entry)
+    return out
+
+
+class _RefIndex:
+    """What name resolution needs of a reference set, computed once per set (a library of
+    thousands is not scanned again for every claim of every file): compact names, model lines
+    and the references of each line."""
+
+    def __init__(self, db):
+        refs = db.refs
+        self.key = (id(refs), len(refs))
+        self.by_compact: dict[str, str] = {}
+        self.brand: dict[str, str | None] = {}
+        self.of_brand: dict[str, list[str]] = {}
+        for n, r in refs.items():
+            c = _compact(n)
+            if c:
+                self.by_compact.setdefault(c, n)
+            b = brand_of(n)
+            if b is None and r.sha256:
+                entry = known.lookup(r.sha256)
+                b = brand_of(entry.get("family")) if entry else None
+            self.brand[n] = b
+            if b:
+                self.of_brand.setdefault(b, []).append(n)
+
+
+def _index(db) -> _RefIndex:
+    ix = getattr(db, "_claims_index", None)
+    if ix is None or ix.key != (id(db.refs), len(db.refs)):
+        ix = _RefIndex(db)
+        try:
+            db._claims_index = ix
+        except AttributeError:    # a stand-in reference set without attributes: computed each time
+            pass
+    return ix
+
+
 class Resolver:
     """Resolves names and hashes against ``db`` (a RefDB), the known releases and ``store``
     (files it has hashed, with their cached reports); ``files``: {path: report} of a scan."""
 
     def __init__(self, db, store=None, files: dict | None = None):
         self.db, self.store, self.files = db, store, files or {}
+        self.ix = _index(db)
 
     # -- references -----------------------------------------------------------------------
     def ref_brand(self, name: str) -> str | None:
-        r = self.db.refs.get(name)
-        b = brand_of(name)
-        if b is None and r is not None and r.sha256:
-            entry = known.lookup(r.sha256)
-            b = brand_of(entry.get("family")) if entry else None
-        return b
+        return self.ix.brand.get(name) if name in self.ix.brand else brand_of(name)
 
     def refs_of_brand(self, brand: str, family: str | None = None) -> list[str]:
         """Registered references of a model line (shallowest first), of ``family`` when given."""
-        out = [n for n, r in self.db.refs.items() if self.ref_brand(n) == brand
-               and (family is None or r.family is None or same_family(r.family, family))]
+        refs = self.db.refs
+        out = [n for n in self.ix.of_brand.get(brand, []) if n in refs
+               and (family is None or refs[n].family is None or same_family(refs[n].family, family))]
         return sorted(out, key=lambda n: (len(self.db.lineage(n)), n))
 
     def _ref(self, name: str, how: str) -> Named:
@@ -198,19 +247,19 @@ class Resolver:
     def name(self, text: str, how: str = "") -> Named:
         """What ``text`` (a title, a file name, a base-model label) names."""
         stem = re.sub(r"\.(safetensors|ckpt|sft|pt|pth|bin|gguf)$", "", str(text or "").strip(), flags=re.I)
-        t = _compact(stem)
+        t = _compact(stem)[:MAX_NAME_TEXT]
         if t:
-            best = None
-            for n in self.db.refs:
-                c = _compact(n)
-                if c and (c == t or (len(c) >= MIN_NAME and c in t)) and (best is None or len(c) > len(_compact(best))):
-                    best = n
-            if best is not None:
-                return self._ref(best, how)
-            for entry in known.table().values():
-                if any(_compact(re.sub(r"\.\w+$", "", f)) == t for f in _known_names(entry)
-                       if len(_compact(f)) >= MIN_NAME):
-                    return self._known(entry, how)
+            names = self.ix.by_compact
+            best = t if t in names else None     # the whole text, else its longest part naming one
+            for i in range(len(t)) if best is None else ():
+                for j in range(len(t), i + MIN_NAME - 1, -1):
+                    if t[i:j] in names and (best is None or j - i > len(best)):
+                        best = t[i:j]
+                        break
+            if best is not None and names[best] in self.db.refs:
+                return self._ref(names[best], how)
+            if t in _known_stems():
+                return self._known(_known_stems()[t], how)
         b = brand_of(text)
         return Named(str(text), brand=b, family=BRAND_INFO[b]["family"] if b else None, how=how)
 

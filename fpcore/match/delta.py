@@ -12,6 +12,7 @@ Which keys are attention projections, and which block group a key belongs to, ar
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -99,6 +100,18 @@ def _component_energies(fp, ref, comp: str):
     return [vf.keys[t] for t in tf], diff, base
 
 
+@functools.lru_cache(maxsize=16)
+def _masks_of(keys: tuple) -> tuple[np.ndarray, np.ndarray]:
+    att = np.array([bool(ATTENTION_KEYS.search(k)) for k in keys], bool)
+    lora = att | np.array([bool(LORA_LAYER_KEYS.search(k)) for k in keys], bool)
+    return att, lora
+
+
+def _masks(keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(attention projections, LoRA target layers) per key: the same for every file of a layout."""
+    return _masks_of(tuple(keys))
+
+
 def difference(fp, ref, comps: list[str]) -> dict | None:
     """Where ``fp`` differs from ``ref`` (its base): shares per component and per denoiser block
     group, the share in attention projections, and a one-line summary. None when nothing is
@@ -118,9 +131,9 @@ def difference(fp, ref, comps: list[str]) -> dict | None:
         bs = float(b.sum())
         components[c] = {"share": round(float(d.sum()) / total, 4),
                          "change": round(math.sqrt(float(d.sum()) / bs), 5) if bs > 0 else None}
-    attn = sum(float(d[[bool(ATTENTION_KEYS.search(k)) for k in keys]].sum()) for keys, d, _ in per.values())
-    lora = sum(float(d[[bool(ATTENTION_KEYS.search(k) or LORA_LAYER_KEYS.search(k)) for k in keys]].sum())
-               for keys, d, _ in per.values())
+    masks = {c: _masks(keys) for c, (keys, _, _) in per.items()}
+    attn = sum(float(d[masks[c][0]].sum()) for c, (_, d, _) in per.items())
+    lora = sum(float(d[masks[c][1]].sum()) for c, (_, d, _) in per.items())
     den = next((c for c in per if c in layout.DENOISERS), None)
     blocks: dict[str, float] = {}
     den_attn = den_lora = None
@@ -131,8 +144,8 @@ def difference(fp, ref, comps: list[str]) -> dict | None:
             for k, v in zip(keys, d):
                 g = block_group(k)
                 blocks[g] = blocks.get(g, 0.0) + float(v) / dt
-            den_attn = float(d[[bool(ATTENTION_KEYS.search(k)) for k in keys]].sum()) / dt
-            den_lora = float(d[[bool(ATTENTION_KEYS.search(k) or LORA_LAYER_KEYS.search(k)) for k in keys]].sum()) / dt
+            den_attn = float(d[masks[den][0]].sum()) / dt
+            den_lora = float(d[masks[den][1]].sum()) / dt
     out = {"components": components,
            "blocks": {g: round(v, 4) for g, v in sorted(blocks.items(), key=lambda t: -t[1])},
            "attention_share": round(attn / total, 4),
