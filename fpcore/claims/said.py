@@ -69,18 +69,20 @@ def _kohya(k: dict, r: Resolver) -> list[Said]:
         out.append(Said("kohya", "ss_base_model_version", "family", f"trained for {ver}",
                         family=family_of_label("kohya", ver)))
     name = k.get("ss_sd_model_name")
-    for key in ("ss_new_sd_model_hash", "ss_sd_model_hash"):
-        h = k.get(key)
-        if not isinstance(h, str) or not h.strip():
-            continue
+    hashes = {key: k[key].strip() for key in ("ss_new_sd_model_hash", "ss_sd_model_hash")
+              if isinstance(k.get(key), str) and k[key].strip()}
+    for key, h in hashes.items():        # the whole file's SHA-256 first, then A1111's legacy hash
         n = r.hash(h, key)
-        what = os.path.basename(str(name)) if name else f"SHA-256 {_hash_text(h.strip())}"
+        what = os.path.basename(str(name)) if name else f"SHA-256 {_hash_text(h)}"
         if n is not None:
             return out + [Said("kohya", key, "base", f"trained from {what}", named=n, by_hash=True)]
-        if key == "ss_new_sd_model_hash":   # an unknown full hash: still a claim, by its name if it has one
-            nn = r.name(name, "ss_sd_model_name") if name else Named(h.strip())
-            nn.sha256 = h.strip().lower() if len(h.strip()) == 64 else None
-            return out + [Said("kohya", key, "base", f"trained from {what}", named=nn, hashes=[h.strip().lower()])]
+    h = hashes.get("ss_new_sd_model_hash")
+    if h:     # a full hash nothing knows: still a claim, by its name if it has one
+        what = os.path.basename(str(name)) if name else f"SHA-256 {_hash_text(h)}"
+        nn = r.name(os.path.basename(str(name)), "ss_sd_model_name") if name else Named(h)
+        nn.sha256 = h.lower() if len(h) == 64 else None
+        return out + [Said("kohya", "ss_new_sd_model_hash", "base", f"trained from {what}", named=nn,
+                           hashes=[h.lower()])]
     if name:
         out.append(Said("kohya", "ss_sd_model_name", "base", f"trained from {os.path.basename(str(name))}",
                         named=r.name(os.path.basename(str(name)), "ss_sd_model_name")))
