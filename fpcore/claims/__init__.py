@@ -58,8 +58,9 @@ def annotate(report: dict, path: str | None, db, store=None, files: dict | None 
                                 family=t_json.get("family"), lineage=list(t_json.get("lineage") or []))
         f = facts_of(report, t_named)
         claims = [c for c in (check(s, f, r) for s in saids) if c is not None]
-    except Exception:   # claims must never cost the user the report
-        log.exception("%s: cannot check the claims", path)
+    except Exception as e:   # claims must never cost the user the report: one line, the trace at debug
+        log.warning("%s: claims not checked: %s: %s", path, type(e).__name__, e)
+        log.debug("claims of %s", path, exc_info=True)
         claims, t_json = [], report.get("trained_on")
     claims.sort(key=lambda c: -RANK[c["check"]])     # stable: a contradiction is listed first
     report["claims"] = claims
@@ -88,8 +89,9 @@ def annotate_folder(reports: dict[str, dict], db, store=None, hasher=None) -> No
                     rep["trained_on"] = _json(named, how, "hash")
                     rep["trained_on"]["path"] = hit
                     annotate(rep, p, db, store, files=reports)
-        except Exception:   # the fit list is extra: never the scan's failure
-            log.exception("%s: cannot find the checkpoint it was trained on", p)
+        except Exception as e:   # the fit list is extra: never the scan's failure
+            log.warning("%s: training checkpoint not looked for in the folder: %s: %s", p, type(e).__name__, e)
+            log.debug("fits of %s", p, exc_info=True)
         rep["fits"] = fit_list(rep, ckpts)
 
 

@@ -16,13 +16,11 @@ does). Where the training checkpoint or the checkpoint's lineage is not known, t
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 
 from ..facts import LORA_KINDS, family_name
 from .resolve import Named, Resolver, known_lineage, same_family
 
-log = logging.getLogger("fpcore.claims")
 
 #: kinds that carry training metadata naming the checkpoint they were trained on
 ADDON_KINDS = LORA_KINDS + ("textual_inversion",)

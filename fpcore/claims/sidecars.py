@@ -46,8 +46,12 @@ def _read_json(path: str):
         raise ValueError(f"larger than {MAX_SIDECAR_BYTES >> 20} MB")
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read().decode("utf-8-sig"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raw = f.read(MAX_SIDECAR_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"cannot be read ({e.strerror or type(e).__name__})") from None
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ValueError(f"not valid JSON ({type(e).__name__})") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
