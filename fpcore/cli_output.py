@@ -20,7 +20,7 @@ def err(line: str) -> None:
 
 def identify_text(rep: dict) -> None:
     a, v = rep["architecture"], rep["verdict"]
-    fam = a["family"] + (f" ({a['variant']})" if a.get("variant") else "")
+    fam = a.get("layout_name") or a["family"] + (f" ({a['variant']})" if a.get("variant") else "")
     out(f"{rep['path']}")
     kind = f", {a['kind']}" if a.get("kind") not in (None, "checkpoint") else ""
     out(f"  architecture: {fam}{kind}, {a.get('dtype')}, components: {', '.join(a['components']) or '-'}"
@@ -78,13 +78,13 @@ def hash_text(rep: dict) -> None:
 def scan_text(res: dict, root: str, dry_run: bool = False) -> None:
     from . import scan
     from .facts import format_bytes
-    from .identify import family_name, relation_phrase
+    from .identify import architecture_name, relation_phrase
     for r in res["reports"]:
         if r.get("error"):
             continue   # already said on stderr, once
         a, f = r["architecture"], r.get("folder") or {}
         folder = scan.folder_text(f, root)
-        out(f"{os.path.relpath(r['path'], root)}: {family_name(a['family'])} | {relation_phrase(r)}"
+        out(f"{os.path.relpath(r['path'], root)}: {architecture_name(a)} | {relation_phrase(r)}"
             + (f" | folder: {folder}" if folder else ""))
     for g in res["groups"]:
         what = f" — {g['label']}" if g.get("label") else ""

@@ -96,9 +96,10 @@ def scene(report: dict, tree: dict | None = None) -> Scene | None:
     # -- tree
     rows, facts = _tree_rows(report, tree)
     fam_label = facts["family"] or "this architecture"
+    kin = "layout" if facts["layout_name"] else "family"     # a file no rule recognises: its layout's references
     y += 6
     sc.text(PAD, y, "Where it sits among the registered references" +
-            (f" ({facts['pool']} of this family)" if facts["pool"] else ""), size=11, fill=MUTED, bold=True)
+            (f" ({facts['pool']} of this {kin})" if facts["pool"] else ""), size=11, fill=MUTED, bold=True)
     y += 10
     top = y
     pos: dict[str, tuple[float, float, float]] = {}   # name -> (dot x, y, label end x)
@@ -116,7 +117,8 @@ def scene(report: dict, tree: dict | None = None) -> Scene | None:
     with sc.group("mfp-tree", {"rows": str(len(laid))}):
         if not rows:
             cur += ROW_H
-            sc.text(PAD, cur - 6, f"No {fam_label} reference is registered "
+            what = "reference of this layout" if facts["layout_name"] else f"{fam_label} reference"
+            sc.text(PAD, cur - 6, f"No {what} is registered "
                     "(add one with: fpcore refs add FILE --name NAME).", fill=MUTED, italic=True)
         parents_y: dict[int, tuple[float, float, str]] = {}
         for r in laid:
