@@ -86,6 +86,18 @@ def test_vae_swapped_copy_is_same_weights_with_the_vae_differing(swapped):
     assert side["relation"] == "same_weights" and side["base_model"] == "OddBase"
 
 
+def test_a_diffusers_folder_of_the_layout_is_split_by_its_subfolders(swapped, base, tmp_path):
+    """unet/, text_encoder/, text_encoder_2/ and vae/ are containers too (read under the
+    single-file names): the same components, the same weights as the single file."""
+    d, refs = swapped
+    testkit.write_diffusers(tmp_path / "pipe", base, "sdxl")
+    rep = _identify(tmp_path / "pipe", refs)
+    assert rep["architecture"]["family"] == "unknown"
+    assert rep["architecture"]["components"] == ["unet", "clip_l", "clip_g", "vae"]
+    assert rep["verdict"]["relation"] == "same_weights" and rep["verdict"]["base"] == "OddBase"
+    assert rep["verdict"]["differs"] == [], rep["verdict"]
+
+
 def test_vae_swapped_copy_reclaims_nothing(swapped, tmp_path):
     d, refs = swapped
     res = api.scan_folder(d / "m", refs_dir=refs, cache_dir=tmp_path / "c")
