@@ -19,7 +19,7 @@ import pytest
 import testkit
 from fpcore import api, tags
 from fpcore.scan import reclaimable_total
-from testkit.blocks import vae_spec
+from testkit.blocks import hf_clip_spec, open_clip_spec, vae_spec
 
 #: an ADM width (pooled text + size embeddings) no rule knows: SDXL's is 2816, Kolors' 5632
 ODD_ADM = 2304
@@ -30,6 +30,18 @@ TE = ("unet", "clip_l", "clip_g")
 
 def _spec():
     return testkit.checkpoint_spec("sdxl", "tiny", unet=UNET)
+
+
+def _small_spec():
+    """The same prefixes at a fraction of the size (two UNet levels, two-layer text encoders with a
+    small vocabulary, a two-level VAE): five of these make a folder in a second."""
+    parts = dict(testkit.FAMILY_LAYOUT["sdxl"]["parts"])
+    te = {"vocab": 1000, "positions": 77, "layers": 2, "width": 64, "mlp": 256}
+    return {**testkit.checkpoint_spec("sdxl", "tiny", components="unet",
+                                      unet={**UNET, "channel_mult": (1, 2), "transformer_depth": (0, 1)}),
+            **hf_clip_spec(parts["clip_l"], {**te, "position_ids": True}),
+            **open_clip_spec(parts["clip_g"], {**te, "proj": 64}),
+            **vae_spec(parts["vae"], {**testkit.VAE, "ch": 32, "ch_mult": (1, 2)})}
 
 
 def _identify(path, refs) -> dict:
@@ -114,11 +126,12 @@ def test_vae_swapped_copy_reclaims_nothing(swapped, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory, base):
+def folder(tmp_path_factory):
     """Five related files of the unknown layout: a base, two fine-tunes, a fine-tune of a
     fine-tune and an even merge of the two fine-tunes."""
     d = tmp_path_factory.mktemp("layout_folder")
     (d / "m").mkdir()
+    base = testkit.random_state_dict(_small_spec(), 3)
     a = testkit.finetune(base, 0.10, 11, comps=TE)
     b = testkit.finetune(base, 0.10, 12, comps=TE)
     files = {"base": base, "a": a, "b": b, "aa": testkit.finetune(a, 0.03, 13, comps=TE),
@@ -133,11 +146,13 @@ def folder(tmp_path_factory, base):
 
 def test_folder_of_an_unknown_layout_is_one_family(folder):
     d, res, _ = folder
-    name = f"unrecognised layout, {_millions(testkit.param_count(_spec()))} parameters, UNet + 2 text encoders + VAE"
+    n = testkit.param_count(_small_spec())
+    name = f"unrecognised layout, {_millions(n)} parameters, UNet + 2 text encoders + VAE"
     for r in res["reports"]:
         assert r["architecture"]["family"] == "unknown"
         assert r["architecture"]["layout_name"] == name
         assert "unknown-architecture" not in r["verdict"]["summary"] and name in r["verdict"]["summary"]
+        assert api.summary_line(r) == r["verdict"]["summary"]     # the layout said once
     by = {os.path.basename(r["path"]): r["folder"] for r in res["reports"]}
     assert by["mix.safetensors"]["relation"] == "merge"
     assert {os.path.basename(m["ref"]) for m in by["mix.safetensors"]["merge"]} == {"a.safetensors", "b.safetensors"}
@@ -153,6 +168,8 @@ def test_scan_report_has_a_picture_per_model_and_the_family_tree(folder):
     for n in ("base", "a", "b", "aa", "mix"):
         assert f">{n}.safetensors</text>" in trees[0][1]
     assert "No reference of this layout is registered" in html
+    # the architecture cell says what is known, not "unknown"
+    assert html.count(f"<td>{trees[0][0]}</td>") == 5 and "<td>unknown</td>" not in html
 
 
 def test_a_registered_reference_of_the_layout_joins_its_tree_and_pictures(folder, tmp_path):
