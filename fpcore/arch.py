@@ -307,8 +307,9 @@ class ArchResult:
 def outdated(arch_json: dict | None) -> bool:
     """Whether a stored result predates the layout of unknown files (their components then came
     from no container): such a file is read again."""
-    return bool(arch_json) and arch_json.get("rule") is None and arch_json.get("kind", "checkpoint") == \
-        "checkpoint" and "layout" not in arch_json
+    if not arch_json or arch_json.get("rule") is not None or arch_json.get("kind", "checkpoint") != "checkpoint":
+        return False
+    return "layout" not in arch_json
 
 
 _RX: dict[str, re.Pattern] = {}

@@ -60,7 +60,7 @@ def identify_text(rep: dict) -> None:
 
 def inspect_text(rep: dict) -> None:
     a = rep["architecture"]
-    out(f"{rep['path']}: {a['family']}" + (f" ({a['variant']})" if a.get("variant") else "")
+    out(f"{rep['path']}: {a.get('layout_name') or a['family']}" + (f" ({a['variant']})" if a.get("variant") else "")
         + f", {a['kind']}, {a.get('dtype')}, {rep['tensors']} tensors, components: {', '.join(a['components'])}")
     for n in a.get("notes") or []:
         out(f"  note: {n}")

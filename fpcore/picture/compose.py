@@ -304,7 +304,8 @@ def scene(report: dict, tree: dict | None = None) -> Scene | None:
                 with sc.group("mfp-comp", {"component": c, "relation": crel or "not_compared", "ref": ref or ""},
                               title=f"{c}: {label}" + (f" — {shown}" if shown else "")):
                     sc.swatch(x, y, cw, 12, colour, pattern, stroke=INK if pattern == "none" else colour, width=1)
-                    sc.text(x + 2, y + 27, _fit(COMPONENT_NAMES.get(c, c.upper()), cw - 4, 12), bold=True)
+                    cname = COMPONENT_NAMES.get(c, c if "." in c else c.upper())   # a container's name as it is
+                    sc.text(x + 2, y + 27, _fit(cname, cw - 4, 12), bold=True)
                     sc.text(x + 2, y + 41, _fit(label, cw - 4, 11), size=11, fill=INK)
                     sc.text(x + 2, y + 55, _fit(shown or "—", cw - 4, 11), size=11, fill=MUTED)
         y += 66
