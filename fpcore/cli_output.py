@@ -25,6 +25,12 @@ def identify_text(rep: dict) -> None:
     kind = f", {a['kind']}" if a.get("kind") not in (None, "checkpoint") else ""
     out(f"  architecture: {fam}{kind}, {a.get('dtype')}, components: {', '.join(a['components']) or '-'}"
         + (f", prediction: {a['prediction']}" if a.get("prediction") else ""))
+    lay = a.get("layout") or {}
+    if lay.get("containers"):         # a file no rule recognises: where each component was read, its size
+        from .layout import format_params
+        sizes = lay.get("component_params") or {}
+        out("  containers: " + ", ".join(f"{c} ({p}., {format_params(sizes.get(c, 0))})"
+                                         for c, p in lay["containers"].items()))
     if rep.get("sha256"):
         out(f"  sha256: {rep['sha256']}  (AutoV2 {rep['autov2'].upper()}"
             + (f", AutoV3 {rep['autov3'].upper()})" if rep.get("autov3") else ")"))

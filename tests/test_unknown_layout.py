@@ -110,6 +110,23 @@ def test_a_diffusers_folder_of_the_layout_is_split_by_its_subfolders(swapped, ba
     assert rep["verdict"]["differs"] == [], rep["verdict"]
 
 
+def test_the_command_line_says_what_is_known(swapped, tmp_path, capsys):
+    """identify and scan name the layout, where each component was read and its size, never
+    'unknown-architecture'."""
+    from fpcore.cli import main
+    d, refs = swapped
+    spec = testkit.checkpoint_spec("sdxl", "tiny", unet=UNET, components="vae")
+    assert main(["identify", str(d / "m" / "swapped.safetensors"), "--refs", str(refs), "--no-hash",
+                 "--cache", str(tmp_path / "c")]) == 0
+    text = capsys.readouterr().out
+    assert "architecture: unrecognised layout, " in text and "unknown-architecture" not in text
+    assert f"vae (first_stage_model., {_millions(testkit.param_count(spec))})" in text
+    assert "unet (model.diffusion_model., " in text
+    main(["scan", str(d / "m"), "--refs", str(refs), "--cache", str(tmp_path / "c")])
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("swapped.safetensors:")]
+    assert len(lines) == 1 and lines[0].startswith("swapped.safetensors: unrecognised layout, "), lines
+
+
 def test_vae_swapped_copy_reclaims_nothing(swapped, tmp_path):
     d, refs = swapped
     res = api.scan_folder(d / "m", refs_dir=refs, cache_dir=tmp_path / "c")
