@@ -81,6 +81,18 @@ def timed(argv: list[str], env: dict, repeat: int, before=None) -> dict:
     return dict(med, all=[round(r["s"], 3) for r in runs])
 
 
+#: a store emptied before each run where a row must not be answered from one
+EMPTY_STORE = os.path.join(tempfile.gettempdir(), "fpcore-startup-empty-store")
+
+
+def _empty_store(env: dict) -> dict:
+    return dict(env, FPCORE_CACHE=EMPTY_STORE)
+
+
+def _clear() -> None:
+    shutil.rmtree(EMPTY_STORE, ignore_errors=True)
+
+
 def fpcore(py: str, *args) -> list[str]:
     return [py, "-c", WRAP, "fpcore", *map(str, args)]
 
@@ -154,8 +166,10 @@ def section_commands(py: str, env: dict, model: str, base: str, commit: str, rep
     print(f"| command | before ({commit}) | now | ratio |")
     print("|---|---|---|---|")
     for label, cmd in commands.items():
-        old = timed(fpcore(py, *cmd), old_env, repeat)["s"]
-        new = timed(fpcore(py, *cmd), now_env, repeat)["s"]
+        # --no-cache rows: an empty store each time (before 4548903 --no-cache still used the store)
+        fresh = "--no-cache" in cmd
+        old = timed(fpcore(py, *cmd), _empty_store(old_env) if fresh else old_env, repeat, _clear if fresh else None)["s"]
+        new = timed(fpcore(py, *cmd), _empty_store(now_env) if fresh else now_env, repeat, _clear if fresh else None)["s"]
         print(f"| `fpcore {label}` | {old * 1000:.0f} ms | {new * 1000:.0f} ms | {old / new:.1f}× |")
 
 
@@ -168,8 +182,9 @@ def section_sdxl(py: str, env: dict, path: str, base: str, commit: str, repeat: 
     now_env = dict(env, PYTHONPATH=str(ROOT), FPCORE_REFS=refs, FPCORE_CACHE=str(work / "sdxl-cache"))
     old_env = dict(env, PYTHONPATH=base, FPCORE_REFS=refs, FPCORE_CACHE=str(work / "sdxl-cache-old"))
     start = timed([py, "-c", code, "baseline", path, refs], env, repeat, drop)
-    ours = timed(fpcore(py, "identify", "--no-hash", "--no-cache", path), now_env, repeat, drop)
-    old = timed(fpcore(py, "identify", "--no-hash", "--no-cache", path), old_env, repeat, drop)
+    cold = lambda: (_clear(), drop())  # noqa: E731
+    ours = timed(fpcore(py, "identify", "--no-hash", "--no-cache", path), _empty_store(now_env), repeat, cold)
+    old = timed(fpcore(py, "identify", "--no-hash", "--no-cache", path), _empty_store(old_env), repeat, cold)
     print(f"\n### Whole process, {size / 1e9:.2f} GB SDXL file, page cache dropped before each run\n")
     print("| | wall time (median) | runs | read from storage | peak RSS |\n|---|---|---|---|---|")
     print(f"| starting approach (10 whole tensors, safetensors numpy backend) | {start['s']:.2f} s | {start['all']} | "
@@ -244,7 +259,7 @@ def section_library(py: str, env: dict, n: int, repeat: int, work: Path) -> None
     print("| file | expected | wall time | runs | peak RSS | right |\n|---|---|---|---|---|---|")
     for q, want in expect.items():
         path = qdir / f"{q}.safetensors"
-        r = timed(fpcore(py, "identify", "--no-hash", "--no-cache", "--json", path), e, repeat)
+        r = timed(fpcore(py, "identify", "--no-hash", "--no-cache", "--json", path), _empty_store(e), repeat, _clear)
         rep = json.loads(r["stdout"])[0]
         got = {"relation": rep["verdict"]["relation"], "base": rep["verdict"]["base"],
                "merge": [(m["ref"], m["weight"]) for m in rep.get("merge") or []]}
