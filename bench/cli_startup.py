@@ -203,6 +203,7 @@ def section_sdxl(py: str, env: dict, path: str, base: str, commit: str, repeat: 
           f"read {rep_now['read'] / 1e6:.1f} MB")
 
 
+#: the hash pass: bench/hashing.py's plain() loop, inlined so that its process imports nothing else
 HASH_ALL = r"""
 import hashlib, sys
 for p in sys.argv[1:]:
