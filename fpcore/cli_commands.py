@@ -23,7 +23,7 @@ def _remote(args):
     """Options for URL sources from ``--header`` (a local user: no exposure checks); None when no
     PATH is a URL (the URL machinery, requests included, is then never imported)."""
     from . import api
-    paths = getattr(args, "paths", None)
+    paths = getattr(args, "paths", None) or ([args.path] if getattr(args, "path", None) else None)
     if paths is not None and not any(api.is_url(p) for p in paths):
         return None
     return api.remote_options(getattr(args, "header", None) or None)

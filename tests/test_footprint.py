@@ -68,10 +68,20 @@ CHILD = textwrap.dedent('''
     run("--help", "--help")
     run("refs list", "refs", "list")
     run("cache info", "cache", "info")
-    for dt, path in files.items():
+    for dt in ("F16", "BF16", "F8_E4M3"):
+        path = files[dt]
         run("inspect " + dt, "inspect", path)
         run("identify --no-hash " + dt, "identify", "--no-hash", path)
     run("identify --json (hashed)", "identify", "--json", files["F16"])
+    refs = os.path.join(os.environ["HOME"], "refs")
+    run("refs add", "refs", "add", files["base"], "--name", "Base", "--refs", refs)
+    for name in ("A", "B"):
+        run("refs add", "refs", "add", files[name], "--name", name, "--parent", "Base", "--refs", refs)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        cli.main(["identify", "--json", "--no-hash", "--refs", refs, files["merge"]])
+    stages["identify a merge"] = heavy()
+    stages["merge found"] = [] if json.loads(out.getvalue())[0]["verdict"]["relation"] == "merge" else ["not a merge"]
     print(json.dumps(stages))
 ''')
 
@@ -86,6 +96,10 @@ def files(tmp_path_factory):
         p = d / f"m_{dt}.safetensors"
         testkit.write_safetensors(p, sd, dtype=dt)
         out[dt] = str(p)
+    a, b = testkit.finetune(sd, 0.3, 1), testkit.finetune(sd, 0.3, 2)
+    for name, m in (("base", sd), ("A", a), ("B", b), ("merge", testkit.merge([(a, 0.6), (b, 0.4)]))):
+        testkit.write_safetensors(d / f"{name}.safetensors", m)
+        out[name] = str(d / f"{name}.safetensors")
     return out
 
 
@@ -98,7 +112,7 @@ def test_commands_and_hosts_import_no_heavy_dependency(files, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     stages = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(stages) >= {"ComfyUI pack", "A1111 script", "--help", "identify --no-hash BF16",
-                           "identify --no-hash F8_E4M3"}
+                           "identify --no-hash F8_E4M3", "identify a merge"}
     assert {k: v for k, v in stages.items() if v} == {}
 
 
