@@ -81,7 +81,6 @@ def _public_source(src):
 def export_pack(db, path: str | os.PathLike, names: list[str] | None = None) -> dict:
     """Write ``names`` (default: every user reference) to a pack at ``path`` (atomically).
     Returns {"path", "references", "parents_not_included"}."""
-    from . import __version__
     from .fingerprint import ALGO_VERSION
     from .refs import encode_reference
     refs = db.refs
@@ -98,18 +97,34 @@ def export_pack(db, path: str | os.PathLike, names: list[str] | None = None) -> 
     # parents first, so an importer meets a parent before its children
     depth = {n: len(db.lineage(n)) for n in chosen}
     chosen.sort(key=lambda n: (depth[n], n))
+
+    def items():
+        for n in chosen:
+            r = refs[n]
+            fp = r.fp
+            if fp.version != ALGO_VERSION:
+                raise RefError(f"reference {n!r} was made by fingerprint version {fp.version}; re-add it first")
+            meta = dict(r.meta(), origin="pack", source=_public_source(r.source))
+            yield meta, encode_reference(meta, fp)
+
+    entries = write_pack(path, items())
+    outside = sorted({r["parent"] for r in entries if r["parent"] and r["parent"] not in chosen})
+    return {"path": str(Path(path)), "references": [e["name"] for e in entries], "parents_not_included": outside}
+
+
+def write_pack(path: str | os.PathLike, items) -> list[dict]:
+    """Write a pack at ``path`` (atomically) from ``items``, an iterable of (meta, .fpref bytes)
+    consumed one at a time (a pack of 10^5 references is never held in memory). ``meta`` holds
+    the reference's fields (name, parent, note, family, sha256, source, added) as its .fpref
+    does. Returns the manifest's entries; raises BadFileError when the file cannot be written."""
+    from . import __version__
+    from .fingerprint import ALGO_VERSION
     out = Path(path)
-    entries = []
+    entries: list[dict] = []
 
     def write(f):
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
-            for i, n in enumerate(chosen):
-                r = refs[n]
-                fp = r.fp
-                if fp.version != ALGO_VERSION:
-                    raise RefError(f"reference {n!r} was made by fingerprint version {fp.version}; re-add it first")
-                meta = dict(r.meta(), origin="pack", source=_public_source(r.source))
-                blob = encode_reference(meta, fp)
+            for i, (meta, blob) in enumerate(items):
                 member = f"refs/{i:05d}.fpref"
                 z.writestr(member, blob)
                 entries.append({**{k: meta.get(k) for k in ("name", "parent", "note", "family", "sha256", "source",
@@ -126,8 +141,7 @@ def export_pack(db, path: str | os.PathLike, names: list[str] | None = None) -> 
         atomic_write(out, write)
     except OSError as e:
         raise BadFileError(f"cannot write the pack: {e.strerror or e}", out) from None
-    outside = sorted({r["parent"] for r in entries if r["parent"] and r["parent"] not in chosen})
-    return {"path": str(out), "references": [e["name"] for e in entries], "parents_not_included": outside}
+    return entries
 
 
 # -- reading and verifying --------------------------------------------------------------------------
