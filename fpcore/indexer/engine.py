@@ -74,7 +74,7 @@ class DaskEngine:
                 dash = None
             self.cluster = distributed.LocalCluster(
                 n_workers=workers or os.cpu_count() or 1, threads_per_worker=threads, processes=processes,
-                host="127.0.0.1", dashboard_address=dash, silence_logs=logging.ERROR)
+                host="127.0.0.1" if processes else None, dashboard_address=dash, silence_logs=logging.ERROR)
             self.client = distributed.Client(self.cluster, set_as_default=False)
             self.address, self.local = self.cluster.scheduler_address, True
         self.dashboard = self.client.dashboard_link if (self.cluster is None or dash) else None
