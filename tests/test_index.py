@@ -396,3 +396,56 @@ def test_cli_and_index_help_import_no_engine():
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+
+
+# -- requests in flight and rate limits -----------------------------------------------------------------
+class CountingGate:
+    """A Gate that records how many requests were in flight at once and the holds asked for."""
+
+    def __init__(self, limit):
+        import threading
+        from fpcore.sources.remote import Gate
+        self.gate, self.lock = Gate(limit), threading.Lock()
+        self.now = self.most = self.entered = 0
+        self.holds = []
+
+    def hold(self, host, seconds):
+        self.holds.append((host, seconds))
+        self.gate.hold(host, seconds)
+
+    def __call__(self, host):
+        outer, slot = self, self.gate(host)
+
+        class Slot:
+            def __enter__(self):
+                slot.__enter__()
+                with outer.lock:
+                    outer.now += 1
+                    outer.entered += 1
+                    outer.most = max(outer.most, outer.now)
+
+            def __exit__(self, *exc):
+                with outer.lock:
+                    outer.now -= 1
+                slot.__exit__(*exc)
+        return Slot()
+
+
+@needs_nginx
+def test_requests_in_flight_per_worker_are_bounded_and_retry_after_holds_the_host(served, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+    from fpcore.indexer import task
+    from fpcore.sources.remote import client
+    gate = CountingGate(2)
+    monkeypatch.setattr(task, "_gate", lambda limit: gate)
+    monkeypatch.setattr(client, "BACKOFF", 0.01)
+    with httpkit.FaultProxy(("127.0.0.1", served.port), delay=0.02, faults=[
+            httpkit.Fault("status", status=429, headers={"Retry-After": "1"}, match="m1", ranged=True)]) as px:
+        entries = [{"key": str(i), "name": f"m{i}", "source": f"{px.url}/files/m{i}.safetensors", "shown": f"m{i}"}
+                   for i in range(5)]
+        with ThreadPoolExecutor(5) as ex:       # five files of one worker at once
+            res = list(ex.map(lambda e: task.run_entry(e, {"in_flight": 2, "connections": 4}), entries))
+        seen = len(px.requests)
+    assert [r["status"] for r in res] == ["ok"] * 5, [r["error"] for r in res]
+    assert gate.entered == seen and gate.most <= 2         # every request went through the gate, 2 at most
+    assert gate.holds == [("127.0.0.1", 1.0)]               # the 429's Retry-After held the host
