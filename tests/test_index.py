@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -32,11 +33,7 @@ from fpcore.indexer.listing import Entry, parse_listing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX, WHY = httpkit.nginx_binary()
-try:
-    import distributed  # noqa: F401
-    HAVE_DASK = True
-except ImportError:
-    HAVE_DASK = False
+HAVE_DASK = importlib.util.find_spec("distributed") is not None
 needs_dask = pytest.mark.skipif(not HAVE_DASK, reason="the index extra (dask[distributed]) is not installed")
 needs_nginx = pytest.mark.skipif(NGINX is None, reason=WHY)
 
@@ -226,7 +223,7 @@ def test_pack_round_trip_through_refs_import(models, zoo_dir, tmp_path, monkeypa
 def test_resume_skips_done_entries_and_gives_the_same_pack(models, tmp_path):
     names = [f"m{i}" for i in range(5)]
     lst = tmp_path / "list.txt"
-    lst.write_text("".join(f"{models / (n + '.safetensors')}\t{n}" + (f"\tm0" if n != "m0" else "") + "\n"
+    lst.write_text("".join(f"{models / (n + '.safetensors')}\t{n}" + ("\tm0" if n != "m0" else "") + "\n"
                            for n in names))
     whole, _ = _run(lst, tmp_path / "whole.fprefs")
     pack = tmp_path / "cut.fprefs"
