@@ -263,7 +263,7 @@ class Sampler(threading.Thread):
                 hwm = _status(p, "VmHWM")
                 if hwm is not None:
                     self.peak[p] = max(self.peak.get(p, 0.0), hwm / 1024)
-                    if p not in self.cmds:
+                    if not is_worker(self.cmds.get(p, ""), self.engine):   # a process renames itself once up
                         self.cmds[p] = _cmd(p)
                 c = _cpu(p)
                 if c is not None:
@@ -459,10 +459,10 @@ def main(argv=None) -> int:
         if "rate" not in row:
             print(f"| {eng} | failed | | | | | |")
             continue
+        yes = lambda k: "not run" if k not in row else "yes" if row[k] else "NO"   # noqa: E731
         print(f"| {eng}, {args.workers} workers x {args.files_per_worker} files, <= {args.in_flight} requests "
               f"in flight per worker | {row['rate']:.1f} | {row['rate'] / base['rate']:.1f}x | {res['startup']:.1f} s | "
-              f"{max(res['worker_rss_mb'] or [0]):.0f} MB | {'yes' if row.get('kill_ok') else 'NO'} | "
-              f"{'yes' if row.get('resume_ok') else 'NO'} |")
+              f"{max(res['worker_rss_mb'] or [0]):.0f} MB | {yes('kill_ok')} | {yes('resume_ok')} |")
     (out / "results.json").write_text(json.dumps({"baseline": base, "rows": rows}, indent=1, default=str))
     print(f"\nraw figures: {out / 'results.json'}")
     return 0
