@@ -93,34 +93,43 @@ class DaskEngine:
 
     def wait(self, handles, timeout: float) -> list[tuple[object, object]]:
         """Handles that finished within ``timeout`` s, each with its result, or the exception
-        that ended it (:class:`Lost` when its worker was lost too many times)."""
+        that ended it (:class:`Lost` when its worker was lost too many times). The results of
+        a batch are fetched together (one by one, each fetch a round trip, the driver fell
+        behind 16 threads of fingerprinting)."""
         want = set(handles)
-        out = []
+        done = []
         try:
             f = self._finished.get(timeout=timeout)
             while True:
                 if f in want:
                     want.discard(f)
-                    out.append((f, self._outcome(f)))
+                    done.append(f)
                 f = self._finished.get_nowait()
         except queue.Empty:
             pass
+        ok = [f for f in done if f.status == "finished"]
+        out = []
+        if ok:
+            try:
+                out = list(zip(ok, self.client.gather(ok)))
+            except Exception:   # one result could not be fetched (its worker gone): one at a time
+                out = [(f, self._outcome(f)) for f in ok]
+        out += [(f, self._outcome(f)) for f in done if f.status != "finished"]
+        for f in done:
+            f.release()
         return out
 
     @staticmethod
     def _outcome(f):
         if f.status == "finished":
             try:
-                res = f.result()
+                return f.result()
             except Exception as e:   # the result could not be fetched (its worker gone): run it again
-                res = e
-        elif f.status == "error":
+                return e
+        if f.status == "error":
             e = f.exception()
-            res = Lost(str(e)) if type(e).__name__ == "KilledWorker" else e
-        else:   # cancelled (the scheduler restarted, the client reconnected): run it again
-            res = RuntimeError(f"task {f.status}")
-        f.release()
-        return res
+            return Lost(str(e)) if type(e).__name__ == "KilledWorker" else e
+        return RuntimeError(f"task {f.status}")   # cancelled (the scheduler restarted): run it again
 
     def cancel(self, handles) -> None:
         try:
