@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 EXTRA = "model-fingerprint[index]"
 #: seconds to connect to a scheduler given by address before saying it cannot be reached
 CONNECT_TIMEOUT = 30
+#: Dask settings of the local cluster. Workers sample every thread's stack every 10 ms for the
+#: dashboard's profile by default: with 8 threads per worker that took ~40 % more worker CPU on
+#: this job (bench/index_speed.py), which is I/O waits and short numpy bursts, not worth profiling.
+#: A cluster given by address keeps its operator's settings.
+LOCAL_CONFIG = {"distributed.worker.profile.enabled": False}
 
 
 def _import_dask():
@@ -72,9 +77,10 @@ class DaskEngine:
                 dash = "127.0.0.1:0" if dashboard else None
             except ImportError:
                 dash = None
-            self.cluster = distributed.LocalCluster(
-                n_workers=workers or os.cpu_count() or 1, threads_per_worker=threads, processes=processes,
-                host="127.0.0.1" if processes else None, dashboard_address=dash, silence_logs=logging.ERROR)
+            with dask.config.set(LOCAL_CONFIG):
+                self.cluster = distributed.LocalCluster(
+                    n_workers=workers or os.cpu_count() or 1, threads_per_worker=threads, processes=processes,
+                    host="127.0.0.1" if processes else None, dashboard_address=dash, silence_logs=logging.ERROR)
             self.client = distributed.Client(self.cluster, set_as_default=False)
             self.address, self.local = self.cluster.scheduler_address, True
         self.dashboard = self.client.dashboard_link if (self.cluster is None or dash) else None
