@@ -45,6 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+from proctree import cmdline as _cmd, cpu_seconds as _cpu, descendants, status_kb as _status  # noqa: E402
 
 #: the component files between the full-size checkpoints: (family, components) of testkit specs
 SMALL_KINDS = (("sd1", ("vae",)), ("sd1", ("clip_l",)), ("sdxl", ("clip_g",)), ("sdxl", ("vae",)))
@@ -184,58 +186,6 @@ def write_listing(path: Path, base_url: str, names: list[str]) -> None:
 
 
 # -- processes -----------------------------------------------------------------------------------------
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                kids.setdefault(ppid, []).append(int(d))
-            except (OSError, ValueError, IndexError):
-                pass
-    return kids
-
-
-def descendants(pid: int) -> list[int]:
-    kids, out, todo = _children(), [], [pid]
-    while todo:
-        p = todo.pop()
-        for c in kids.get(p, []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _status(pid: int, field: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _cpu(pid: int) -> float | None:
-    """CPU seconds (user + system) a process has used so far."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _cmd(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def is_worker(cmd: str, engine: str) -> bool:
     if engine == "ray":
         return cmd.startswith("ray::Worker")
@@ -333,7 +283,7 @@ def run_job(engine: str, listing: Path, pack: Path, args, resume=False, kill_wor
         print(proc.stderr.read()[-3000:], file=sys.stderr)
     own1 = resource.getrusage(resource.RUSAGE_SELF)
     wcpu = sum(v for p, v in sampler.cpu.items() if p != proc.pid and is_worker(sampler.cmds.get(p, ""), engine))
-    res.update(worker_rss_mb=sampler.workers(), killed=killed, exit=proc.returncode, at_end=journal_count(pack),
+    res.update(worker_rss_mb=sampler.workers(), all_rss_mb=round(sum(sampler.peak.values())), killed=killed, exit=proc.returncode, at_end=journal_count(pack),
                cpu_s={"workers": round(wcpu, 1), "driver and the rest": round(sum(sampler.cpu.values()) - wcpu, 1),
                       "bench process (proxy, if any)": round(own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime, 1)})
     return res
@@ -450,19 +400,19 @@ def main(argv=None) -> int:
             else:
                 row["resume_ok"] = False
     print(f"\n| {args.files} files ({args.full} full-size), {args.rtt * 1000:.0f} ms per request | entries/s | "
-          "vs one at a time | start-up | peak RSS per worker | worker killed: every entry once | "
-          "driver killed + --resume: same pack |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| one at a time ({base['entries']} entries, one process) | {base['rate']:.2f} | 1x | — | — | — | — |")
+          "vs one at a time | start-up | peak RSS per worker | peak RSS, all processes of the job | "
+          "worker killed: every entry once | driver killed + --resume: same pack |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| one at a time ({base['entries']} entries, one process) | {base['rate']:.2f} | 1x | — | — | — | — | — |")
     for eng, row in rows.items():
         res = row["run"]
         if "rate" not in row:
-            print(f"| {eng} | failed | | | | | |")
+            print(f"| {eng} | failed | | | | | | |")
             continue
         yes = lambda k: "not run" if k not in row else "yes" if row[k] else "NO"   # noqa: E731
         print(f"| {eng}, {args.workers} workers x {args.files_per_worker} files, <= {args.in_flight} requests "
               f"in flight per worker | {row['rate']:.1f} | {row['rate'] / base['rate']:.1f}x | {res['startup']:.1f} s | "
-              f"{max(res['worker_rss_mb'] or [0]):.0f} MB | {yes('kill_ok')} | {yes('resume_ok')} |")
+              f"{max(res['worker_rss_mb'] or [0]):.0f} MB | {res['all_rss_mb']} MB | {yes('kill_ok')} | {yes('resume_ok')} |")
     (out / "results.json").write_text(json.dumps({"baseline": base, "rows": rows}, indent=1, default=str))
     print(f"\nraw figures: {out / 'results.json'}")
     return 0
