@@ -85,7 +85,10 @@ def run_index(args) -> int:
         import json
         out(json.dumps(res, indent=2))
     else:
-        if res["pack"]:
+        if len(res["packs"]) > 1:
+            out(f"wrote {res['references']} reference(s) -> {len(res['packs'])} packs (one pack holds at most "
+                "what refs import accepts; import them in this order): " + ", ".join(res["packs"]))
+        elif res["pack"]:
             out(f"wrote {res['references']} reference(s) -> {res['pack']}")
         else:
             out("no entry could be fingerprinted: no pack written")

@@ -446,3 +446,15 @@ def test_requests_in_flight_per_worker_are_bounded_and_retry_after_holds_the_hos
     assert [r["status"] for r in res] == ["ok"] * 5, [r["error"] for r in res]
     assert gate.entered == seen and gate.most <= 2         # every request went through the gate, 2 at most
     assert gate.holds == [("127.0.0.1", 1.0)]               # the 429's Retry-After held the host
+
+
+@needs_dask
+def test_references_beyond_one_pack_go_to_several_parents_first(models, tmp_path, monkeypatch):
+    monkeypatch.setattr(job, "PART_REFS", 2)           # as if a pack held two references
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"{models / f'm{i}.safetensors'}\tm{i}" + ("\tm0" if i else "") + "\n" for i in range(5)))
+    pack = tmp_path / "out.fprefs"
+    res, _ = _run(lst, pack)
+    assert res["packs"] == [str(pack), str(tmp_path / "out.part2.fprefs"), str(tmp_path / "out.part3.fprefs")]
+    parts = [list(_pack(p)) for p in res["packs"]]
+    assert parts == [["m0", "m1"], ["m2", "m3"], ["m4"]] and res["references"] == 5

@@ -24,6 +24,7 @@ import os
 import time
 
 from ..errors import BadFileError, UsageError
+from ..packs import MAX_MANIFEST_BYTES, MAX_REFS, MAX_TOTAL_BYTES
 from .journal import Journal, paths_for
 from .listing import Entry, depth_order, parse_listing
 
@@ -46,6 +47,11 @@ CONNECTIONS_PER_FILE = 4
 RESUBMIT = 1
 #: seconds between two progress reports
 PROGRESS_EVERY = 0.5
+#: references and bytes of references in one pack: within what ``refs import`` accepts
+#: (packs.MAX_REFS, packs.MAX_TOTAL_BYTES less room for the manifest). A full-size fingerprint is
+#: ~0.4 MB, so a listing of 10^5 full-size models makes ~40 GB of references: several packs
+PART_REFS = MAX_REFS
+PART_BYTES = MAX_TOTAL_BYTES - MAX_MANIFEST_BYTES
 
 
 class Progress:
@@ -119,8 +125,8 @@ def run(listing, pack, *, workers: int | None = None, scheduler: str | None = No
         if progress:
             progress(prog)
         counts = journal.write_outcomes(entries, cpath)
-        written = _write_pack(journal, entries, pack)
-        return _summary(entries, counts, written, pack, cpath, jpath, prog, time.monotonic() - t0)
+        written = _write_packs(journal, entries, pack)
+        return _summary(entries, counts, written, cpath, jpath, prog, time.monotonic() - t0)
     finally:
         journal.close()
 
@@ -168,8 +174,17 @@ def _drive(engine, todo: list[Entry], settings: dict, journal: Journal, prog: Pr
         raise
 
 
-def _write_pack(journal: Journal, entries: list[Entry], pack) -> list[dict]:
-    """The pack of every ``ok`` entry (none: no pack, an older one is left as it was)."""
+def part_path(pack, i: int) -> str:
+    """The i-th pack of a job whose references do not fit in one (i >= 2): ``x.fprefs`` -> ``x.part2.fprefs``."""
+    root, ext = os.path.splitext(os.fspath(pack))
+    return f"{root}.part{i}{ext or '.fprefs'}"
+
+
+def _write_packs(journal: Journal, entries: list[Entry], pack) -> list[tuple[str, list[dict]]]:
+    """The pack of every ``ok`` entry, [(path, manifest entries)]; more than one (``part_path``)
+    when the references exceed what one pack may hold (PART_REFS, PART_BYTES): parents first
+    across the parts, so importing them in order meets every parent before its children. None
+    ``ok``: no pack (an older one is left as it was)."""
     from ..packs import write_pack
     from ..refs import encode_reference, read_fingerprint, read_meta
 
@@ -184,16 +199,29 @@ def _write_pack(journal: Journal, entries: list[Entry], pack) -> list[dict]:
                 blob = encode_reference(meta, read_fingerprint(blob), sk)
             yield meta, blob
 
-    if not journal.done() & {e.key for e in entries}:
-        return []
-    return write_pack(pack, items())
+    it = items()
+    head = [next(it, None)]
+    out: list[tuple[str, list[dict]]] = []
+
+    def part():
+        n = size = 0
+        while head[0] is not None and (n == 0 or (n < PART_REFS and size + len(head[0][1]) <= PART_BYTES)):
+            n, size = n + 1, size + len(head[0][1])
+            yield head[0]
+            head[0] = next(it, None)
+
+    while head[0] is not None:
+        path = os.fspath(pack) if not out else part_path(pack, len(out) + 1)
+        out.append((path, write_pack(path, part())))
+    return out
 
 
-def _summary(entries, counts, written, pack, cpath, jpath, prog: Progress, seconds: float) -> dict:
+def _summary(entries, counts, written, cpath, jpath, prog: Progress, seconds: float) -> dict:
     names = {e.name for e in entries}
     outside = sorted({e.parent for e in entries if e.parent and e.parent not in names})
     failed = counts.get("error", 0)
-    return {"pack": os.fspath(pack) if written else None, "outcomes": os.fspath(cpath), "journal": os.fspath(jpath),
+    return {"pack": written[0][0] if written else None, "packs": [p for p, _ in written],
+            "outcomes": os.fspath(cpath), "journal": os.fspath(jpath),
             "entries": len(entries), "ok": counts.get("ok", 0), "failed": failed, "skipped": prog.skipped,
-            "references": len(written), "bytes": prog.bytes, "seconds": round(seconds, 2),
+            "references": sum(len(w) for _, w in written), "bytes": prog.bytes, "seconds": round(seconds, 2),
             "parents_not_included": outside}
