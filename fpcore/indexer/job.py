@@ -99,14 +99,6 @@ def run(listing, pack, *, workers: int | None = None, scheduler: str | None = No
         done = journal.done()
         todo = [e for e in entries if e.key not in done]
         prog = Progress(len(entries), len(entries) - len(todo))
-        remote_cluster = bool(scheduler) or (engine is not None and not getattr(engine, "local", True))
-        if remote_cluster:
-            for e in [e for e in todo if e.credential]:
-                journal.record(e, {"status": "error", "error": f"{e.shown}: the URL carries a credential, which "
-                                   "would be sent to the cluster; give the workers the token in their environment "
-                                   "(HF_TOKEN, CIVITAI_API_TOKEN) and list the URL without it"})
-                prog.add({"status": "error"})
-                todo.remove(e)
         settings = {"fp_version": ALGO_VERSION, "in_flight": in_flight,
                     "connections": min(CONNECTIONS_PER_FILE, in_flight)}
         t0 = time.monotonic()
@@ -118,6 +110,8 @@ def run(listing, pack, *, workers: int | None = None, scheduler: str | None = No
             try:
                 if on_start:
                     on_start(engine)
+                if not getattr(engine, "local", True):   # a cluster by address (--scheduler, or Dask's variable)
+                    todo = _refuse_credentials(todo, journal, prog)
                 _drive(engine, todo, settings, journal, prog, progress, slots=_slots(engine, files_per_worker))
             finally:
                 if own:
@@ -129,6 +123,22 @@ def run(listing, pack, *, workers: int | None = None, scheduler: str | None = No
         return _summary(entries, counts, written, cpath, jpath, prog, time.monotonic() - t0)
     finally:
         journal.close()
+
+
+def _refuse_credentials(todo: list[Entry], journal: Journal, prog: Progress) -> list[Entry]:
+    """The entries without a credential in their URL; the others recorded as failed (the task
+    would carry the credential to the scheduler and the workers, other machines)."""
+    keep = []
+    for e in todo:
+        if not e.credential:
+            keep.append(e)
+            continue
+        res = {"status": "error", "error": f"{e.shown}: the URL carries a credential, which would be sent to the "
+               "cluster; give the workers the token in their environment (HF_TOKEN, CIVITAI_API_TOKEN) and list the "
+               "URL without it"}
+        journal.record(e, res)
+        prog.add(res)
+    return keep
 
 
 def _slots(engine, files_per_worker: int) -> int:
