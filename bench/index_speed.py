@@ -105,8 +105,9 @@ class RayEngine:
     def __init__(self, workers: int, threads: int):
         import ray
         self.ray = ray
+        self.tmp = tempfile.mkdtemp(prefix="fpcore-ray-")   # its session files, removed by close()
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
-                 configure_logging=False)
+                 configure_logging=False, _temp_dir=self.tmp)
 
         @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=threads, num_cpus=1)
         class Worker:
@@ -145,7 +146,9 @@ class RayEngine:
         pass
 
     def close(self):
+        import shutil
         self.ray.shutdown()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 # -- files ---------------------------------------------------------------------------------------------
