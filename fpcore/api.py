@@ -313,4 +313,6 @@ def summary_line(report: dict) -> str:
         return f"error: {report['error']}"
     from .facts import family_name
     a, v = report.get("architecture") or {}, report.get("verdict") or {}
-    return f"{family_name(a.get('family', 'unknown'))}: {v.get('summary', '')}"
+    if a.get("layout_name") and a["layout_name"] in (v.get("summary") or ""):
+        return v["summary"]            # a file no rule recognises: the summary names its layout already
+    return f"{a.get('layout_name') or family_name(a.get('family', 'unknown'))}: {v.get('summary', '')}"

@@ -120,13 +120,13 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
     token = db.token() if store is not None else None
     if store is not None and key:
         rep = store.get_report(key, token)
-        if rep is not None and (sha or policy != HASH_ALWAYS):
+        if rep is not None and (sha or policy != HASH_ALWAYS) and not arch.outdated(rep.get("architecture")):
             rep.update(path=p, hash=origin if sha else "not computed")
             rep.setdefault("stats", {})["cached"] = "report"
             rep["stats"]["seconds"] = round(time.perf_counter() - t0, 4)
             return rep
     cached = store.get_fingerprint(key) if store is not None and key else None
-    if cached:
+    if cached and not arch.outdated(cached[1]):     # else read again: it predates unknown layouts
         fp, arch_json, meta, stats = cached
         a = arch.ArchResult.from_json(arch_json)
         stats = dict(stats, cached="fingerprint")
