@@ -2,7 +2,7 @@
 
 Why Dask and not Ray (both measured on this job by bench/index_speed.py, README "Building
 reference packs from a listing"): the same speed on it (27.9 and 30.5 entries/s on the 300-file
-bench), both re-run a lost worker's tasks; Dask starts a local cluster in 2-5 s (Ray 8-23 s),
+bench), both re-run a lost worker's tasks; Dask starts a local cluster in 2-3 s (Ray 7-10 s),
 its workers peak at ~105 MB (Ray ~150 MB) and the whole job at ~290 MB (Ray ~880 MB: seven helper
 processes), and it is pure Python (~25 MB installed against ~240 MB). Dask is imported only here,
 only when the job runs: ``fpcore`` and every other command never load it.
@@ -28,8 +28,9 @@ EXTRA = "model-fingerprint[index]"
 #: seconds to connect to a scheduler given by address before saying it cannot be reached
 CONNECT_TIMEOUT = 30
 #: Dask settings of the local cluster. Workers sample every thread's stack every 10 ms for the
-#: dashboard's profile by default: with 8 threads per worker that took ~40 % more worker CPU on
-#: this job (bench/index_speed.py), which is I/O waits and short numpy bursts, not worth profiling.
+#: dashboard's profile by default: with 8 threads per worker, 17.6 worker CPU-seconds for the
+#: 300 entries of bench/index_speed.py against 11.7 without (two runs); the job is I/O waits and
+#: short numpy bursts, not worth profiling.
 #: A cluster given by address keeps its operator's settings.
 LOCAL_CONFIG = {"distributed.worker.profile.enabled": False}
 
