@@ -105,7 +105,8 @@ class RayEngine:
     def __init__(self, workers: int, threads: int):
         import ray
         self.ray = ray
-        self.tmp = tempfile.mkdtemp(prefix="fpcore-ray-")   # its session files, removed by close()
+        # its session files, removed by close() (or by run_job when the driver is killed)
+        self.tmp = tempfile.mkdtemp(prefix=f"fpcore-ray-{os.getpid()}-")
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
                  configure_logging=False, _temp_dir=self.tmp)
 
@@ -281,6 +282,10 @@ def run_job(engine: str, listing: Path, pack: Path, args, resume=False, kill_wor
             os.kill(p, signal.SIGKILL)
         except OSError:
             pass
+    import glob
+    import shutil
+    for d in glob.glob(os.path.join(tempfile.gettempdir(), f"fpcore-ray-{proc.pid}-*")):
+        shutil.rmtree(d, ignore_errors=True)
     res = next((json.loads(x) for x in reversed(lines) if x.startswith("{") and '"pack"' in x), None) or {}
     if not res and kill_driver_at is None:
         print(proc.stderr.read()[-3000:], file=sys.stderr)
