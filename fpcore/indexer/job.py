@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 WINDOW_PER_SLOT = 4
 #: files each local worker reads at once (its threads). A file spends most of its time waiting
 #: for round trips, so several per worker keep the link busy; with 8 full-size checkpoints at a
-#: time a worker peaked at 161 MB (bench/index_speed.py --files 24 --full 24), under the 300 MB
+#: time a worker peaked at 156 MB (bench/index_speed.py --files 24 --full 24), under the 300 MB
 #: a worker may take
 FILES_PER_WORKER = 8
 #: requests in flight at once per worker, across all its files (fpcore.sources.remote.Gate)
