@@ -274,6 +274,14 @@ def import_references(pack: str | os.PathLike, *, on_clash: str = "error", ask=N
     return import_pack(db or refdb(refs_dir), pack, on_clash=on_clash, ask=ask)
 
 
+def index_listing(listing: str | os.PathLike, pack: str | os.PathLike, **options) -> dict:
+    """Fingerprint every entry of a listing (``SOURCE [NAME [PARENT]]`` a line) on a distributed
+    engine into a reference pack, with the outcome table beside it (fpcore.indexer.job.run: the
+    options and the summary returned). Needs the ``index`` extra (Dask); raises FpError."""
+    from .indexer import run
+    return run(listing, pack, **options)
+
+
 def remove_reference(name: str, refs_dir=None) -> dict:
     return refdb(refs_dir).remove(name).info()
 
