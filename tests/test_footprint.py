@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: GGUF files (gguf), the HTML report's tree and merge fits (scipy); ml_dtypes never (fpcore.dtypes
 #: decodes bf16 and fp8 itself); torch and PIL belong to the hosts
 HEAVY = ("ml_dtypes", "scipy", "requests", "huggingface_hub", "gguf", "torch", "PIL", "urllib3", "fsspec",
-         "fpcore.sources.remote")   # the URL machinery (17 ms): local files never need it
+         "fpcore.sources.remote",   # the URL machinery (17 ms): local files never need it
+         "dask", "distributed", "ray", "pyarrow")   # `fpcore index` only
 
 CHILD = textwrap.dedent('''
     import contextlib, importlib.util, io, json, os, sys, types
