@@ -345,6 +345,14 @@ def import_references(pack: str | os.PathLike, *, on_clash: str = "error", ask=N
     return import_pack(db or refdb(refs_dir), pack, on_clash=on_clash, ask=ask)
 
 
+def index_listing(listing: str | os.PathLike, pack: str | os.PathLike, **options) -> dict:
+    """Fingerprint every entry of a listing (``SOURCE [NAME [PARENT]]`` a line) on a distributed
+    engine into a reference pack, with the outcome table beside it (fpcore.indexer.job.run: the
+    options and the summary returned). Needs the ``index`` extra (Dask); raises FpError."""
+    from .indexer import run
+    return run(listing, pack, **options)
+
+
 def remove_reference(name: str, refs_dir=None) -> dict:
     return refdb(refs_dir).remove(name).info()
 
@@ -376,4 +384,6 @@ def summary_line(report: dict) -> str:
         return f"error: {report['error']}"
     from .facts import family_name
     a, v = report.get("architecture") or {}, report.get("verdict") or {}
-    return f"{family_name(a.get('family', 'unknown'))}: {v.get('summary', '')}"
+    if a.get("layout_name") and a["layout_name"] in (v.get("summary") or ""):
+        return v["summary"]            # a file no rule recognises: the summary names its layout already
+    return f"{a.get('layout_name') or family_name(a.get('family', 'unknown'))}: {v.get('summary', '')}"

@@ -24,6 +24,7 @@ from . import __version__
 from .cli_commands import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NOTHING_FOUND, EXIT_PIPE_CLOSED,  # noqa: F401
                            GRADIO_TESTED, _cache, _demo, _hash, _identify, _inspect, _refs_add, _refs_catalog,
                            _refs_export, _refs_import, _refs_list, _refs_pull, _refs_remove, _scan, _ui)
+from .cli_index import index_args, run_index
 from .errors import FpError
 
 JSON_DOC = "docs/json-format.md"
@@ -195,6 +196,8 @@ COMMANDS: dict[str, Command] = {
         "import": Command("verify a pack and add its references (asks on a name clash)", _refs_import,
                           ("debug", "json", "refs"), _refs_import_args),
     }),
+    "index": Command("fingerprint every model of a listing (URLs or paths) into a reference pack, on a Dask "
+                     "cluster (a local one by default)", run_index, ("debug", "json"), index_args),
     "cache": Command("the shared fingerprint store ($FPCORE_CACHE)", _cache, ("debug", "json", "cache"), _cache_args),
     "ui": Command("the 'Identify base model' web UI, standalone (needs gradio 3.41 or 4.x)", _ui,
                   ("debug", "refs", "cache"), _ui_args),

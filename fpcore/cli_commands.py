@@ -20,8 +20,12 @@ EXIT_PIPE_CLOSED = 141
 
 
 def _remote(args):
-    """Options for URL sources from ``--header`` (a local user: no exposure checks)."""
+    """Options for URL sources from ``--header`` (a local user: no exposure checks); None when no
+    PATH is a URL (the URL machinery, requests included, is then never imported)."""
     from . import api
+    paths = getattr(args, "paths", None) or ([args.path] if getattr(args, "path", None) else None)
+    if paths is not None and not any(api.is_url(p) for p in paths):
+        return None
     return api.remote_options(getattr(args, "header", None) or None)
 
 
@@ -62,7 +66,8 @@ def _identify(args) -> int:
     def one(path):
         cb, bar = (None, None) if args.no_hash or api.is_url(path) else o.byte_bar(f"reading {os.path.basename(path)[-30:]}")
         try:
-            return api.identify_file(path, db=db, store=store, hash_policy=_hash_policy(args), progress=cb,
+            return api.identify_file(path, db=db, store=store, use_cache=not args.no_cache,
+                                     hash_policy=_hash_policy(args), progress=cb,
                                      strict=True, remote=remote)
         finally:
             if bar is not None:
@@ -94,7 +99,8 @@ def _hash(args) -> int:
         cb, bar = (None, None) if api.is_url(path) and not args.download else \
             o.byte_bar(f"hashing {os.path.basename(path)[-30:]}")
         try:
-            return api.hash_file(path, store=store, progress=cb, strict=True, remote=remote, download=args.download)
+            return api.hash_file(path, store=store, use_cache=not args.no_cache, progress=cb, strict=True,
+                                 remote=remote, download=args.download)
         finally:
             if bar is not None:
                 bar.close()

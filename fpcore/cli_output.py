@@ -20,11 +20,17 @@ def err(line: str) -> None:
 
 def identify_text(rep: dict) -> None:
     a, v = rep["architecture"], rep["verdict"]
-    fam = a["family"] + (f" ({a['variant']})" if a.get("variant") else "")
+    fam = a.get("layout_name") or a["family"] + (f" ({a['variant']})" if a.get("variant") else "")
     out(f"{rep['path']}")
     kind = f", {a['kind']}" if a.get("kind") not in (None, "checkpoint") else ""
     out(f"  architecture: {fam}{kind}, {a.get('dtype')}, components: {', '.join(a['components']) or '-'}"
         + (f", prediction: {a['prediction']}" if a.get("prediction") else ""))
+    lay = a.get("layout") or {}
+    if lay.get("containers"):         # a file no rule recognises: where each component was read, its size
+        from .layout import format_params
+        sizes = lay.get("component_params") or {}
+        out("  containers: " + ", ".join(f"{c} ({p}., {format_params(sizes.get(c, 0))})"
+                                         for c, p in lay["containers"].items()))
     if rep.get("sha256"):
         out(f"  sha256: {rep['sha256']}  (AutoV2 {rep['autov2'].upper()}"
             + (f", AutoV3 {rep['autov3'].upper()})" if rep.get("autov3") else ")"))
@@ -72,7 +78,7 @@ def _claims_text(rep: dict, root: str | None = None) -> None:
 
 def inspect_text(rep: dict) -> None:
     a = rep["architecture"]
-    out(f"{rep['path']}: {a['family']}" + (f" ({a['variant']})" if a.get("variant") else "")
+    out(f"{rep['path']}: {a.get('layout_name') or a['family']}" + (f" ({a['variant']})" if a.get("variant") else "")
         + f", {a['kind']}, {a.get('dtype')}, {rep['tensors']} tensors, components: {', '.join(a['components'])}")
     for n in a.get("notes") or []:
         out(f"  note: {n}")
@@ -90,14 +96,14 @@ def hash_text(rep: dict) -> None:
 def scan_text(res: dict, root: str, dry_run: bool = False) -> None:
     from . import scan
     from .facts import format_bytes
-    from .identify import family_name, relation_phrase
+    from .identify import architecture_name, relation_phrase
     for r in res["reports"]:
         if r.get("error"):
             continue   # already said on stderr, once
         a, f = r["architecture"], r.get("folder") or {}
         folder = scan.folder_text(f, root)
         claims = f" | claims: {r['claim_check']}" if r.get("claim_check") in ("contradicts", "consistent") else ""
-        out(f"{os.path.relpath(r['path'], root)}: {family_name(a['family'])} | {relation_phrase(r)}"
+        out(f"{os.path.relpath(r['path'], root)}: {architecture_name(a)} | {relation_phrase(r)}"
             + (f" | folder: {folder}" if folder else "") + claims)
         from .claims import wording
         for line in [wording.trained_on_line(r)] if r.get("fits") is not None else []:

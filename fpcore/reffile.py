@@ -6,7 +6,6 @@ The reference database (fpcore.refs) keeps a folder of these files; the catalog 
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -78,18 +77,13 @@ def slug(name: str) -> str:
 def layout_digests(fp: Fingerprint) -> dict[str, list]:
     """component -> [digest of its (key, shape) list, number of keys]: references with the
     same digest compare alike with any file (identify's same-layout pools)."""
-    out: dict[str, list] = {}
     from . import layout
-    per: dict[str, list[str]] = {}
+    per: dict[str, list] = {}
     for k, s in zip(fp.keys, fp.shapes):
-        item = f"{k}:{','.join(map(str, s))}"
-        comp = layout.split(k)[0]
-        per.setdefault(comp, []).append(item)
+        per.setdefault(layout.component_of(k), []).append((k, s))
         if layout.in_component(k, layout.WHOLE):     # a file no rule knows is compared as one component
-            per.setdefault(layout.WHOLE, []).append(item)
-    for comp, items in per.items():
-        out[comp] = [hashlib.blake2b("\n".join(items).encode(), digest_size=12).hexdigest(), len(items)]
-    return out
+            per.setdefault(layout.WHOLE, []).append((k, s))
+    return {comp: [layout.layout_digest(items), len(items)] for comp, items in per.items()}
 
 
 # -- .fpref files -------------------------------------------------------------------------

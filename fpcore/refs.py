@@ -168,8 +168,10 @@ class RefDB:
             lay = (r.layouts or {}).get(comp)
             if lay:
                 groups.setdefault(lay[0], []).append(r)
-            elif comp == layout.WHOLE and r.layouts is not None:
-                # written before whole-file digests existed: decided on its own fingerprint
+            elif r.layouts is not None and (comp == layout.WHOLE or (
+                    layout.is_container_component(comp) and "other" in r.layouts)):
+                # written before whole-file digests (or those of components named by their
+                # container, then counted in "other") existed: decided on its own fingerprint
                 groups.setdefault(f"ref:{r.name}", []).append(r)
         out = []
         for members in groups.values():

@@ -92,7 +92,8 @@ def family_trees(result: dict, db: RefDB | None) -> list[tuple[str, str]]:
             if name:
                 is_ref[i] = True
                 labels[i] += f" (= {name})"
-        refs = [r for r in db.refs.values() if r.family == family and r.sha256 not in seen] if db is not None else []
+        refs = [r for r in db.refs.values() if _scan.in_family(r, family, comp) and r.sha256 not in seen] \
+            if db is not None else []
         ref_names = [r.name for r in refs]
         X = _sketch_vectors(leaves, fps, refs, db, comp) if len(refs) > TREE_EXACT_MAX_REFS else None
         if X is None:
@@ -101,7 +102,8 @@ def family_trees(result: dict, db: RefDB | None) -> list[tuple[str, str]]:
         all_keys = leaves + ref_names
         if X is None or len(all_keys) < 2:
             continue
-        out.append((family, _tree_svg(labels + ref_names, is_ref + [True] * len(ref_names), X)))
+        out.append((_scan.family_title(family, [reports[p] for p in paths]),
+                    _tree_svg(labels + ref_names, is_ref + [True] * len(ref_names), X)))
     return out
 
 
@@ -170,7 +172,8 @@ def render(result: dict, db: RefDB | None = None) -> str:
             relation += f"<div class=muted>differs: {html.escape(', '.join(v['differs']))}</div>"
         if needs_reason(v):
             relation += f"<div class=muted>why: {html.escape(v['reason'])}</div>"
-        cells = [html.escape(str(x)) for x in (rel, a.get("family"), base_label(r) if v.get("relation") != "unknown"
+        cells = [html.escape(str(x)) for x in (rel, a.get("layout_name") or a.get("family"),
+                                               base_label(r) if v.get("relation") != "unknown"
                                                else "—")]
         for line in filter(None, [wording.delta_line(r), wording.trained_on_line(r)]):
             relation += f"<div class=muted>{html.escape(line)}</div>"

@@ -7,8 +7,8 @@ import os
 
 from . import api
 from .facts import family_name, format_bytes
-from .identify import (CONFIDENCE_MEANING, RELATION_LEGEND, base_label, confidence_levels, confidence_text,
-                       evidence_notes, needs_reason)
+from .identify import (CONFIDENCE_MEANING, RELATION_LEGEND, architecture_name, base_label, confidence_levels,
+                       confidence_text, evidence_notes, needs_reason)
 
 TABLE_HEADERS = ["path", "architecture", "base", "relation", "confidence", "claims"]
 #: the table of LoRAs that fit the loaded checkpoint
@@ -20,7 +20,7 @@ def format_report(rep: dict) -> str:
     if rep.get("error"):
         return f"**Error** — `{rep['path']}`: {rep['error']}" if rep.get("path") else f"**Error**: {rep['error']}"
     a, v = rep.get("architecture") or {}, rep.get("verdict") or {}
-    fam = family_name(a.get("family") or "unknown") + (f" ({a['variant']})" if a.get("variant") else "")
+    fam = architecture_name(a)
     lines = [f"**{os.path.basename(rep.get('path') or '')}** — {api.summary_line(rep)}", "",
              f"- architecture: {fam}, {a.get('dtype') or '?'}; components: {', '.join(a.get('components') or [])}",
              f"- relation: **{v.get('relation')}**"
@@ -93,7 +93,7 @@ def table_rows(result: dict, root: str | None = None) -> list[list]:
             continue
         a, v = r.get("architecture") or {}, r.get("verdict") or {}
         from .claims import wording
-        rows.append([rel, family_name(a.get("family") or "unknown"),
+        rows.append([rel, a.get("layout_name") or family_name(a.get("family") or "unknown"),
                      base_label(r) if v.get("relation") not in (None, "unknown") else "",
                      v.get("relation") or "", confidence_text(v.get("confidence")) if v else "",
                      wording.claims_cell(r)])

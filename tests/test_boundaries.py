@@ -45,9 +45,10 @@ LAYERS: dict[str, int] = {
     "fpcore.claims": 6,    # what a file and its sidecars claim, checked against the report; LoRA fits
     # 7: the facade hosts call, and the demo built on it
     "fpcore.api": 7, "fpcore.demo": 7,
+    "fpcore.indexer": 7,   # `fpcore index`: reference packs from listings, on Dask (built on identify and packs)
     # 8: front ends
     "fpcore.cli": 8, "fpcore.cli_output": 8, "fpcore.ui": 8, "fpcore.__main__": 8,
-    "fpcore.cli_commands": 8, "fpcore.ui_actions": 8, "fpcore.ui_format": 8,
+    "fpcore.cli_commands": 8, "fpcore.ui_actions": 8, "fpcore.ui_format": 8, "fpcore.cli_index": 8,
 }
 
 

@@ -99,3 +99,18 @@ def test_attention_and_block_tables(key, attention, group):
     from fpcore.match.delta import ATTENTION_KEYS, block_group
     assert bool(ATTENTION_KEYS.search(key)) == attention
     assert block_group(key) == group
+
+
+def test_a_report_cached_before_delta_and_health_is_computed_again(changed, db, tmp_path):
+    from fpcore import api
+    from fpcore.store import Store, stat_identity
+    path, cache = str(changed / "attention.safetensors"), tmp_path / "cache"
+    api.identify_file(path, db=db, cache_dir=cache)
+    with Store(cache) as st:
+        key = st.file_record(stat_identity(path)).key
+        rep = st.get_report(key, db.token())
+        st.put_report(key, db.token(), {k: v for k, v in rep.items() if k not in ("delta", "health")})
+    again = api.identify_file(path, db=db, cache_dir=cache)
+    assert again["delta"]["summary"] == "UNet attention only, like a baked LoRA" and again["health"]["tensors"] > 0
+    assert (again.get("stats") or {}).get("cached") != "report"
+    assert api.identify_file(path, db=db, cache_dir=cache)["stats"]["cached"] == "report"   # stored again

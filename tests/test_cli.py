@@ -192,6 +192,17 @@ def test_summary_of_an_unknown_architecture_reads_as_english():
             assert not re.match(r"A [aeiouAEIOU]", s), s
 
 
+@pytest.mark.parametrize("command", [["identify", "--no-hash"], ["hash"]])
+def test_no_cache_neither_reads_nor_writes_the_store(zoo_dir, tmp_path, command):
+    """`--no-cache` ("neither read nor write the fingerprint store") opened the default store all
+    the same: a second identify answered from it without reading the file (issue 23's bench)."""
+    cache = tmp_path / "cache"
+    env = {"FPCORE_CACHE": str(cache), "FPCORE_REFS": str(tmp_path / "refs")}
+    r = run(*command, "--no-cache", zoo_dir / "Child.safetensors", env=env)
+    assert r.returncode == 0, r.stderr
+    assert not cache.exists() or not any(cache.rglob("*")), sorted(cache.rglob("*"))
+
+
 def test_identify_bad_file_once(demo_dir):
     d, _ = demo_dir
     env = {"FPCORE_REFS": str(d / "refs")}

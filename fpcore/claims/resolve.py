@@ -299,9 +299,8 @@ class Resolver:
         return None
 
     def _stored_report(self, key: str) -> dict:
-        from ..identify.verdict import report_token
         try:
-            return self.store.get_report(key, report_token(self.db)) or {}
+            return self.store.get_report(key, self.db.token()) or {}
         except Exception:   # a store that cannot answer: the name without its lineage
             return {}
 

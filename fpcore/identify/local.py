@@ -18,7 +18,7 @@ from ..fingerprint import Fingerprint
 from ..sources import FileIdentity, check_regular_file, is_url, open_source
 from .read import fingerprint_open, remote_identity
 from .url import identify_url
-from .verdict import file_report, identify_fingerprint, report_token
+from .verdict import file_report, identify_fingerprint, report_outdated
 
 
 #: when identify/scan compute a whole-file SHA-256 (docs/json-format.md): "auto" only where it
@@ -130,16 +130,17 @@ def _identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, s
     if store is not None and (rec is None or (sha and rec.sha256 != sha)):
         rec = store.put_file(ident, sha, autov3, _SOURCE_OF.get(origin, "hash"))
     key = rec.key if rec is not None else None
-    token = report_token(db) if store is not None else None
+    token = db.token() if store is not None else None
     if store is not None and key:
         rep = store.get_report(key, token)
-        if rep is not None and (sha or policy != HASH_ALWAYS):
+        if rep is not None and (sha or policy != HASH_ALWAYS) and not arch.outdated(rep.get("architecture")) \
+                and not report_outdated(rep):
             rep.update(path=p, hash=origin if sha else "not computed")
             rep.setdefault("stats", {})["cached"] = "report"
             rep["stats"]["seconds"] = round(time.perf_counter() - t0, 4)
             return rep
     cached = store.get_fingerprint(key) if store is not None and key else None
-    if cached:
+    if cached and not arch.outdated(cached[1]):     # else read again: it predates unknown layouts
         fp, arch_json, meta, stats = cached
         a = arch.ArchResult.from_json(arch_json)
         stats = dict(stats, cached="fingerprint")
@@ -163,7 +164,7 @@ def _identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, s
             key = rec.key
     rep, registered = file_report(p, sha, autov3, origin, fp, a, meta, stats, db, t0)
     if registered:
-        token = report_token(db) if store is not None else None
+        token = db.token() if store is not None else None
     if store is not None and key:
         store.put_report(key, token, rep)
     return rep

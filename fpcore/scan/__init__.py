@@ -17,10 +17,12 @@ from ..refs import RefDB
 from .find import _disk_workers, _run, find_models
 from .fingerprints import _confirm_same_bytes, _fingerprints
 from .groups import _cached_groups, group_label, reclaimable_total
-from .peers import PEER_CANDIDATES, PEER_SHORTLIST, _peer_relations, UnitRows, _quick_vectors, family_groups, prepare
+from .families import family_groups, family_of, family_title, in_family
+from .peers import PEER_CANDIDATES, PEER_SHORTLIST, _peer_relations, UnitRows, _quick_vectors, prepare
 
 # the interface, plus two helpers used from outside: _quick_vectors (report_html), _disk_workers (bench/scan_speed)
-__all__ = ["PEER_CANDIDATES", "PEER_SHORTLIST", "family_groups", "find_models", "folder_text", "group_label",
+__all__ = ["PEER_CANDIDATES", "PEER_SHORTLIST", "family_groups", "family_of", "family_title", "find_models",
+           "folder_text", "group_label", "in_family",
            "public", "reclaimable_total", "scan_folder", "_disk_workers", "_quick_vectors"]
 log = logging.getLogger("fpcore.scan")
 

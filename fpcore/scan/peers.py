@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import layout, sketch
+from .families import denoiser_of, family_groups
 
 #: peers compared in full with each file (chosen by the pursuit). Eight leave room for the two or
 #: three members of a merge besides copies of the file in other precisions; measured on the
@@ -74,7 +75,7 @@ def _quick_vectors(paths: list[str], fps: dict, comp: str) -> np.ndarray | None:
     common = None
     for p in paths:
         fp = fps[p]
-        keys = {k for k, s in zip(fp.keys, fp.shapes) if k.startswith(comp + ":") and len(s) >= 2}
+        keys = {k for k, s in zip(fp.keys, fp.shapes) if layout.in_component(k, comp) and len(s) >= 2}
         common = keys if common is None else common & keys
     if not common:
         return None
@@ -97,24 +98,6 @@ def _quick_vectors(paths: list[str], fps: dict, comp: str) -> np.ndarray | None:
         X[:, pos:pos + n] = blk / s
         pos += n
     return X
-
-
-def family_groups(reports: dict, fps: dict) -> dict[tuple[str, str], list[str]]:
-    """(family, denoiser component) -> files with that architecture."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for p, rep in reports.items():
-        if p not in fps or not rep.get("architecture"):
-            continue
-        den = denoiser_of(rep)
-        if den:
-            groups.setdefault((rep["architecture"]["family"], den), []).append(p)
-    return groups
-
-
-def denoiser_of(rep: dict) -> str | None:
-    """The component a file's folder relation compares (as family_groups chooses it)."""
-    comps = (rep.get("architecture") or {}).get("components") or []
-    return next((c for c in comps if c in layout.DENOISERS), comps[0] if comps else None)
 
 
 @dataclass
