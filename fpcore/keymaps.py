@@ -55,7 +55,8 @@ def unet_pairs(levels: int, nrb: int, up_attn: set[int]) -> list[tuple[str, str,
             p.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(i + 1) * s}.0.op.", None))
         for j in range(s):
             p.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{i * s + j}.0.", "resnet"))
-            p.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{i * s + j}.1.", None))
+            if i in up_attn:   # else output_blocks.{..}.1 is the upsampler, which the reverse map must find
+                p.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{i * s + j}.1.", None))
         if i < levels - 1:
             p.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{i * s + nrb}.{2 if i in up_attn else 1}.", None))
     return p
