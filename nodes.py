@@ -23,8 +23,8 @@ import os
 
 from .fpcore import api
 from .fpcore import identify as _identify
-from .fpcore import keymaps
-from .fpcore.refs import RefDB
+from .fpcore.sources import keymaps
+from .fpcore.refs.library import RefDB
 
 log = logging.getLogger(__name__)
 

@@ -93,10 +93,7 @@ def write_diffusers(folder, sd: Mapping[str, np.ndarray], family: str, dtype: st
                     fp16_names: bool = False) -> None:
     """Write a single-file state dict of ``family`` (sd1, sd2, sdxl) as a diffusers folder
     (model_index.json, unet/, vae/, text_encoder/, text_encoder_2/)."""
-    try:  # the pure key maps (diffusers <-> original); before the sources split they lived in the reader
-        from fpcore import keymaps as dfs
-    except ImportError:
-        from fpcore.formats import diffusers as dfs
+    from fpcore.sources import keymaps as dfs   # the pure key maps (diffusers <-> original)
     base = VARIANTS[family][0] if family in VARIANTS else family
     cfg = UNET[base]
     levels, nrb = len(cfg["channel_mult"]), cfg["num_res_blocks"]

@@ -13,10 +13,10 @@ import pytest
 
 from fpcore import identify as ident
 import testkit
-from fpcore import known
+from fpcore.refs import known
 from fpcore.errors import BadFileError
-from fpcore.hashing import hash_file
-from fpcore.refs import RefDB
+from fpcore.sources.hashing import hash_file
+from fpcore.refs.library import RefDB
 from fpcore.store import DB_NAME, Store
 
 ROOT = Path(__file__).resolve().parent.parent
