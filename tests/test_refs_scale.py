@@ -44,8 +44,7 @@ def _fill(d: Path, space, n: int, prefix="R") -> list:
 def _no_fingerprint_reads(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a fingerprint was read")
-    monkeypatch.setattr(reffile, "read_fingerprint", boom)      # its home: the database and catalog call it there
-    monkeypatch.setattr(refs_mod, "read_fingerprint", boom)     # the old name, re-exported
+    monkeypatch.setattr(reffile, "read_fingerprint", boom)   # its home: the library and the catalog call it there
 
 
 # -- the catalog -------------------------------------------------------------------------------------
