@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 
 import testkit
-from fpcore import hostcache, known, scan, sketch
+from fpcore.store import hostcache
+from fpcore.refs import known, sketch
+from fpcore import scan
 from fpcore import identify as ident
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from fpcore.store import DB_NAME, SCHEMA_VERSION, Store
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -14,7 +14,7 @@ from _fpmem import finetune, make_fp, shared_direction, weights
 from fpcore import arch
 from fpcore.identify import identify_fingerprint
 from fpcore.identify.verdict import _json_safe, _summary, file_report
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 
 
 def _model(seed):

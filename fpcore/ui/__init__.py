@@ -4,11 +4,11 @@
 This module never imports gradio: :func:`build_ui` receives it as an argument, and uses only
 what both gradio versions share (Blocks, Tab, Row, Button, Dropdown, Textbox, Dataframe,
 JSON, Markdown, Accordion, ``gr.update``, ``.click``, ``gr.Progress``). gradio itself is
-imported only by the standalone ``fpcore ui`` command (fpcore.cli_commands), lazily.
+imported only by the standalone ``fpcore ui`` command (fpcore.cli.commands), lazily.
 
-What differs between hosts is behind a *host* object (described in fpcore.ui_actions). The
+What differs between hosts is behind a *host* object (described in fpcore.ui.actions). The
 handlers (``identify_current``, ``identify_named``, ``scan``, ``add_reference``…) are plain
-functions returning plain data in fpcore.ui_actions, their text in fpcore.ui_format, so they
+functions returning plain data in fpcore.ui.actions, their text in fpcore.ui.format, so they
 are tested without gradio; their names are re-exported here, where the ComfyUI/A1111 glue and
 the tests find them.
 """
@@ -18,13 +18,13 @@ import logging
 import os
 import time
 
-from . import api, exposure  # noqa: F401  (ui.api: the façade the handlers call)
-from .ui_actions import (StandaloneHost, _setting, _url_options, add_reference, check_scan,  # noqa: F401
-                         identify_current, identify_hashed, identify_named, identify_path, identify_url,
-                         import_pack, known_choices, lora_dirs, loras_for, loras_for_path, policy_of, pull_known, reference_names,
-                         report_picture, run_with_progress, scan)
-from .ui_format import (LORA_HEADERS, TABLE_HEADERS, format_report, legend_markdown, lora_rows,  # noqa: F401
-                        scan_summary, table_rows)
+from .. import api, exposure  # noqa: F401  (ui.api: the façade the handlers call)
+from .actions import (StandaloneHost, _setting, _url_options, add_reference, check_scan, identify_current,  # noqa: F401
+                      identify_hashed, identify_named, identify_path, identify_url, import_pack, known_choices,
+                      lora_dirs, loras_for, loras_for_path, policy_of, pull_known, reference_names, report_picture,
+                      run_with_progress, scan)
+from .format import (LORA_HEADERS, TABLE_HEADERS, format_report, legend_markdown, lora_rows,  # noqa: F401
+                     scan_summary, table_rows)
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ denoiser fingerprints together with the registered references of the same
 architecture; references are marked. Nothing is loaded from the network.
 
 With more than TREE_EXACT_MAX_REFS references of a family, the references' fingerprints are
-not read: every leaf is placed by its sketch (the catalog's, fpcore.refs; a file's is made
+not read: every leaf is placed by its sketch (the catalog's, fpcore.refs.library; a file's is made
 from its fingerprint in hand), whose distances are the fingerprint distances to a few per cent.
 """
 from __future__ import annotations
@@ -15,13 +15,13 @@ import os
 
 import numpy as np
 
-from . import scan as _scan
-from .facts import format_bytes
-from .refs import RefDB
+from .. import scan as _scan
+from ..facts import format_bytes
+from ..refs.library import RefDB
 
 #: up to this many references of a family, the tree reads their fingerprints (20-40 ms each) and
 #: clusters the sampled values themselves, as always; above it, the catalog's sketches (folded
-#: to refindex.INDEX_DIM floats) place every leaf without a read. Measured by bench/report_tree.py
+#: to sketchindex.INDEX_DIM floats) place every leaf without a read. Measured by bench/report_tree.py
 #: (55 SDXL leaves, 52 of them references): 2.2 s read vs 0.03 s sketched, cophenetic correlation
 #: 0.992, every file placed beside the same references; only the grouping of near-equidistant
 #: siblings (a tie either way) can differ.
@@ -60,9 +60,9 @@ def _sketch_vectors(leaves: list[str], fps: dict, refs: list, db: RefDB, comp: s
     """One row per leaf (files, then references): its folded sketch, scaled so that the tree's
     distance (euclidean / sqrt(columns)) is the distance of the unit sketches. None when a leaf
     has no sketch of ``comp`` (then the fingerprints are read)."""
-    from . import refindex
-    from .sketch import sketch
-    rows = [refindex.index_vectors({comp: sketch(fps[p], comp)}).get(comp) for p in leaves]
+    from ..refs import sketchindex
+    from ..refs.sketch import sketch
+    rows = [sketchindex.index_vectors({comp: sketch(fps[p], comp)}).get(comp) for p in leaves]
     rows += [db.sketch_of(r, comp) for r in refs]
     if any(v is None for v in rows):
         return None
@@ -118,7 +118,7 @@ td.contra{background:#fde2e2;border:2px solid #b00} .claim-contradicts{color:#b0
 
 def legend_html() -> str:
     """The relations, the groups, confidence and the evidence words, in a few lines."""
-    from .identify import CONFIDENCE_MEANING, EVIDENCE_LEGEND, GROUP_LEGEND, RELATION_LEGEND, confidence_levels
+    from ..identify import CONFIDENCE_MEANING, EVIDENCE_LEGEND, GROUP_LEGEND, RELATION_LEGEND, confidence_levels
     rel = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in RELATION_LEGEND.items())
     lev = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in confidence_levels())
     grp = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in GROUP_LEGEND.items())
@@ -135,7 +135,7 @@ def legend_html() -> str:
 
 def _picture_row(report: dict, rel: str, tree: dict) -> str:
     """A full-width row under a file's row: its picture (fpcore.picture), folded until expanded."""
-    from . import picture
+    from .. import picture
     svg = picture.svg(report, tree)
     if not svg:
         return ""
@@ -155,9 +155,9 @@ def _claims_html(report: dict) -> str:
 
 
 def render(result: dict, db: RefDB | None = None) -> str:
-    from .identify import base_label, confidence_text, needs_reason
-    from . import picture
-    from .claims import wording
+    from ..identify import base_label, confidence_text, needs_reason
+    from .. import picture
+    from ..claims import wording
     tree = picture.reference_tree(db) if db is not None else {}
     rows = []
     for r in result["reports"]:

@@ -19,8 +19,8 @@ import os
 import queue
 import threading
 
-from . import api, exposure
-from .facts import MODEL_EXTS
+from .. import api, exposure
+from ..facts import MODEL_EXTS
 
 log = logging.getLogger("fpcore.ui")
 
@@ -84,8 +84,8 @@ def policy_of(host) -> exposure.Policy:
 
 def report_picture(host, rep: dict) -> str:
     """The report's picture (fpcore.picture) as HTML for a gr.HTML, "" when there is none."""
-    from . import picture
-    from .refs import RefDB
+    from .. import picture
+    from ..refs.library import RefDB
     try:
         svg = picture.svg(rep, picture.reference_tree(RefDB(_setting(host, "refs_dir"))))
     except Exception:  # a picture must never cost the user the text answer
@@ -215,7 +215,7 @@ def known_choices() -> list[str]:
 
 def pull_known(host, choices: list[str] | None, progress=None) -> str:
     """Pull the fingerprints of the chosen known releases (tens of MB each, not the 7 GB files)."""
-    from .errors import FpError
+    from ..errors import FpError
     names = [c.split(":", 1)[0].strip() for c in (choices or []) if c]
     if not names:
         return "Tick the releases to pull first."
@@ -261,7 +261,7 @@ def scan(host, folder: str, write_tags: bool = False, progress=None) -> dict:
 
 
 def add_reference(host, path: str, name: str, parent: str | None = None, note: str | None = None) -> str:
-    from .errors import FpError
+    from ..errors import FpError
     if not path:
         return "Identify a model first (or type its path)."
     if not (name or "").strip():
@@ -281,7 +281,7 @@ def add_reference(host, path: str, name: str, parent: str | None = None, note: s
 def import_pack(host, pack, on_clash: str = "skip") -> str:
     """Import a reference pack (an uploaded file: a path, or gradio's file object with
     ``.name``). ``on_clash``: "skip" or "rename" for names already registered."""
-    from .errors import FpError
+    from ..errors import FpError
     path = getattr(pack, "name", pack)
     if not path:
         return "Choose a reference pack (.fprefs) first."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .cli_output import err, out
+from .output import err, out
 
 #: seconds between two progress lines when stderr is not a terminal (a log file gets a line
 #: every so often, a terminal one line rewritten in place)
@@ -56,8 +56,8 @@ class _Line:
 
 
 def run_index(args) -> int:
-    from . import api
-    from .errors import UsageError
+    from .. import api
+    from ..errors import UsageError
     for flag in ("workers", "files_per_worker", "in_flight"):
         v = getattr(args, flag)
         if v is not None and v < 1:
@@ -76,7 +76,7 @@ def run_index(args) -> int:
                                 resume=args.resume, progress=line, on_start=started, **opts)
     except KeyboardInterrupt:
         line.finish()
-        from .indexer.journal import paths_for
+        from ..indexer.journal import paths_for
         err(f"index: interrupted; the results so far are kept in {paths_for(args.out)[0]}: run the same command "
             "with --resume to continue")
         raise

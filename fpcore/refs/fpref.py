@@ -1,8 +1,8 @@
 """One reference as a file: the ``.fpref`` format (a zip of ``ref.json``, ``fingerprint.npz`` and
 ``sketch.npz``), its reading with size limits, its writing, and the :class:`Reference` record.
 
-The reference database (fpcore.refs) keeps a folder of these files; the catalog of a folder
-(fpcore.refcatalog) remembers their small members so that listing and searching read none.
+The reference database (fpcore.refs.library) keeps a folder of these files; the catalog of a folder
+(fpcore.refs.folder) remembers their small members so that listing and searching read none.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import re
 import zipfile
 from pathlib import Path
 
-from . import paths
-from .errors import BadFileError
-from .facts import dominant_dtype
-from .fingerprint import Fingerprint
+from .. import paths
+from ..errors import BadFileError
+from ..facts import dominant_dtype
+from ..fingerprint import Fingerprint
 
 EXT = ".fpref"
 #: metadata fields of a reference (ref.json, catalog, packs)
@@ -39,7 +39,7 @@ class Reference:
         self.sha256, self.source, self.added, self.origin, self.path = sha256, source, added, origin, path
         self._fp = fp
         self._db = db
-        self.sketches: dict | None = None       # component -> sketch vector (fpcore.refindex)
+        self.sketches: dict | None = None       # component -> sketch vector (fpcore.refs.sketchindex)
         self.dtype = dtype if dtype is not None or fp is None else dominant_dtype(fp.dtypes)
         self.n_tensors = n_tensors if n_tensors is not None or fp is None else len(fp.keys)
         self.layouts = layouts if layouts is not None or fp is None else layout_digests(fp)
@@ -77,7 +77,7 @@ def slug(name: str) -> str:
 def layout_digests(fp: Fingerprint) -> dict[str, list]:
     """component -> [digest of its (key, shape) list, number of keys]: references with the
     same digest compare alike with any file (identify's same-layout pools)."""
-    from . import layout
+    from .. import layout
     per: dict[str, list] = {}
     for k, s in zip(fp.keys, fp.shapes):
         per.setdefault(layout.component_of(k), []).append((k, s))
@@ -89,17 +89,17 @@ def layout_digests(fp: Fingerprint) -> dict[str, list]:
 # -- .fpref files -------------------------------------------------------------------------
 def encode_reference(meta: dict, fp: Fingerprint, sketches: dict | None = None) -> bytes:
     """The bytes of a .fpref file: ref.json, fingerprint.npz and (optional) sketch.npz."""
-    from . import refindex
+    from . import sketchindex
     meta = {k: meta.get(k) for k in META_FIELDS if meta.get(k) is not None} | {
         "origin": meta.get("origin") or "user", "fp_version": fp.version, "dtype": dominant_dtype(fp.dtypes),
         "n_tensors": len(fp.keys), "layouts": layout_digests(fp)}
     if sketches is None:
-        sketches = refindex.sketches_of(fp)
+        sketches = sketchindex.sketches_of(fp)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         z.writestr("ref.json", json.dumps(meta, indent=1))
         z.writestr("fingerprint.npz", fp.serialize())
-        z.writestr("sketch.npz", refindex.encode_sketches(sketches))
+        z.writestr("sketch.npz", sketchindex.encode_sketches(sketches))
     return buf.getvalue()
 
 
@@ -120,7 +120,7 @@ def _zip(src) -> zipfile.ZipFile:
 
 def read_meta(src, where=None) -> tuple[dict, dict | None]:
     """(ref.json, sketches or None) of a .fpref file or its bytes, without the fingerprint."""
-    from . import refindex
+    from . import sketchindex
     where = where or src
     try:
         with _zip(src) as z:
@@ -136,7 +136,7 @@ def read_meta(src, where=None) -> tuple[dict, dict | None]:
     for k in META_FIELDS[1:]:
         if meta.get(k) is not None and not isinstance(meta[k], str):
             raise BadFileError(f"reference file has a malformed {k!r}", where)
-    sketches = refindex.decode_sketches(sk) if sk is not None else None
+    sketches = sketchindex.decode_sketches(sk) if sk is not None else None
     return meta, sketches
 
 

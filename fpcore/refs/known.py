@@ -11,7 +11,7 @@ import json
 import logging
 from functools import lru_cache
 
-from . import paths
+from .. import paths
 
 log = logging.getLogger(__name__)
 

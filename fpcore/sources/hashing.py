@@ -16,8 +16,8 @@ import queue
 import threading
 from dataclasses import dataclass
 
-from .errors import BadFileError
-from .sources.base import MAX_HEADER_BYTES, check_regular_file
+from ..errors import BadFileError
+from .base import MAX_HEADER_BYTES, check_regular_file
 
 log = logging.getLogger(__name__)
 CHUNK = 8 * 1024 * 1024

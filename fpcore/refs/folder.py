@@ -17,18 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import paths, reffile
-from .errors import BadFileError
-from .facts import dominant_dtype
-from .fingerprint import ALGO_VERSION
-from .reffile import EXT, META_FIELDS, layout_digests, read_meta
+from .. import paths
+from . import fpref
+from ..errors import BadFileError
+from ..facts import dominant_dtype
+from ..fingerprint import ALGO_VERSION
+from .fpref import EXT, META_FIELDS, layout_digests, read_meta
 
 log = logging.getLogger("fpcore.refs")
 #: the catalog file in each reference folder (hidden: not a reference itself)
 CATALOG = ".fpcatalog"
 #: bump when the catalog's content changes; an older catalog is rebuilt from the files
 CATALOG_VERSION = 2
-#: the catalog keeps each sketch folded to refindex.INDEX_DIM floats (the .fpref keeps it whole)
+#: the catalog keeps each sketch folded to sketchindex.INDEX_DIM floats (the .fpref keeps it whole)
 SKETCH_DTYPE = np.float32
 
 
@@ -64,12 +65,12 @@ class FolderCatalog:
         return out
 
     def _read_catalog(self) -> bool:
-        from . import refindex
+        from . import sketchindex
         for p in (self.dir / CATALOG, fallback_catalog(self.dir)):
             try:
                 with np.load(p, allow_pickle=False) as z:
                     head = json.loads(bytes(z["meta"]).decode())
-                    if head.get("version") != CATALOG_VERSION or head.get("sketch") != refindex.INDEX_VERSION:
+                    if head.get("version") != CATALOG_VERSION or head.get("sketch") != sketchindex.INDEX_VERSION:
                         continue
                     entries = {e["file"]: e for e in head["entries"]}
                     sketches: dict[str, dict] = {f: {} for f in entries}
@@ -87,7 +88,7 @@ class FolderCatalog:
         return False
 
     def load(self) -> None:
-        from . import refindex
+        from . import sketchindex
         self._read_catalog()
         stats = self._stats()
         changed = False
@@ -105,11 +106,11 @@ class FolderCatalog:
             try:
                 meta, sk = read_meta(p)
                 if sk is None or meta.get("fp_version") is None or meta.get("layouts") is None \
-                        or refindex.sketch_version(sk) != refindex.SKETCH_VERSION:
-                    fp = reffile.read_fingerprint(p)   # an old .fpref: read once, remembered in the catalog
+                        or sketchindex.sketch_version(sk) != sketchindex.SKETCH_VERSION:
+                    fp = fpref.read_fingerprint(p)   # an old .fpref: read once, remembered in the catalog
                     meta = dict(meta, fp_version=fp.version, dtype=dominant_dtype(fp.dtypes),
                                 n_tensors=len(fp.keys), layouts=layout_digests(fp))
-                    sk = refindex.sketches_of(fp) if fp.version == ALGO_VERSION else {}
+                    sk = sketchindex.sketches_of(fp) if fp.version == ALGO_VERSION else {}
                 self.rebuilt += 1
             except BadFileError as e:
                 self.entries.pop(f, None)
@@ -119,7 +120,7 @@ class FolderCatalog:
                 continue
             self.entries[f] = {"file": f, "size": st[0], "mtime_ns": st[1], **{
                 k: meta.get(k) for k in (*META_FIELDS, "origin", "fp_version", "dtype", "n_tensors", "layouts")}}
-            self.sketches[f] = refindex.index_vectors(sk)
+            self.sketches[f] = sketchindex.index_vectors(sk)
         if changed:
             self.save()
 
@@ -132,7 +133,7 @@ class FolderCatalog:
         self.entries[path.name] = {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                    **{k: meta.get(k) for k in (*META_FIELDS, "origin", "fp_version", "dtype",
                                                                "n_tensors", "layouts")}}
-        self.sketches[path.name] = _refindex().index_vectors(sketches)
+        self.sketches[path.name] = _sketchindex().index_vectors(sketches)
 
     def drop(self, file: str) -> None:
         self.entries.pop(file, None)
@@ -141,7 +142,7 @@ class FolderCatalog:
     def save(self) -> None:
         """Write the catalog atomically: in the folder, else in the cache dir, else nowhere
         (it is rebuilt from the files next time; nothing is lost)."""
-        from . import refindex
+        from . import sketchindex
         files = sorted(self.entries)
         pos = {f: i for i, f in enumerate(files)}
         comps = sorted({c for f in files for c in self.sketches.get(f, {})})
@@ -150,7 +151,7 @@ class FolderCatalog:
             have = [f for f in files if c in self.sketches.get(f, {})]
             arrays[f"files_{c}"] = np.array([pos[f] for f in have], np.int32)
             arrays[f"sk_{c}"] = np.stack([self.sketches[f][c] for f in have]).astype(SKETCH_DTYPE)
-        head = {"version": CATALOG_VERSION, "sketch": refindex.INDEX_VERSION, "comps": comps,
+        head = {"version": CATALOG_VERSION, "sketch": sketchindex.INDEX_VERSION, "comps": comps,
                 "entries": [self.entries[f] for f in files]}
         buf = io.BytesIO()
         np.savez(buf, meta=np.frombuffer(json.dumps(head).encode(), np.uint8), **arrays)
@@ -167,7 +168,7 @@ class FolderCatalog:
         log.info("reference catalog of %s kept in memory only (no writable place)", self.dir)
 
 
-def _refindex():
-    from . import refindex
-    return refindex
+def _sketchindex():
+    from . import sketchindex
+    return sketchindex
 

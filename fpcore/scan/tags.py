@@ -12,10 +12,10 @@ import logging
 import os
 from pathlib import Path
 
-from .errors import BadFileError
-from .facts import A1111_UNKNOWN, FORGE_UNKNOWN, LORA_KINDS, a1111_sd_version, forge_sd_version
-from .fingerprint import ALGO_VERSION
-from .paths import atomic_write
+from ..errors import BadFileError
+from ..facts import A1111_UNKNOWN, FORGE_UNKNOWN, LORA_KINDS, a1111_sd_version, forge_sd_version
+from ..fingerprint import ALGO_VERSION
+from ..paths import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ VERDICT_KEYS = ("base_model", "relation", "lineage", "merge")
 def tags_for(report: dict) -> dict:
     """The keys fpcore sets in a model's sidecar, from its identify report. A merge is named
     by its recipe ("merge: A 50% + B 50%") and ``merge`` lists its members with their lineage."""
-    from .identify import base_label
+    from ..identify import base_label
     a = report.get("architecture") or {}
     v = report.get("verdict") or {}
     fam = a.get("family") or "unknown"

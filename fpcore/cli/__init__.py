@@ -2,7 +2,7 @@
 
 Every command is a row of :data:`COMMANDS`: its help, its own arguments, the shared
 options it takes (parent parsers: ``--json``, ``--refs``, ``--cache``, ``--debug``) and the
-function that runs it (fpcore.cli_commands). Commands call the engine only through
+function that runs it (fpcore.cli.commands). Commands call the engine only through
 :mod:`fpcore.api`, the façade the ComfyUI nodes, the A1111/Forge tab and the standalone UI use
 too, and import it inside the function, so ``fpcore --help`` or a cached ``identify`` loads
 only what it needs.
@@ -20,12 +20,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import __version__
-from .cli_commands import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NOTHING_FOUND, EXIT_PIPE_CLOSED,  # noqa: F401
-                           GRADIO_TESTED, _cache, _demo, _hash, _identify, _inspect, _refs_add, _refs_catalog,
-                           _refs_export, _refs_import, _refs_list, _refs_pull, _refs_remove, _scan, _ui)
-from .cli_index import index_args, run_index
-from .errors import FpError
+from .. import __version__
+from .commands import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NOTHING_FOUND, EXIT_PIPE_CLOSED, GRADIO_TESTED,  # noqa: F401
+                       _cache, _demo, _hash, _identify, _inspect, _refs_add, _refs_catalog, _refs_export,
+                       _refs_import, _refs_list, _refs_pull, _refs_remove, _scan, _ui)
+from .index import index_args, run_index
+from ..errors import FpError
 
 JSON_DOC = "docs/json-format.md"
 

@@ -27,14 +27,14 @@ def identify_text(rep: dict) -> None:
         + (f", prediction: {a['prediction']}" if a.get("prediction") else ""))
     lay = a.get("layout") or {}
     if lay.get("containers"):         # a file no rule recognises: where each component was read, its size
-        from .layout import format_params
+        from ..layout import format_params
         sizes = lay.get("component_params") or {}
         out("  containers: " + ", ".join(f"{c} ({p}., {format_params(sizes.get(c, 0))})"
                                          for c, p in lay["containers"].items()))
     if rep.get("sha256"):
         out(f"  sha256: {rep['sha256']}  (AutoV2 {rep['autov2'].upper()}"
             + (f", AutoV3 {rep['autov3'].upper()})" if rep.get("autov3") else ")"))
-    from .identify import confidence_text, evidence_notes, merge_recipe, needs_reason
+    from ..identify import confidence_text, evidence_notes, merge_recipe, needs_reason
     what = (f" — {merge_recipe(rep['merge'])}" if v["relation"] == "merge" and rep.get("merge")
             else f" — base {v['base']}" if v.get("base") else "")
     out(f"  verdict: {v['relation']}{what}  (confidence {confidence_text(v.get('confidence'))})")
@@ -58,7 +58,7 @@ def identify_text(rep: dict) -> None:
     for note in evidence_notes(shown):
         out(f"    {note}")
     if rep.get("metadata"):
-        from .provenance import summary
+        from ..identify.provenance import summary
         s = summary(rep["metadata"])
         if s:
             out(f"  provenance: {s}")
@@ -94,9 +94,9 @@ def hash_text(rep: dict) -> None:
 
 
 def scan_text(res: dict, root: str, dry_run: bool = False) -> None:
-    from . import scan
-    from .facts import format_bytes
-    from .identify import architecture_name, relation_phrase
+    from .. import scan
+    from ..facts import format_bytes
+    from ..identify import architecture_name, relation_phrase
     for r in res["reports"]:
         if r.get("error"):
             continue   # already said on stderr, once

@@ -1,7 +1,7 @@
 """The candidate index: which few references of a large library can be related to a file.
 
 Each reference keeps, per component, a *sketch*: a fixed-length vector made from its
-fingerprint's sample (fpcore.sketch: a seeded projection of the per-tensor centred and
+fingerprint's sample (fpcore.refs.sketch: a seeded projection of the per-tensor centred and
 scaled values, linear in them). Sketches of models that share a layout keep their
 geometry: the distance between two sketches follows the distance between the sampled
 weights, and so does the difference of two sketches, whatever the base they share.
@@ -32,7 +32,7 @@ import os
 
 import numpy as np
 
-from . import layout
+from .. import layout
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def forward_select(M: np.ndarray, q: np.ndarray, first: int, max_members: int = 
     ``min_gain``; weights (non-negative, summing to one) refitted at each step.
     Returns (rows, their weights); a single row when nothing passes the rule. ``trace``: gets
     (row, share of the residual it removes, accepted) per step (calibration, bench)."""
-    from .nnls import affine_nnls
+    from ..nnls import affine_nnls
     M64 = lambda rows: M[rows].astype(np.float64)   # noqa: E731
     sq = np.zeros(len(M))
     for s in range(0, len(M), CHUNK_ROWS):

@@ -15,7 +15,7 @@ import re
 import time
 
 from . import known
-from .errors import BadFileError, FpError, UsageError
+from ..errors import BadFileError, FpError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def select(names) -> list[dict]:
 
 def pull(names, db, remote=None, progress=None) -> list[dict]:
     """Register the fingerprints of the named releases (see module doc); one row each."""
-    from .identify import fingerprint_open, remote_identity
-    from .sources import open_source
+    from ..identify import fingerprint_open, remote_identity
+    from ..sources import open_source
     rows = []
     todo = select(names)
     # parents first, so each child finds its parent registered

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .facts import is_model_file
+from ..facts import is_model_file
 
 #: (how to select keys, report section)
 SECTIONS = [

@@ -169,7 +169,7 @@ def merge(models: list[dict], weights: list[float]) -> dict[str, np.ndarray]:
 
 def write_safetensors(path: str, model: dict, dtype: str = "F16", metadata: dict | None = None) -> None:
     """A plain safetensors file (sorted keys), F16 / F32 / BF16 (BF16 rounded to nearest even)."""
-    from .paths import atomic_write
+    from ..paths import atomic_write
     header: dict = {"__metadata__": dict(metadata)} if metadata else {}
     blobs, off = [], 0
     for k in sorted(model):
@@ -203,7 +203,7 @@ REFERENCES = [("Demo Base 1.0", None, "a base model (random weights)"),
 def build(out_dir: str) -> dict:
     """Write ``out_dir/models`` (the folder to scan) and register the references in ``out_dir/refs``
     (``out_dir/cache`` holds the demo's store). Returns the paths and what each file is."""
-    from . import api
+    from .. import api
     models, refs, cache, work = (os.path.join(out_dir, d) for d in ("models", "refs", "cache", ".work"))
     for d in (models, refs, cache, work):   # a rerun starts afresh: the demo owns these folders
         shutil.rmtree(d, ignore_errors=True)

@@ -7,15 +7,15 @@ descendants, because a sibling cannot be told from a descendant without the pare
 
 Libraries of thousands: each folder has a small *catalog* (``.fpcatalog`` beside the
 ``.fpref`` files) holding every reference's names, parent, family, hashes, component
-layouts and sketches (fpcore.refindex). Listing, adding and the candidate search read
+layouts and sketches (fpcore.refs.sketchindex). Listing, adding and the candidate search read
 only the catalog; a reference's fingerprint is read from its file when the analysis
 needs it and kept in a small LRU (FP_CACHE_MAX). The catalog is checked against the
 files' sizes and modification times on every load and brought up to date for what
 changed (a file another process added or removed, an old ``.fpref`` without a sketch);
 a folder that cannot be written keeps its catalog in the cache dir, or in memory.
 
-The ``.fpref`` file and the :class:`Reference` record are in fpcore.reffile, the catalog in
-fpcore.refcatalog; their names are re-exported here (old imports keep working).
+The ``.fpref`` file and the :class:`Reference` record are in fpcore.refs.fpref, the catalog in
+fpcore.refs.folder.
 """
 from __future__ import annotations
 
@@ -27,13 +27,14 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from . import layout, paths, reffile
-from .errors import BadFileError, RefError
-from .fingerprint import ALGO_VERSION, Fingerprint
-from .refcatalog import CATALOG, CATALOG_VERSION, SKETCH_DTYPE, FolderCatalog, fallback_catalog  # noqa: F401
-from .reffile import (EXT, MAX_META_BYTES, MAX_SKETCH_BYTES, META_FIELDS, Reference, encode_reference,  # noqa: F401
-                      layout_digests, load_reference, read_fingerprint, read_meta, reference_from_meta,
-                      save_reference, slug)
+from .. import paths
+from ..errors import RefError
+from ..fingerprint import ALGO_VERSION, Fingerprint
+from . import fpref
+from .candidates import CandidateSearch
+from .folder import FolderCatalog
+from .fpref import EXT, Reference, read_meta, reference_from_meta, save_reference
+from .lineage import LineageTree
 
 log = logging.getLogger(__name__)
 #: fingerprints kept in memory after the analysis read them (least recently used dropped):
@@ -45,13 +46,9 @@ log = logging.getLogger(__name__)
 FP_CACHE_MAX = 16
 
 
-def _refindex():
-    from . import refindex
-    return refindex
-
-
-class RefDB:
-    """All references: built-in ones first, then the user's (a user name shadows a built-in)."""
+class RefDB(LineageTree, CandidateSearch):
+    """All references: built-in ones first, then the user's (a user name shadows a built-in). The
+    lineage tree (fpcore.refs.lineage) and the candidate search (fpcore.refs.candidates) read it."""
 
     def __init__(self, user_dir: str | os.PathLike | None = None, builtin_dir: str | os.PathLike | None = None):
         self.user_dir = Path(user_dir) if user_dir else paths.user_refs_dir()
@@ -71,7 +68,7 @@ class RefDB:
 
     def token(self) -> str:
         """Changes whenever a reference file is added, removed or rewritten (cheap: stats only)."""
-        from . import __version__
+        from .. import __version__
         h = hashlib.sha256(f"{__version__}|{ALGO_VERSION}".encode())
         for d, origin in ((self.builtin_dir, "builtin"), (self.user_dir, "user")):
             cat = FolderCatalog(d, origin)
@@ -112,7 +109,7 @@ class RefDB:
                 refs[e["name"]] = r
         return refs
 
-    # -- fingerprints, sketches, candidates ------------------------------------------------
+    # -- fingerprints ----------------------------------------------------------------------
     def fingerprint(self, ref: Reference) -> Fingerprint:
         """The fingerprint of a catalogued reference, from the LRU or its file."""
         with self._lock:
@@ -120,100 +117,12 @@ class RefDB:
             if fp is not None:
                 self._fps.move_to_end(ref.name)
                 return fp
-        fp = reffile.read_fingerprint(ref.path)
+        fp = fpref.read_fingerprint(ref.path)
         with self._lock:
             self._fps[ref.name] = fp
             while len(self._fps) > FP_CACHE_MAX:
                 self._fps.popitem(last=False)
         return fp
-
-    def sketch_of(self, ref: Reference, comp: str):
-        """The catalogued sketch of one reference's component (None if it has none)."""
-        if ref.sketches is None:
-            if ref._fp is None:
-                return None
-            ref.sketches = _refindex().index_vectors(_refindex().sketches_of(ref._fp))
-        return ref.sketches.get(comp)
-
-    @property
-    def index(self):
-        """The candidate index over the sketches (fpcore.refindex), built on first use."""
-        if self._index is None:
-            from .refindex import RefIndex
-            self._index = RefIndex.build(self)
-        return self._index
-
-    def candidates(self, fp: Fingerprint, comp: str, pool: list) -> list:
-        """The references of ``pool`` worth the full analysis of ``comp``: all of a small pool,
-        else the index's few candidates and their ancestors. Unreadable ones are left out."""
-        from .refindex import select
-        chosen = select(self, fp, comp, pool)
-        out = []
-        for r in chosen:
-            try:
-                r.fp
-            except BadFileError as e:
-                log.warning("skipping reference: %s", e)
-                if str(e) not in self.problems:
-                    self.problems.append(str(e))
-                continue
-            out.append(r)
-        return out
-
-    def layout_pool(self, fp: Fingerprint, comp: str, same_layout) -> list:
-        """References whose ``comp`` has (mostly) the file's keys and shapes: ``same_layout(fp,
-        ref_fp, comp)`` decided once per distinct layout, on one fingerprint of that layout."""
-        groups: dict[str, list] = {}
-        for r in self.refs.values():
-            lay = (r.layouts or {}).get(comp)
-            if lay:
-                groups.setdefault(lay[0], []).append(r)
-            elif r.layouts is not None and (comp == layout.WHOLE or (
-                    layout.is_container_component(comp) and "other" in r.layouts)):
-                # written before whole-file digests (or those of components named by their
-                # container, then counted in "other") existed: decided on its own fingerprint
-                groups.setdefault(f"ref:{r.name}", []).append(r)
-        out = []
-        for members in groups.values():
-            for r in members:      # the first readable one decides for its layout
-                try:
-                    ok = same_layout(fp, r.fp, comp)
-                except BadFileError:
-                    continue
-                if ok:
-                    out.extend(members)
-                break
-        return out
-
-    # -- tree ----------------------------------------------------------------------------
-    def parent(self, name: str) -> str | None:
-        """The registered parent, or None."""
-        p = self.refs[name].parent if name in self.refs else None
-        return p if p in self.refs else None
-
-    def orphan(self, name: str) -> bool:
-        """Names a parent that is not registered."""
-        r = self.refs.get(name)
-        return bool(r and r.parent and r.parent not in self.refs)
-
-    def lineage(self, name: str) -> list[str]:
-        """Chain of names from the root to ``name``; unregistered declared ancestors included."""
-        chain, seen, cur = [], set(), name
-        while cur and cur not in seen:
-            seen.add(cur)
-            chain.append(cur)
-            cur = self.refs[cur].parent if cur in self.refs else None
-        return chain[::-1]
-
-    def children(self, name: str) -> list[str]:
-        return sorted(n for n, r in self.refs.items() if r.parent == name)
-
-    def children_map(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for n, r in self.refs.items():
-            if r.parent:
-                out.setdefault(r.parent, []).append(n)
-        return out
 
     # -- edits ---------------------------------------------------------------------------
     def check_new(self, name: str, parent: str | None, replace: bool = False) -> str:

@@ -32,7 +32,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from .errors import BadFileError, FpError, RefError, UsageError
+from ..errors import BadFileError, FpError, RefError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,13 @@ def _public_source(src):
 def export_pack(db, path: str | os.PathLike, names: list[str] | None = None) -> dict:
     """Write ``names`` (default: every user reference) to a pack at ``path`` (atomically).
     Returns {"path", "references", "parents_not_included"}."""
-    from .fingerprint import ALGO_VERSION
-    from .refs import encode_reference
+    from ..fingerprint import ALGO_VERSION
+    from .fpref import encode_reference
     refs = db.refs
     if names:
         missing = [n for n in names if n not in refs]
         if missing:
-            from .refs import _suggest
+            from .library import _suggest
             raise RefError(f"no reference named {missing[0]!r}" + _suggest(missing[0], refs))
         chosen = list(dict.fromkeys(names))
     else:
@@ -116,8 +116,8 @@ def write_pack(path: str | os.PathLike, items) -> list[dict]:
     consumed one at a time (a pack of 10^5 references is never held in memory). ``meta`` holds
     the reference's fields (name, parent, note, family, sha256, source, added) as its .fpref
     does. Returns the manifest's entries; raises BadFileError when the file cannot be written."""
-    from . import __version__
-    from .fingerprint import ALGO_VERSION
+    from .. import __version__
+    from ..fingerprint import ALGO_VERSION
     out = Path(path)
     entries: list[dict] = []
 
@@ -136,7 +136,7 @@ def write_pack(path: str | os.PathLike, items) -> list[dict]:
             z.writestr("pack.sha256", _sha(manifest) + "\n")
 
     try:
-        from .paths import atomic_write
+        from ..paths import atomic_write
         atomic_write(out, write)
     except OSError as e:
         raise BadFileError(f"cannot write the pack: {e.strerror or e}", out) from None
@@ -169,7 +169,7 @@ def _read(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, where) -> bytes
 
 def _open(where: str) -> tuple[zipfile.ZipFile, dict, dict, list]:
     """Open and check the pack's directory and manifest: (zip, members by name, manifest, entries)."""
-    from .fingerprint import ALGO_VERSION
+    from ..fingerprint import ALGO_VERSION
     try:
         st = os.stat(where)
     except OSError as e:
@@ -242,8 +242,8 @@ def _open(where: str) -> tuple[zipfile.ZipFile, dict, dict, list]:
 
 def _member(z: zipfile.ZipFile, by: dict, e: dict, where: str) -> bytes:
     """The verified bytes of entry ``e``'s member: checksum, the name it holds, fingerprint version."""
-    from .fingerprint import ALGO_VERSION
-    from .refs import read_fingerprint, read_meta
+    from ..fingerprint import ALGO_VERSION
+    from .fpref import read_fingerprint, read_meta
     name, member = e["name"], e["member"]
     blob = _read(z, by[member], MAX_MEMBER_BYTES, where)
     if _sha(blob) != e.get("member_sha256"):
@@ -321,7 +321,7 @@ def import_pack(db, path: str | os.PathLike, on_clash: str = "error", ask=None) 
     imported; the message names the clashes). A reference already registered with the same
     fingerprint is left as it is. Returns {"added": [...], "renamed": {old: new},
     "skipped": [...], "unchanged": [...]}."""
-    from .refs import encode_reference, read_fingerprint, read_meta, slug, EXT
+    from .fpref import encode_reference, read_fingerprint, read_meta, slug, EXT
     if on_clash not in ("error", "rename", "skip", "ask"):
         raise UsageError(f"unknown clash policy {on_clash!r}")
     _, entries = verify_pack(path)

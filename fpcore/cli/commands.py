@@ -3,15 +3,15 @@
 Each function here runs one command from the parsed arguments and returns its exit code. It
 calls the engine only through :mod:`fpcore.api` (the façade the ComfyUI nodes, the A1111/Forge
 tab and the standalone UI use too), imported inside the function, so ``fpcore --help`` or a
-cached ``identify`` loads only what it needs. Text output goes through fpcore.cli_output.
+cached ``identify`` loads only what it needs. Text output goes through fpcore.cli.output.
 """
 from __future__ import annotations
 
 import os
 import sys
 
-from .cli_output import out
-from .errors import FpError, UsageError
+from .output import out
+from ..errors import FpError, UsageError
 
 EXIT_BAD_INPUT = 3
 EXIT_NOTHING_FOUND = 4
@@ -22,7 +22,7 @@ EXIT_PIPE_CLOSED = 141
 def _remote(args):
     """Options for URL sources from ``--header`` (a local user: no exposure checks); None when no
     PATH is a URL (the URL machinery, requests included, is then never imported)."""
-    from . import api
+    from .. import api
     paths = getattr(args, "paths", None) or ([args.path] if getattr(args, "path", None) else None)
     if paths is not None and not any(api.is_url(p) for p in paths):
         return None
@@ -36,8 +36,8 @@ def _print_json(obj) -> None:
 
 def _per_path(args, one, text) -> int:
     """Run ``one(path)`` for each PATH; a bad one is one line on stderr and exit code 3 at the end."""
-    from . import cli_output as o
-    from .identify import error_report
+    from . import output as o
+    from ..identify import error_report
     reports, bad = [], False
     for path in args.paths:
         try:
@@ -58,7 +58,8 @@ def _per_path(args, one, text) -> int:
 
 
 def _identify(args) -> int:
-    from . import api, cli_output as o
+    from .. import api
+    from . import output as o
     db = api.refdb(args.refs)
     store = api._store(args.cache, not args.no_cache)
     remote = _remote(args)
@@ -84,14 +85,16 @@ def _hash_policy(args) -> str:
 
 
 def _inspect(args) -> int:
-    from . import api, cli_output as o
+    from .. import api
+    from . import output as o
     remote = _remote(args)
     return _per_path(args, lambda path: api.inspect_file(path, why=args.why, strict=True, remote=remote),
                      o.inspect_text)
 
 
 def _hash(args) -> int:
-    from . import api, cli_output as o
+    from .. import api
+    from . import output as o
     store = api._store(args.cache, not args.no_cache)
     remote = _remote(args)
 
@@ -112,7 +115,8 @@ def _hash(args) -> int:
 
 
 def _scan(args) -> int:
-    from . import api, cli_output as o
+    from .. import api
+    from . import output as o
     db = api.refdb(args.refs)
     bars = o.Phases()
     try:
@@ -128,8 +132,9 @@ def _scan(args) -> int:
 
 
 def _scan_result(args, res: dict, root: str) -> int:
-    from . import api, cli_output as o
-    from .facts import MODEL_EXTS
+    from .. import api
+    from . import output as o
+    from ..facts import MODEL_EXTS
     bad = o.scan_errors(res)
     summary = api.scan_summary(res)
     if args.json:
@@ -148,7 +153,8 @@ def _scan_result(args, res: dict, root: str) -> int:
 
 
 def _demo(args) -> int:
-    from . import api, cli_output as o, demo
+    from .. import api
+    from . import output as o, demo
     out_dir = os.path.abspath(args.dir)
     o.err(f"fpcore demo: writing generated models to {out_dir} ...")
     built = demo.build(out_dir)
@@ -178,7 +184,7 @@ def _demo(args) -> int:
 
 
 def _cache(args) -> int:
-    from . import api
+    from .. import api
     res = api.cache(args.action, args.cache)
     if args.json:
         _print_json(res)
@@ -215,7 +221,7 @@ def _ui(args) -> int:
     if major not in GRADIO_TESTED and not os.environ.get("FPCORE_UI_ANY_GRADIO"):
         raise UsageError(f"gradio {gr.__version__} is not supported; the UI works with gradio 3.41 and 4.x "
                          '(pip install "gradio>=4.40,<5"), or set FPCORE_UI_ANY_GRADIO=1 to try anyway')
-    from . import ui
+    from .. import ui
     logging.getLogger("fpcore").setLevel(logging.INFO)
     try:
         ui.launch(gr, host=args.host, port=args.port, share=args.share == "always",
@@ -227,7 +233,8 @@ def _ui(args) -> int:
 
 def _refs_add(args) -> int:
     import logging
-    from . import api, cli_output as o
+    from .. import api
+    from . import output as o
     db = api.refdb(args.refs)
     if args.parent and args.parent not in db.refs:
         logging.getLogger("fpcore").warning("parent %r is not a registered reference", args.parent)
@@ -249,7 +256,8 @@ def _refs_add(args) -> int:
 
 def _refs_pull(args) -> int:
     """refs pull URL --name NAME [--parent P] | refs pull --known NAME...|all"""
-    from . import api, cli_output as o
+    from .. import api
+    from . import output as o
     if args.known:
         if args.url or args.name:
             raise UsageError("refs pull takes either URL --name NAME, or --known NAME... (not both)")
@@ -274,8 +282,8 @@ def _refs_pull(args) -> int:
 
 
 def _refs_catalog(args) -> int:
-    from . import api
-    from .facts import format_bytes
+    from .. import api
+    from ..facts import format_bytes
     rows = api.reference_catalog()
     if args.json:
         _print_json(rows)
@@ -293,7 +301,7 @@ def _refs_catalog(args) -> int:
 
 
 def _refs_list(args) -> int:
-    from . import api
+    from .. import api
     rows = api.list_references(args.refs)
     if args.json:
         _print_json(rows)
@@ -308,14 +316,15 @@ def _refs_list(args) -> int:
 
 
 def _refs_remove(args) -> int:
-    from . import api
+    from .. import api
     r = api.remove_reference(args.name, args.refs)
     out(f"removed reference {r['name']!r}")
     return 0
 
 
 def _refs_export(args) -> int:
-    from . import api, cli_output as o
+    from .. import api
+    from . import output as o
     res = api.export_references(args.pack, args.names, refs_dir=args.refs)
     if args.json:
         _print_json(res)
@@ -342,7 +351,7 @@ def _ask_clash(name: str) -> str:
 
 
 def _refs_import(args) -> int:
-    from . import api
+    from .. import api
     policy = "rename" if args.rename else "skip" if args.skip else ("ask" if sys.stdin.isatty() else "error")
     res = api.import_references(args.pack, on_clash=policy, ask=_ask_clash if policy == "ask" else None,
                                 refs_dir=args.refs)

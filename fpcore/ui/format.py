@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 
-from . import api
-from .facts import family_name, format_bytes
-from .identify import (CONFIDENCE_MEANING, RELATION_LEGEND, architecture_name, base_label, confidence_levels,
-                       confidence_text, evidence_notes, needs_reason)
+from .. import api
+from ..facts import family_name, format_bytes
+from ..identify import (CONFIDENCE_MEANING, RELATION_LEGEND, architecture_name, base_label, confidence_levels,
+                        confidence_text, evidence_notes, needs_reason)
 
 TABLE_HEADERS = ["path", "architecture", "base", "relation", "confidence", "claims"]
 #: the table of LoRAs that fit the loaded checkpoint
