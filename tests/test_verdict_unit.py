@@ -299,7 +299,8 @@ def test_no_denoiser_says_why():
     assert (v["reason"], v["base"], v["lineage"]) == ("no weights to compare", None, [])
     assert v["evidence"] == {"values": 0, "tensors": 0, "params": 0, "share": 0.0, "component_share": 0.0}
     rep = identify_fingerprint(fp, arch.ArchResult("sdxl", None, "lora", [], None, None, kind=None), _EmptyDB())
-    assert set(rep) == {"verdict", "merge", "components", "candidates"} and rep["merge"] == []
+    assert set(rep) == {"verdict", "merge", "components", "candidates", "delta", "health"} and rep["merge"] == []
+    assert rep["delta"] is None                               # nothing derived, nothing changed
     assert rep["verdict"]["summary"] == "A file for SDXL; it has no denoiser weights to compare with references."
 
 
@@ -331,7 +332,8 @@ def test_a_published_release_is_named_and_registered(tmp_path, family, monkeypat
     rep, registered = file_report("/m/sd-v1-4.ckpt", sha, "abc123", "computed", fp, _arch(fp),
                                   {"modelspec.title": "T", "x": "y"}, {"format": "ckpt"}, d, t0)
     assert set(rep) == {"path", "sha256", "autov2", "autov3", "hash", "format", "architecture", "verdict", "merge",
-                        "components", "candidates", "known_release", "metadata", "stats", "error"}
+                        "components", "candidates", "known_release", "metadata", "stats", "error", "delta", "health"}
+    assert rep["delta"] is None                               # identical to a release: nothing changed
     assert (rep["path"], rep["sha256"], rep["autov3"], rep["format"]) == ("/m/sd-v1-4.ckpt", sha, "abc123", "ckpt")
     assert rep["architecture"] == _arch(fp).to_json() and rep["metadata"] == {"modelspec": {"modelspec.title": "T"}}
     assert rep["stats"]["seconds"] == 2.1235
