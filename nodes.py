@@ -24,9 +24,9 @@ import os
 
 from .fpcore import api
 from .fpcore import identify as _identify
-from .fpcore import keymaps
 from .fpcore.claims import wording
-from .fpcore.refs import RefDB
+from .fpcore.refs.library import RefDB
+from .fpcore.sources import keymaps
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import testkit  # noqa: E402
 from fpcore.identify import add_reference  # noqa: E402
-from fpcore.refs import RefDB  # noqa: E402
+from fpcore.refs.library import RefDB  # noqa: E402
 from fpcore.scan import scan_folder  # noqa: E402
 
 #: registered references: name -> (file, parent)

@@ -278,7 +278,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "fpcore-startup"),
                     help="where libraries and stores are kept between runs")
     args = ap.parse_args(argv)
-    from fpcore import demo
+    from fpcore.cli import demo
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="fpcore-startup-")

@@ -55,7 +55,7 @@ FULL_KINDS = ("sdxl", "sd1")
 BASELINE = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
-from fpcore import refs
+from fpcore.refs import fpref
 from fpcore.identify import fingerprint_open
 from fpcore.sources import open_source
 urls = json.loads(sys.argv[1])
@@ -65,7 +65,7 @@ ok = 0
 for u in urls:
     with open_source(u) as src:
         fp, a, _, _ = fingerprint_open(src)
-        refs.encode_reference({{"name": u}}, fp)
+        fpref.encode_reference({{"name": u}}, fp)
         ok += 1
 dt = time.perf_counter() - t0
 print(json.dumps({{"entries": ok, "seconds": dt, "rate": ok / dt}}))
@@ -299,8 +299,8 @@ def run_job(engine: str, listing: Path, pack: Path, args, resume=False, kill_wor
 
 def pack_contents(pack: Path) -> dict[str, bytes]:
     """name -> fingerprint bytes of every reference in the pack (read_pack verifies the pack)."""
-    from fpcore.packs import read_pack
-    from fpcore.refs import read_fingerprint
+    from fpcore.refs.packs import read_pack
+    from fpcore.refs.fpref import read_fingerprint
     _, items = read_pack(pack)
     out = {}
     for e, blob in items:

@@ -6,7 +6,7 @@ without reading the others' fingerprints.
 
 The pack is generated once (testkit.library: reduced-width SDXL siblings in a tree three levels
 deep, plus SD1.5 and unknown-architecture ones, the library bench/refs_scale.py measures) and
-written with ``fpcore.packs.write_pack``, as ``fpcore index`` writes its packs. Then, each in a
+written with ``fpcore.refs.packs.write_pack``, as ``fpcore index`` writes its packs. Then, each in a
 fresh process:
 
 * ``refs import PACK`` into an empty reference dir: time and peak RSS;
@@ -56,14 +56,14 @@ def hwm():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 lib, qdir, repeat, queries = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
-from fpcore import reffile, refs as refs_mod
+from fpcore.refs import fpref
 reads = [0]
-real = reffile.read_fingerprint
+real = fpref.read_fingerprint
 def counted(*a, **k):
     reads[0] += 1
     return real(*a, **k)
-reffile.read_fingerprint = refs_mod.read_fingerprint = counted
-from fpcore.refs import RefDB
+fpref.read_fingerprint = counted
+from fpcore.refs.library import RefDB
 from fpcore.identify import identify
 t = time.perf_counter()
 db = RefDB(lib, builtin_dir=os.path.join(lib, "none"))
@@ -93,8 +93,8 @@ print(json.dumps({{"refs": n, "load": load, "load_reads": load_reads, "times": t
 
 def build_pack(n: int, path: Path, space) -> dict:
     """The pack of n generated references (kept between runs), streamed: never all in memory."""
-    from fpcore.packs import write_pack
-    from fpcore.refs import encode_reference
+    from fpcore.refs.packs import write_pack
+    from fpcore.refs.fpref import encode_reference
     from testkit.library import build_library
     info_path = path.with_suffix(".json")
     if path.exists() and info_path.exists():

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def refdb(refs_dir=None):
     """The reference set: the user reference dir (``refs_dir`` or FPCORE_REFS) plus the built-in one."""
-    from .refs import RefDB
+    from .refs.library import RefDB
     return RefDB(refs_dir)
 
 
@@ -217,7 +217,7 @@ def summary_text(summary: dict) -> str:
 
 def write_report(result: dict, path: str | os.PathLike, *, refs_dir=None, db=None) -> str:
     """Write the self-contained HTML report of a scan (atomically); returns its path."""
-    from . import report_html
+    from .scan import html as report_html
     from .paths import atomic_write
     p = os.fspath(path)
     try:
@@ -242,16 +242,16 @@ def add_reference(path: str | os.PathLike, name: str, *, parent: str | None = No
 
 def reference_catalog() -> list[dict]:
     """The known base releases and where each is published (``refs catalog``)."""
-    from . import catalog
-    return catalog.catalog()
+    from .refs import pull
+    return pull.catalog()
 
 
 def pull_known(names, *, refs_dir=None, db=None, remote=None, progress=None) -> list[dict]:
     """Fetch the fingerprints of known releases (names, aliases, or ``all``) by range requests,
     verify each against its published SHA-256 where the hub gives one, and register them with
     their parent from the lineage table. One row per release (``status``: added, present, error)."""
-    from . import catalog
-    return catalog.pull(names, db or refdb(refs_dir), remote=remote, progress=progress)
+    from .refs import pull
+    return pull.pull(names, db or refdb(refs_dir), remote=remote, progress=progress)
 
 
 def find_loras(dirs) -> list[str]:
@@ -334,14 +334,14 @@ def list_references(refs_dir=None) -> list[dict]:
 
 def export_references(pack: str | os.PathLike, names: list[str] | None = None, *, refs_dir=None, db=None) -> dict:
     """Write references (default: every user reference) to one pack file. Raises FpError."""
-    from .packs import export_pack
+    from .refs.packs import export_pack
     return export_pack(db or refdb(refs_dir), pack, names or None)
 
 
 def import_references(pack: str | os.PathLike, *, on_clash: str = "error", ask=None, refs_dir=None, db=None) -> dict:
     """Verify a pack and add its references; ``on_clash``: error | rename | skip | ask (with
     ``ask(name) -> rename | skip | abort``). A bad pack raises one-line FpError, imports nothing."""
-    from .packs import import_pack
+    from .refs.packs import import_pack
     return import_pack(db or refdb(refs_dir), pack, on_clash=on_clash, ask=ask)
 
 

@@ -139,7 +139,7 @@ def _register_hash_cache():
     the file's mtime), so a scan of the checkpoint folders reads them instead of hashing again."""
     try:
         from modules import cache as webui_cache
-        from fpcore import hostcache
+        from fpcore.store import hostcache
         dirs = [getattr(shared.cmd_opts, "ckpt_dir", None), getattr(sd_models, "model_path", None)]
         hostcache.register(webui_cache.cache_filename, [d for d in dirs if d])
     except Exception:  # an older or different host: fpcore still finds cache.json next to models/

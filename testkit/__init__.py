@@ -14,14 +14,16 @@ Modules, by job::
     extra               extra_spec(name): those families, partial files, LoRAs, ControlNet
     weights             DTYPES, dtype_of_key, param_count, spec_nbytes, random_state_dict, convert
     safetensors_writer  write_safetensors, write_spec_file (sparse full-size files), rewrite_metadata
-    formats             write_torch_ckpt, torch_pickle, write_diffusers, write_gguf, openclip_to_hf
+    formats             write_torch_ckpt, torch_pickle, write_gguf, openclip_to_hf
+    diffusers           write_diffusers: diffusers folders named by diffusers' own conversion tables
     lineage             finetune, bake_lora, merge, ties_merge, dare_merge, unet_only, is_weight
 """
 from __future__ import annotations
 
 from .blocks import Builder, Spec, hf_clip_spec, open_clip_spec, t5_spec, unet_spec, vae_spec
 from .extra import EXTRA_SPECS, extra_spec
-from .formats import openclip_to_hf, torch_pickle, write_diffusers, write_gguf, write_torch_ckpt
+from .diffusers import write_diffusers
+from .formats import openclip_to_hf, torch_pickle, write_gguf, write_torch_ckpt
 from .lineage import (COMMON_SEED, SHARED_RHO, bake_lora, dare_merge, finetune, is_weight, merge, ties_merge,
                       unet_only)
 from .safetensors_writer import rewrite_metadata, write_safetensors, write_spec_file

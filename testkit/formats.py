@@ -1,7 +1,7 @@
-"""Other containers: torch zip checkpoints (written without torch), diffusers folders, GGUF."""
+"""Other containers: torch zip checkpoints (written without torch), GGUF; open_clip -> HF CLIP names.
+Diffusers folders are written by testkit.diffusers, from diffusers' own renaming tables."""
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import zipfile
@@ -9,11 +9,8 @@ from typing import Mapping
 
 import numpy as np
 
-from fpcore import layout
 from fpcore.paths import atomic_write
 
-from .safetensors_writer import write_safetensors
-from .sd import UNET, VAE, VARIANTS
 from .weights import convert
 
 _TORCH_STORAGE = {"F64": "DoubleStorage", "F32": "FloatStorage", "F16": "HalfStorage", "BF16": "BFloat16Storage",
@@ -87,47 +84,6 @@ def write_torch_ckpt(path, tensors: Mapping[str, np.ndarray], dtype: str = "F16"
             z.writestr("archive/version", "3\n")
 
     atomic_write(path, _w)
-
-
-def write_diffusers(folder, sd: Mapping[str, np.ndarray], family: str, dtype: str = "F16",
-                    fp16_names: bool = False) -> None:
-    """Write a single-file state dict of ``family`` (sd1, sd2, sdxl) as a diffusers folder
-    (model_index.json, unet/, vae/, text_encoder/, text_encoder_2/)."""
-    try:  # the pure key maps (diffusers <-> original); before the sources split they lived in the reader
-        from fpcore import keymaps as dfs
-    except ImportError:
-        from fpcore.formats import diffusers as dfs
-    base = VARIANTS[family][0] if family in VARIANTS else family
-    cfg = UNET[base]
-    levels, nrb = len(cfg["channel_mult"]), cfg["num_res_blocks"]
-    up_attn = {i for i in range(levels) if cfg["transformer_depth"][levels - 1 - i]}
-    upairs = dfs.unet_pairs(levels, nrb, up_attn)
-    vpairs = dfs.vae_pairs(len(VAE["ch_mult"]), VAE["num_res_blocks"])
-    parts: dict[str, dict[str, np.ndarray]] = {"unet": {}, "vae": {}, "text_encoder": {}, "text_encoder_2": {}}
-    for k, v in sd.items():
-        comp, inner = layout.canonical(k)
-        if comp == "unet":
-            parts["unet"][dfs.map_key(inner, upairs, reverse=True)] = v
-        elif comp == "vae":
-            nk = dfs.map_key(inner, vpairs, reverse=True)
-            if ".mid_block.attentions." in nk and v.ndim == 4:
-                v = v.reshape(v.shape[:2])
-            parts["vae"][nk] = v
-        elif comp == "clip_l":
-            parts["text_encoder"][inner] = v
-        elif comp in ("clip_g", "clip_h"):
-            parts["text_encoder_2" if comp == "clip_g" else "text_encoder"].update(openclip_to_hf(inner, v))
-    suffix = ".fp16" if fp16_names else ""
-    os.makedirs(folder, exist_ok=True)
-    for sub, tensors in parts.items():
-        if not tensors:
-            continue
-        os.makedirs(os.path.join(folder, sub), exist_ok=True)
-        name = ("diffusion_pytorch_model" if sub in ("unet", "vae") else "model") + suffix + ".safetensors"
-        write_safetensors(os.path.join(folder, sub, name), tensors, dtype)
-    with open(os.path.join(folder, "model_index.json"), "w", encoding="utf-8") as f:
-        json.dump({"_class_name": "StableDiffusionXLPipeline" if base == "sdxl" else "StableDiffusionPipeline",
-                   "_diffusers_version": "0.30.0"}, f)
 
 
 def openclip_to_hf(inner: str, v: np.ndarray) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ from .blocks import Spec, hf_clip_spec, open_clip_spec, unet_spec, vae_spec
 
 FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
 #: same layout as their base family, different UNet input channels
-VARIANT_FAMILIES = ("sd1_inpaint", "sd1_pix2pix", "sd2_inpaint", "sdxl_inpaint")
+VARIANT_FAMILIES = ("sd1_inpaint", "sd1_pix2pix", "sd2_inpaint", "sd2_depth", "sd2_unclip", "sdxl_inpaint")
 ALL_FAMILIES = FAMILIES + VARIANT_FAMILIES
 COMPONENTS = ("unet", "clip_l", "clip_g", "clip_h", "vae")
 SIZES = ("tiny", "small", "full")
@@ -103,10 +103,16 @@ FAMILY_LAYOUT: dict[str, dict] = {
 
 # Variants: (base family, UNet overrides).  Inpainting UNets take
 # latent + mask + masked latent (4 + 1 + 4), instruct-pix2pix latent + image latent.
+# SD2 depth (v2-midas-inference.yaml): latent + depth map, in_channels 5. SD2.1 unCLIP
+# (v2-1-stable-unclip-h-inference.yaml): num_classes "sequential" with adm_in_channels
+# 2048 (the OpenCLIP-H image embedding 1024 + its noise-level embedding 1024), which
+# gives the UNet a label_emb.
 VARIANTS: dict[str, tuple[str, dict]] = {
     "sd1_inpaint": ("sd1", dict(in_channels=9)),
     "sd1_pix2pix": ("sd1", dict(in_channels=8)),
     "sd2_inpaint": ("sd2", dict(in_channels=9)),
+    "sd2_depth": ("sd2", dict(in_channels=5)),
+    "sd2_unclip": ("sd2", dict(adm_in_channels=2048)),
     "sdxl_inpaint": ("sdxl", dict(in_channels=9)),
 }
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import testkit  # noqa: E402
-from fpcore.refs import RefDB  # noqa: E402
+from fpcore.refs.library import RefDB  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

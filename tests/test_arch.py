@@ -5,11 +5,11 @@ import pytest
 
 import testkit
 from fpcore.identify import inspect
-from fpcore.provenance import extract
+from fpcore.identify.provenance import extract
 
 CASES = {"sd1": "sd1", "sd2": "sd2", "sdxl": "sdxl", "sdxl_refiner": "sdxl_refiner",
          "sd1_inpaint": "sd1_inpaint", "sd1_pix2pix": "sd1_pix2pix", "sd2_inpaint": "sd2_inpaint",
-         "sdxl_inpaint": "sdxl_inpaint"}
+         "sd2_depth": "sd2_depth", "sd2_unclip": "sd2_unclip", "sdxl_inpaint": "sdxl_inpaint"}
 
 
 @pytest.mark.parametrize("family", sorted(CASES))

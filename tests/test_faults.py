@@ -22,9 +22,9 @@ import pytest
 
 from fpcore import identify as ident
 import testkit
-from fpcore import tags
+from fpcore.scan import tags
 from fpcore.errors import BadFileError
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from fpcore.store import DB_NAME, Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,9 +39,12 @@ def models(tmp_path_factory, lineage):
     return d
 
 
-def _scan(folder, cache, *extra, wait=True):
+def _scan(folder, cache, *extra, wait=True, stop_at=None):
+    """``fpcore scan``; ``stop_at`` (marker, what, n): it stops itself there (tests/_killpoint.py)."""
     env = dict(os.environ, FPCORE_CACHE=str(cache), FPCORE_REFS=str(cache) + "-refs")
-    cmd = [sys.executable, "-m", "fpcore", "scan", str(folder), "--json", *extra]
+    head = [sys.executable, "-m", "fpcore"] if stop_at is None else \
+        [sys.executable, str(ROOT / "tests" / "_killpoint.py"), *map(str, stop_at), "--"]
+    cmd = [*head, "scan", str(folder), "--json", *extra]
     p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
         return p
@@ -83,8 +86,9 @@ def _only_expected_files(folder) -> None:
         assert ok, f"unexpected file after the kill: {f.name}"
 
 
-# kill points by progress, not by time: the scan is killed as soon as the store holds this
-# many hashed files (0: at once, before anything is written), or reports, or new sidecars
+# kill points by progress, not by time: the scan stops itself as soon as the store holds this
+# many files (0: at once, before anything is written), or reports, or new sidecars, and is
+# killed there (tests/_killpoint.py): it cannot finish first, however busy the machine
 KILL_POINTS = [("files", 0), ("files", 3), ("reports", 8), ("sidecars", 1)]
 
 
@@ -93,19 +97,19 @@ def test_kill_9_during_scan(models, tmp_path, table, n):
     folder = tmp_path / "m"
     shutil.copytree(models, folder)
     cache = tmp_path / "cache"
-    p = _scan(folder, cache, "--write-tags", wait=False)
+    marker = tmp_path / "stopped"
+    p = _scan(folder, cache, "--write-tags", wait=False, stop_at=(marker, table, n))
     deadline = time.time() + 120
-    while time.time() < deadline and p.poll() is None:
-        if table == "sidecars":
-            got = len([f for f in folder.glob("m*.json") if f.name != "m0.json"])
-        else:
-            got = _count(cache, table) if n else 0
-        if got >= n:
-            break
-        time.sleep(0.002)
+    while time.time() < deadline and p.poll() is None and not marker.exists():
+        time.sleep(0.01)
+    assert marker.exists(), f"the scan ended (or hung) before {table} >= {n}: {p.poll()}"
     p.send_signal(signal.SIGKILL)
     p.communicate()
     assert p.returncode == -signal.SIGKILL                    # killed while it was still working
+    if n:                                                     # the kill point was reached
+        got = len([f for f in folder.glob("m*.json") if f.name != "m0.json"]) if table == "sidecars" \
+            else _count(cache, table)
+        assert got >= n, (table, got)
     _store_ok(cache)
     _sidecars_ok(folder)
     _only_expected_files(folder)
@@ -157,16 +161,19 @@ def test_disk_full_under_the_store(models, tmp_path, caplog):
     _store_ok(tmp_path / "c")
 
 
+MEMBERS = [range(0, 5), range(3, 8), range(0, 10), range(6, 10)]   # models in each of four folders
+
+
 def test_four_processes_scan_overlapping_folders(models, tmp_path):
     folders = []
-    for j, members in enumerate([range(0, 5), range(3, 8), range(0, 10), range(6, 10)]):
+    for j, members in enumerate(MEMBERS):
         d = tmp_path / f"f{j}"
         d.mkdir()
         for i in members:
             os.link(models / f"m{i}.safetensors", d / f"m{i}.safetensors")
         folders.append(d)
     cache = tmp_path / "shared"
-    procs = [_scan(d, cache, wait=False) for d in folders]
+    procs = [_scan(d, cache, "--hash", wait=False) for d in folders]    # every file hashed, all at once
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
@@ -174,9 +181,11 @@ def test_four_processes_scan_overlapping_folders(models, tmp_path):
     _store_ok(cache)
     con = sqlite3.connect(cache / DB_NAME)
     rows = con.execute("SELECT path, sha256 FROM files").fetchall()
-    assert len(rows) == 5 + 5 + 10 + 4                   # one row per path, none lost
-    for path, sha in rows:                              # a hash, where one was needed, is the file's
-        assert sha is None or hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha
+    want = {str(d / f"m{i}.safetensors") for d, members in zip(folders, MEMBERS) for i in members}
+    assert sorted(os.path.realpath(p) for p, _ in rows) == sorted(os.path.realpath(p) for p in want)
+    truth = {f"m{i}.safetensors": hashlib.sha256((models / f"m{i}.safetensors").read_bytes()).hexdigest()
+             for i in range(10)}
+    assert {p: sha for p, sha in rows} == {p: truth[Path(p).name] for p, _ in rows}   # each the file's hash
 
 
 # -- a real full disk and a real read-only file system (tmpfs; needs mount rights, else skipped) --------
@@ -256,7 +265,7 @@ def test_real_read_only_cache(models, tmp_path):
 def test_rewritten_in_place_while_hashed(models, tmp_path):
     """Same size, same inode, mtime set back (cp --preserve=timestamps over the file): only the
     change time tells. Detected, and nothing is cached under the old content's hash."""
-    from fpcore.hashing import hash_file
+    from fpcore.sources.hashing import hash_file
     p = tmp_path / "m.safetensors"
     shutil.copy(models / "m1.safetensors", p)
     other = (models / "m2.safetensors").read_bytes()

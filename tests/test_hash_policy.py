@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 
 import testkit
-from fpcore import hostcache, known, scan, sketch
+from fpcore.store import hostcache
+from fpcore.refs import known, sketch
+from fpcore import scan
 from fpcore import identify as ident
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from fpcore.store import DB_NAME, SCHEMA_VERSION, Store
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -165,9 +167,17 @@ def test_schema_1_store_is_migrated_not_misread(tmp_path):
     assert (info["files"], info["fingerprints"], info["reports"]) == (1, 1, 0)   # old reports dropped
     rec = store.file_record(ident.file_identity(str(p)))
     assert rec.sha256 == sha and rec.key == sha and rec.hash_origin == "computed" and rec.autov3 == "abcdef012345"
-    rep = ident.identify(p, _db(tmp_path), store=store)
+    loaded: dict = {}
+    rep = ident.identify(p, _db(tmp_path), store=store, fingerprints=loaded)
     assert rep["sha256"] == sha and rep["hash"] == "computed"
-    assert rep["stats"].get("cached") == "fingerprint" or rep["stats"]["fingerprint_bytes"] > 0
+    # the fingerprint comes from the migrated store, not from reading the file again ...
+    assert rep["stats"].get("cached") == "fingerprint"
+    # ... and it is the file's: what a fresh read of the file gives, tensor for tensor
+    fresh, arch_fresh = ident.fingerprint_path(p)[:2]
+    old = loaded[str(p)]
+    assert old.keys == fresh.keys and old.shapes == fresh.shapes
+    assert np.array_equal(old.h_val, fresh.h_val) and old.raw == fresh.raw
+    assert rep["architecture"]["family"] == arch_fresh.family == "sd1"
     store.close()
     con = sqlite3.connect(d / DB_NAME)
     assert con.execute("SELECT v FROM meta WHERE k='schema'").fetchone()[0] == str(SCHEMA_VERSION)
@@ -322,8 +332,23 @@ def test_sketch_is_fixed_length_and_finds_the_nearest(tmp_path, base):
     assert abs(float(m[0] @ m[3])) < 0.2 and float(m[0] @ m[1]) > 0.999
     assert not sketch.sketch(fps["base"], "no_such_component").any()
     assert len(sketch.nearest(np.zeros((3, sketch.SKETCH_DIM), np.float32), m[0], 2)) == 0
-    assert [list(x) for x in sketch.nearest_all(m, 1)] == [[1], [0], [0], [2]] or \
-        [list(x) for x in sketch.nearest_all(m, 1)][:2] == [[1], [0]]
+    assert [list(x) for x in sketch.nearest_all(m, 1)][:2] == [[1], [0]]
+    # every row against nearest() on the same matrix, in blocks smaller than the matrix too
+    for block in (1, 3, 1024):
+        assert [list(x) for x in sketch.nearest_all(m, 3, block=block)] == \
+            [list(sketch.nearest(m, m[i], 3, exclude=i)) for i in range(4)]
+
+
+def test_nearest_all_on_hand_computed_cosines():
+    """Unit rows whose dot products are worked out by hand (row 4 is all zeros: never returned,
+    and it has no neighbours); every row's neighbours in order, whatever the block size."""
+    m = np.array([[0.96, 0, 0.28], [0.8, 0.6, 0], [0, 1, 0], [0, 0.28, 0.96], [0, 0, 0]], np.float32)
+    # dots: 0.1 = .768, 0.2 = 0, 0.3 = .2688, 1.2 = .6, 1.3 = .168, 2.3 = .28
+    want = [[1, 3, 2], [0, 2, 3], [1, 3, 0], [2, 0, 1], []]
+    for block in (1, 2, 1024):
+        assert [list(x) for x in sketch.nearest_all(m, 3, block=block)] == want
+        assert [list(x) for x in sketch.nearest_all(m, 1, block=block)] == [w[:1] for w in want]
+    assert list(sketch.nearest(m, m[2], 2, exclude=2)) == [1, 3]
 
 
 def test_host_registered_cache_outside_the_models_tree(tmp_path, base, hash_calls):

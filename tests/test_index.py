@@ -113,8 +113,8 @@ def _outcomes(pack) -> list[dict]:
 
 def _pack(pack) -> dict:
     """name -> (parent, fingerprint bytes) of every reference in the pack (read_pack verifies it)."""
-    from fpcore.packs import read_pack
-    from fpcore.refs import read_fingerprint
+    from fpcore.refs.packs import read_pack
+    from fpcore.refs.fpref import read_fingerprint
     _, items = read_pack(pack)
     return {e["name"]: (e["parent"], read_fingerprint(blob).raw) for e, blob in items}
 
@@ -210,7 +210,7 @@ def test_pack_round_trip_through_refs_import(models, zoo_dir, tmp_path, monkeypa
     assert set(listed) == {"Base", "Child", "m1"} and listed["Child"]["parent"] == "Base"
     assert listed["Base"]["sha256"] == _sha(zoo_dir / "Base.safetensors")
     assert listed["m1"]["source"] == "m1.safetensors"       # a pack never shows the maker's folders
-    from fpcore.refs import RefDB
+    from fpcore.refs.library import RefDB
     db = RefDB(refs)
     assert db.refs["Child"].fp.raw == _fp_raw(zoo_dir / "Child.safetensors")
     assert db.refs["m1"].fp.raw == _fp_raw(models / "m1.safetensors")

@@ -8,12 +8,14 @@ Forge run at start-up, what Manager runs next, and the README's manual command f
 torch and gradio are not installed in these venvs (too large for a test): the reports must not
 install them at all, which is stronger than keeping their version.
 
-Needs the package registry; skipped when it cannot be reached.
+Needs the package registry; skipped when it cannot be reached. A pin the registry answers for but
+no longer has fails (it would not install on the host either).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -49,11 +51,29 @@ def host_venv(request, tmp_path_factory):
     r = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins],
                        capture_output=True, text=True, timeout=600)
     if r.returncode:
+        missing = _pins_the_registry_lacks(py, r.stderr + r.stdout)
+        if missing:     # the registry answers and has not got them: a pin that no longer installs
+            pytest.fail(f"{name}: pinned versions the package registry does not have: {missing}")
         low = (r.stderr + r.stdout).lower()
         if any(w in low for w in ("connection", "network", "resolve", "no matching distribution", "timed out")):
             pytest.skip(f"package registry unreachable: {r.stderr.strip().splitlines()[-1:]}")
         pytest.fail(r.stderr)
     return name, py
+
+
+def _pins_the_registry_lacks(py: str, pip_output: str) -> dict:
+    """{requirement: versions the registry lists} for each 'No matching distribution found for X==v'
+    in ``pip_output`` whose package the registry does list (so it was reached) without that version.
+    Empty when the registry cannot be reached: pip's own failure does not tell the two apart."""
+    out = {}
+    for req in re.findall(r"no matching distribution found for ([A-Za-z0-9_.\-]+==[^\s;]+)", pip_output, re.I):
+        name, version = req.split("==", 1)
+        r = subprocess.run([py, "-m", "pip", "index", "versions", name, "--disable-pip-version-check"],
+                           capture_output=True, text=True, timeout=300)
+        listed = re.search(r"Available versions:\s*(.*)", r.stdout)
+        if r.returncode == 0 and listed and version not in [v.strip() for v in listed.group(1).split(",")]:
+            out[req] = listed.group(1).strip()[:200]
+    return out
 
 
 def _installed(py: str) -> dict:

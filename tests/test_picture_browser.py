@@ -3,10 +3,9 @@
 - the standalone UI on gradio 3.41.2 (A1111's) and 4.40.0 (Forge's), each from its venv
   (FPCORE_UI_PYTHON_G3 / _G4, made by .ci/ui_venvs.sh): the picture above the text;
 - the HTML scan report: each file's picture on expand;
-- the ComfyUI node's DOM widget: web/fingerprint.js loaded as the frontend loads it (an ES
-  module importing ../../scripts/app.js), against a stand-in ``app`` that offers the public
-  API the extension uses (registerExtension, addDOMWidget). The real frontend is checked
-  locally (tests/test_comfy_integration.py needs a ComfyUI checkout).
+- the ComfyUI node's DOM widget: web/fingerprint.js in ComfyUI's real frontend
+  (comfyui-frontend-package, the registry package ComfyUI installs), served with the API a
+  fresh ComfyUI answers at start-up; skipped when that package is not installed.
 
 The references (Base; Alpha and Beta, fine-tunes of Base) and the files (a fine-tune of
 Alpha, a block-weighted merge of Alpha and Beta, an unrelated model) are made here.
@@ -25,7 +24,7 @@ import pytest
 
 import testkit
 from fpcore import api, picture
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 
 from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, _pick, _shot, models, server  # noqa: F401  (fixtures)
 
@@ -142,7 +141,7 @@ def test_ui_shows_the_picture_above_the_text(server, library):
 
 def test_html_report_shows_each_picture_on_expand(library, tmp_path):
     sync_playwright = _browser_or_skip()
-    from fpcore import report_html
+    from fpcore.scan import html as report_html
     from fpcore import scan as _scan
     models, refs = library
     db = RefDB(refs)
@@ -185,83 +184,171 @@ def _shot_element(locator, name):
         locator.screenshot(path=os.path.join(d, name))
 
 
-STAND_IN_APP = """// the part of ComfyUI's public frontend API web/fingerprint.js uses
-class Node {
-  constructor() { this.widgets = []; this.size = [300, 120]; this.el = document.createElement("div");
-                  this.el.className = "node"; document.body.appendChild(this.el); }
-  addDOMWidget(name, type, element, options) {
-    const w = { name, type, element, options, value: options.getValue?.() };
-    this.widgets.push(w); this.el.appendChild(element); return w; }
-  computeSize() { return [300, 60 + this.widgets.reduce((h, w) => h + (w.options.getMinHeight?.() || 0), 0)]; }
-  setSize(s) { this.size = s; this.el.style.width = s[0] + "px"; }
-}
-const extensions = [];
-export const app = {
-  graph: { setDirtyCanvas() {} },
-  registerExtension(ext) { extensions.push(ext); },
-  async makeNode(name) {
-    const nodeType = class extends Node {};
-    for (const e of extensions) await e.beforeRegisterNodeDef?.(nodeType, { name }, app);
-    return new nodeType();
-  },
-  extensions,
-};
-window.app = app;
-"""
+# -- the ComfyUI node in the real frontend ----------------------------------------------------------
+#: a version of the frontend as ComfyUI installs it (comfyui-frontend-package; 1.32.9 and 1.58.1 checked)
+FRONTEND_PACKAGE = "comfyui-frontend-package"
 
 
-def test_comfy_node_shows_the_picture_in_a_dom_widget(library, tmp_path):
+def _frontend_or_skip() -> Path:
+    try:
+        import comfyui_frontend_package
+    except ImportError:
+        pytest.skip(f"the ComfyUI frontend is not installed (pip install {FRONTEND_PACKAGE})")
+    return Path(comfyui_frontend_package.__file__).parent / "static"
+
+
+def _node_info(name: str, cls, display: str) -> dict:
+    """A node's /object_info entry, with the fields ComfyUI's server.py (node_info) gives it."""
+    inputs = cls.INPUT_TYPES()
+    return {"input": inputs, "input_order": {k: list(v) for k, v in inputs.items()}, "output": list(cls.RETURN_TYPES),
+            "output_is_list": [False] * len(cls.RETURN_TYPES), "output_name": list(cls.RETURN_NAMES),
+            "name": name, "display_name": display, "description": cls.DESCRIPTION,
+            "python_module": "custom_nodes.model_fingerprint", "category": cls.CATEGORY,
+            "output_node": bool(getattr(cls, "OUTPUT_NODE", False))}
+
+
+def _pack_object_info(monkeypatch, checkpoints: list[str]) -> dict:
+    """/object_info of this pack's nodes, from its node classes (the pack loaded as ComfyUI loads it,
+    with a stand-in folder_paths listing ``checkpoints``), plus another pack's node."""
+    import importlib.util
+    import sys
+    import types
+    fp = types.ModuleType("folder_paths")
+    fp.get_filename_list = lambda folder: list(checkpoints) if folder == "checkpoints" else []
+    monkeypatch.setitem(sys.modules, "folder_paths", fp)
+    name = "custom_nodes_model_fingerprint_frontend_test"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    pack = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, pack)
+    spec.loader.exec_module(pack)
+    info = {n: _node_info(n, c, pack.NODE_DISPLAY_NAME_MAPPINGS[n]) for n, c in pack.NODE_CLASS_MAPPINGS.items()}
+    other = type("Other", (), {"INPUT_TYPES": classmethod(lambda c: {"required": {"text": ("STRING", {})}}),
+                               "RETURN_TYPES": ("STRING",), "RETURN_NAMES": ("text",), "DESCRIPTION": "",
+                               "CATEGORY": "utils", "OUTPUT_NODE": True})
+    info["SomeoneElsesNode"] = _node_info("SomeoneElsesNode", other, "Someone else's node")
+    for k in [k for k in sys.modules if k.startswith(name + ".")]:
+        monkeypatch.delitem(sys.modules, k)
+    return info
+
+
+class _ComfyBackend(http.server.SimpleHTTPRequestHandler):
+    """What the frontend asks ComfyUI's server for at start-up, answered as server.py answers a
+    fresh single-user install (no websocket: the tests deliver "executed" through the frontend's
+    own api object, the way its websocket handler does); the frontend's files; this pack's web/
+    under /extensions/model_fingerprint/ (ComfyUI serves a pack's WEB_DIRECTORY there)."""
+    api: dict = {}
+    static: Path = Path()
+
+    def log_message(self, *a):
+        pass
+
+    def _send(self, body: bytes, ctype: str, code: int = 200):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        import json
+        p = self.path.split("?")[0]
+        if p in self.api:
+            return self._send(json.dumps(self.api[p]).encode(), "application/json")
+        if p.startswith("/api/settings/"):
+            return self._send(b"null", "application/json")
+        if p.startswith("/api/") or p == "/ws":
+            return self._send(b"", "text/plain", 404)
+        if p.startswith("/extensions/model_fingerprint/"):
+            f = ROOT / "web" / p[len("/extensions/model_fingerprint/"):]
+            if f.is_file():
+                return self._send(f.read_bytes(), "text/javascript")
+        self.directory = str(self.static)
+        return super().do_GET()
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        return self._send(b"{}", "application/json")
+
+
+def test_comfy_node_shows_the_picture_in_the_real_frontend(library, tmp_path, monkeypatch):
+    """web/fingerprint.js in ComfyUI's own frontend (comfyui-frontend-package): the node made by
+    the frontend from the pack's /object_info, the report delivered as the server's "executed"
+    message, the picture drawn in the node's DOM widget, and the widget kept out of the prompt."""
+    import glob
+    import json
     sync_playwright = _browser_or_skip()
+    static = _frontend_or_skip()
     models, refs = library
     rep = api.identify_file(models / "blend.safetensors", refs_dir=refs, cache_dir=tmp_path / "cache")
     svg = picture.svg(rep, picture.reference_tree(RefDB(refs)), uid="node")
-    js = (ROOT / "web" / "fingerprint.js").read_text()
-    assert "scripts/widgets.js" not in js and "addDOMWidget" in js and "registerExtension" in js
-    site = tmp_path / "site"
-    (site / "scripts").mkdir(parents=True)
-    (site / "extensions" / "model_fingerprint").mkdir(parents=True)
-    (site / "scripts" / "app.js").write_text(STAND_IN_APP)
-    shutil.copy(ROOT / "web" / "fingerprint.js", site / "extensions" / "model_fingerprint" / "fingerprint.js")
-    (site / "index.html").write_text("<!doctype html><meta charset=utf-8><body style='background:#333'>"
-                                     "<script type=module src='extensions/model_fingerprint/fingerprint.js'></script>")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    core = ["/" + os.path.relpath(f, static) for f in glob.glob(str(static / "extensions" / "**" / "*.js"),
+                                                                  recursive=True)]
+    handler = type("Backend", (_ComfyBackend,), {"static": static, "api": {
+        "/api/users": {"storage": "server", "migrated": True},
+        "/api/system_stats": {"system": {"os": "posix", "ram_total": 2 ** 34, "ram_free": 2 ** 33,
+                                         "comfyui_version": "0.3.75", "python_version": "3", "pytorch_version": "",
+                                         "embedded_python": False, "argv": ["main.py", "--cpu"]}, "devices": []},
+        "/api/settings": {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingNodesWarning": False},
+        "/api/extensions": core + ["/extensions/model_fingerprint/fingerprint.js"],
+        "/api/object_info": _pack_object_info(monkeypatch, ["blend.safetensors"]),
+        "/api/embeddings": [], "/api/features": {}, "/api/i18n": {}, "/api/experiment/models": [],
+        "/api/workflow_templates": {}, "/api/global_subgraphs": {}, "/api/userdata": [], "/api/v2/userdata": [],
+        "/api/queue": {"queue_running": [], "queue_pending": []}, "/api/history": {},
+        "/api/prompt": {"exec_info": {"queue_remaining": 0}}}})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.RequestHandlerClass.log_message = lambda *a: None
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
+    text = api.summary_line(rep)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 900, "height": 1100})
+                page = browser.new_page(viewport={"width": 1400, "height": 1100})
                 errors = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(f"http://127.0.0.1:{httpd.server_port}/index.html")
-                page.wait_for_function("window.app && window.app.extensions.length === 1")
-                page.evaluate("""async ([svg, text]) => {
-                    const node = await window.app.makeNode("ModelFingerprintIdentifyCheckpoint");
-                    const other = await window.app.makeNode("SomeoneElsesNode");
-                    node.onExecuted({text: [text], picture: [svg]});
-                    node.onExecuted({text: [text], picture: [svg]});   // a second run replaces, not adds
-                    window.mfpNode = node; window.otherNode = other;
-                }""", [svg, api.summary_line(rep)])
-                assert not errors, errors
-                assert page.evaluate("window.otherNode.onExecuted === undefined")
-                widgets = page.evaluate("window.mfpNode.widgets.map(w => [w.name, w.options.serialize])")
-                assert widgets == [["fingerprint_picture", False]]
-                el = page.locator(".node .mfp-node-picture")
+                page.goto(f"http://127.0.0.1:{httpd.server_port}/")
+                page.wait_for_function("!!window.LiteGraph?.registered_node_types?.ModelFingerprintIdentifyCheckpoint"
+                                       " && !!window.comfyAPI?.app?.app?.graph", timeout=90_000)
+                names = page.evaluate("window.comfyAPI.app.app.extensions.map(e => e.name)")
+                assert "ModelFingerprint.Picture" in names and "Comfy.NodeBadge" in names, names
+                ids = page.evaluate("""() => {
+                    const app = window.comfyAPI.app.app;
+                    app.graph.clear();
+                    const node = window.LiteGraph.createNode("ModelFingerprintIdentifyCheckpoint");
+                    const other = window.LiteGraph.createNode("SomeoneElsesNode");
+                    node.pos = [40, 80]; other.pos = [40, 700];
+                    app.graph.add(node); app.graph.add(other);
+                    return [String(node.id), String(other.id)];
+                }""")
+                executed = """([id, text, svg]) => window.comfyAPI.api.api.dispatchCustomEvent("executed",
+                    {node: id, display_node: id, output: {text: [text], picture: [svg]}, prompt_id: "p1"})"""
+                page.evaluate(executed, [ids[0], text, svg])
+                page.evaluate(executed, [ids[0], text, svg])             # a second run replaces, not adds
+                page.evaluate(executed, [ids[1], "other", svg])          # another pack's node: left alone
+                widgets = page.evaluate("""(ids) => ids.map(id => window.comfyAPI.app.app.graph.getNodeById(Number(id))
+                                              .widgets.map(w => w.name))""", ids)
+                assert widgets == [["ckpt_name", "fingerprint_picture"], ["text"]], widgets
+                el = page.locator(".mfp-node-picture")
                 assert el.count() == 1
                 rendered = el.locator("svg.mfp-picture")
                 assert rendered.count() == 1
                 _check_picture(rendered, "blend.safetensors", "merge")
                 _check_bars(rendered, BLOCKS)
-                assert "blend" in el.locator(".mfp-node-summary").inner_text() or \
-                    "merge" in el.locator(".mfp-node-summary").inner_text().lower()
-                assert page.evaluate("window.mfpNode.size[0]") >= 600
+                assert el.locator(".mfp-node-summary").inner_text() == text
+                assert page.evaluate("(id) => window.comfyAPI.app.app.graph.getNodeById(Number(id)).size[0]", ids[0]) >= 600
+                # the picture is not part of the prompt sent to the server, nor of the saved workflow
+                prompt = page.evaluate("""async (id) => {
+                    const p = await window.comfyAPI.app.app.graphToPrompt();
+                    return [p.output[id].inputs, p.workflow.nodes.find(n => String(n.id) === id).widgets_values];
+                }""", ids[0])
+                assert prompt == [{"ckpt_name": "blend.safetensors"}, ["blend.safetensors"]], prompt
+                el.scroll_into_view_if_needed()
+                _shot_element(el, "picture-comfy-node.png")
                 # a report without a picture (an error) leaves only the text
-                page.evaluate("window.mfpNode.onExecuted({text: ['error: truncated file'], picture: ['']})")
+                page.evaluate(executed, [ids[0], "error: truncated file", ""])
                 assert el.locator("svg").count() == 0
                 assert el.locator(".mfp-node-summary").inner_text() == "error: truncated file"
+                assert not errors, errors
             finally:
                 browser.close()
     finally:

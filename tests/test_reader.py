@@ -88,13 +88,30 @@ def test_matches_safetensors_library(tmp_path):
             np.testing.assert_array_equal(got, v.astype(np.float32))
 
 
-def test_reads_only_requested_ranges(tmp_path):
-    data = bytes(range(256)) * 64
+def test_reads_only_requested_ranges(tmp_path, monkeypatch):
+    """What reaches the OS (os.pread, spied), against hand-computed offsets: ranges closer than
+    COALESCE_GAP (16 KiB) are one read covering both, farther ones are read apart; the
+    reader's own counter agrees with what was read."""
+    from fpcore.sources.safetensors import COALESCE_GAP
+    assert COALESCE_GAP == 16 * 1024
+    data = bytes(range(256)) * 256                                    # 64 KiB
     p = write(tmp_path, st_bytes({"x": ("U8", (len(data),), data)}))
+    calls = []
+    real = os.pread
+
+    def spy(fd, n, offset):
+        calls.append((n, offset))
+        return real(fd, n, offset)
     with SafetensorsFile(p) as f:
-        out = f.read_elements([("x", 1000, 8), ("x", 5, 3)])
+        start = f.data_start
+        monkeypatch.setattr(os, "pread", spy)
+        out = f.read_elements([("x", 1000, 8), ("x", 5, 3)])          # 992 bytes apart: one read
         assert out == [data[1000:1008], data[5:8]]
-        assert f.bytes_read < len(data)
+        assert calls == [(1003, start + 5)]
+        out = f.read_elements([("x", 40000, 8), ("x", 5, 3)])         # 39992 bytes apart: two reads
+        assert out == [data[40000:40008], data[5:8]]
+        assert sorted(calls[1:]) == [(3, start + 5), (8, start + 40000)]
+        assert f.bytes_read == 1003 + 3 + 8
 
 
 OK_T = {"w": ("F16", (2,), b"\x00\x3c\x00\x3c")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -13,10 +14,10 @@ import pytest
 
 from fpcore import identify as ident
 import testkit
-from fpcore import known
+from fpcore.refs import known
 from fpcore.errors import BadFileError
-from fpcore.hashing import hash_file
-from fpcore.refs import RefDB
+from fpcore.sources.hashing import hash_file
+from fpcore.refs.library import RefDB
 from fpcore.store import DB_NAME, Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,17 +151,61 @@ def test_corruption_after_open_degrades(zoo_dir, db, tmp_path):
     assert rep["error"] is None and rep["verdict"]["relation"] == "identical"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions; covered by the simulated test below")
-def test_read_only_cache_dir(zoo_dir, db, tmp_path):
-    d = tmp_path / "ro"
-    Store(d).close()
-    os.chmod(d / DB_NAME, 0o444)
-    os.chmod(d, 0o555)
+RO_IDENTIFY = r"""
+import json, sys
+sys.path.insert(0, {root!r})
+from fpcore import identify as ident
+from fpcore.refs.library import RefDB
+from fpcore.store import Store
+store = Store({cache!r})
+rep = ident.identify({model!r}, RefDB({refs!r}, builtin_dir={builtin!r}), store=store)
+print(json.dumps({{"error": rep["error"], "relation": rep["verdict"]["relation"], "cached": rep["stats"].get("cached"),
+                  "enabled": store.enabled, "readonly": store.readonly}}))
+"""
+
+
+def _read_only_run(cache: Path, script: str) -> tuple[int, str, str]:
+    """Run ``script`` with ``cache`` read-only: a bind mount remounted read-only in a private mount
+    namespace (``unshare -m`` as root, ``unshare -rm``, a user namespace, otherwise), or, where no
+    namespace can be made and we are not root, the folder's permissions (root ignores those)."""
+    mount = f"mount --bind '{cache}' '{cache}' && mount -o remount,bind,ro '{cache}' && exec \"$0\" -c \"$1\""
+    ns = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    r = subprocess.run([*ns, "sh", "-c", mount, sys.executable, script], capture_output=True, text=True,
+                       timeout=120) if shutil.which("unshare") else None
+    if r is not None and (r.returncode == 0 or "Traceback" in r.stderr):
+        return r.returncode, r.stdout, r.stderr
+    why = r.stderr.strip()[-200:] if r is not None else "unshare (util-linux) is not installed"
+    if os.geteuid() == 0:
+        pytest.skip(f"cannot bind-mount the cache read-only here ({why}); the simulated test below covers it")
+    files = [cache / f for f in os.listdir(cache)]
+    for f in files:
+        os.chmod(f, 0o444)
+    os.chmod(cache, 0o555)
     try:
-        rep = ident.identify(zoo_dir / "Child.safetensors", db, store=Store(d))
-        assert rep["error"] is None
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     finally:
-        os.chmod(d, 0o755)
+        os.chmod(cache, 0o755)
+        for f in files:
+            os.chmod(f, 0o644)
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_read_only_cache_dir(zoo_dir, db, tmp_path):
+    """A cache on a read-only file system, as root too: identify answers from what the store
+    holds (the report cached by an earlier run), nothing crashes, and not a byte of it changes."""
+    d = tmp_path / "ro"
+    store = Store(d)
+    ident.identify(zoo_dir / "Child.safetensors", db, store=store)      # an earlier run, writable
+    store.close()
+    before = {f: (d / f).read_bytes() for f in sorted(os.listdir(d))}
+    script = RO_IDENTIFY.format(root=str(ROOT), cache=str(d), model=str(zoo_dir / "Child.safetensors"),
+                                refs=str(tmp_path / "refs"), builtin=str(tmp_path / "no-builtin"))
+    code, out, err = _read_only_run(d, script)
+    assert code == 0 and "Traceback" not in err, err
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["error"] is None and got["relation"] == "identical", got
+    assert got["cached"] == "report" and got["enabled"] and got["readonly"], got
+    assert {f: (d / f).read_bytes() for f in sorted(os.listdir(d))} == before
 
 
 def test_read_only_store_simulated(zoo_dir, db, tmp_path, monkeypatch, caplog):

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import testkit
-from fpcore import api, tags
+from fpcore import api
+from fpcore.scan import tags
 from fpcore.scan import reclaimable_total
 from testkit.blocks import hf_clip_spec, open_clip_spec, vae_spec
 
@@ -198,7 +199,7 @@ def test_a_registered_reference_of_the_layout_joins_its_tree_and_pictures(folder
     assert by["aa.safetensors"]["verdict"]["relation"] == "derivative"
     assert by["aa.safetensors"]["verdict"]["base"] == "LayoutBase"
     from fpcore import picture
-    from fpcore.refs import RefDB
+    from fpcore.refs.library import RefDB
     svg = picture.svg(by["a.safetensors"], picture.reference_tree(RefDB(refs)))
     assert "(1 of this layout)" in svg and 'data-name="LayoutBase"' in svg
     html = api.write_report(res, tmp_path / "r.html", refs_dir=refs)

@@ -47,7 +47,7 @@ def legacy_hash(path: str) -> str | None:
 def _json(n: Named, how: str, by: str) -> dict:
     lineage = list(n.lineage)
     if not lineage and n.known:
-        from .. import known
+        from ..refs import known
         entry = next((e for e in known.table().values() if e.get("variant") == n.known), None)
         lineage = known_lineage(entry) if entry else [n.known]
     return {"name": n.label, "sha256": n.sha256, "lineage": lineage, "how": how, "by": by,

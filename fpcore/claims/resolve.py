@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .. import known
+from ..refs import known
 
 #: model lines people name in claims: (id, name shown, family, pattern on the normalised text,
 #: root). A root line is the architecture's own base: claiming it says no more than the family

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ..errors import BadFileError, FpError
 from ..facts import FAMILIES, KIND_NAMES, family_name
-from ..hashing import hash_file
+from ..sources.hashing import hash_file
 from .local import (HASH_ALWAYS, HASH_AUTO, HASH_NEVER, HASH_POLICIES, add_reference, error_report, file_identity,
                     hashes_for, identify, identify_source, identify_tensors)
 from .read import fingerprint_open, fingerprint_path, inspect, remote_identity

@@ -12,7 +12,9 @@ import time
 
 import numpy as np
 
-from .. import arch, identify as _package, known, provenance
+from .. import arch, identify as _package
+from ..refs import known
+from . import provenance
 from ..errors import BadFileError, FpError
 from ..fingerprint import Fingerprint
 from ..sources import FileIdentity, check_regular_file, is_url, open_source
@@ -103,7 +105,7 @@ def _identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, s
     bytes, called when reading starts and as a hash proceeds. ``fingerprints``: a dict that
     receives path -> Fingerprint when the fingerprint was read or loaded (a folder scan compares
     the files with it without loading them again)."""
-    from .. import hostcache
+    from ..store import hostcache
     p = os.fspath(path)
     if is_url(p):   # read by range requests; the hash only where the hub publishes it
         return identify_url(p, db, store=store, remote=remote)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from .. import arch, layout, provenance
+from .. import arch, layout
+from . import provenance
 from ..fingerprint import Fingerprint, canonical_tensors, fingerprint_source
 from ..sources import open_source
 

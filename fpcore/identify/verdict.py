@@ -87,7 +87,7 @@ def _identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str |
         else:  # unknown family, or a component shared across families: same keys and shapes
             pool = (db.layout_pool(fp, comp, _same_layout) if hasattr(db, "layout_pool")
                     else [r for r in refs if _same_layout(fp, r.fp, comp)])
-        # a library of thousands: the index's few candidates and their ancestors (fpcore.refindex)
+        # a library of thousands: the index's few candidates and their ancestors (fpcore.refs.sketchindex)
         cands = db.candidates(fp, comp, pool) if hasattr(db, "candidates") else pool
         v = match.analyse(fp, comp, cands, tree=db, allow_merge=comp in layout.DENOISERS or comp == main)
         entry = {"relation": v.relation, "ref": v.ref, "confidence": v.confidence, "reason": v.reason,
@@ -253,7 +253,8 @@ def file_report(path: str, sha: str | None, autov3: str | None, origin: str, fp,
     which changes the references' token)."""
     import time
 
-    from .. import known, provenance
+    from ..refs import known
+    from . import provenance
     entry = known.lookup(sha)
     if entry is not None:
         known.register(db, entry, fp, a.family, sha)

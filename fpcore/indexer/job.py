@@ -24,7 +24,7 @@ import os
 import time
 
 from ..errors import BadFileError, UsageError
-from ..packs import MAX_MANIFEST_BYTES, MAX_REFS, MAX_TOTAL_BYTES
+from ..refs.packs import MAX_MANIFEST_BYTES, MAX_REFS, MAX_TOTAL_BYTES
 from .journal import Journal, paths_for
 from .listing import Entry, depth_order, parse_listing
 
@@ -196,8 +196,8 @@ def _write_packs(journal: Journal, entries: list[Entry], pack) -> list[tuple[str
     when the references exceed what one pack may hold (PART_REFS, PART_BYTES): parents first
     across the parts, so importing them in order meets every parent before its children. None
     ``ok``: no pack (an older one is left as it was)."""
-    from ..packs import write_pack
-    from ..refs import encode_reference, read_fingerprint, read_meta
+    from ..refs.packs import write_pack
+    from ..refs.fpref import encode_reference, read_fingerprint, read_meta
 
     def items():
         for e in depth_order(entries):

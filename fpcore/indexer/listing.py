@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import BadFileError, FpError
-from ..packs import MAX_REFS, MAX_TEXT
+from ..refs.packs import MAX_REFS, MAX_TEXT
 from ..sources.remote.urls import SECRET_PARAMS, is_url, parse_hf, redact
 
 #: extensions dropped from a file name to make the default NAME (A1111 and ComfyUI show

@@ -40,7 +40,7 @@ def _check_published(sha: str | None, size: int, shown: str) -> None:
     """A published SHA-256 that names a known release must come with that release's size."""
     if not sha:
         return
-    from .. import known
+    from ..refs import known
     from ..errors import BadFileError
     entry = known.lookup(sha)
     if not entry:
@@ -72,7 +72,7 @@ def run_entry(entry: dict, settings: dict) -> dict:
 
 
 def _fingerprint(entry: dict, settings: dict) -> dict:
-    from .. import refs
+    from ..refs import fpref
     from ..errors import UsageError
     from ..fingerprint import ALGO_VERSION
     from ..identify import fingerprint_open, remote_identity
@@ -98,10 +98,10 @@ def _fingerprint(entry: dict, settings: dict) -> dict:
             sha = sha_from = None
             nbytes, nreq = stats.get("bytes_read"), None
     if not url and settings.get("hash_local", True) and os.path.isfile(source):
-        from ..hashing import hash_file
+        from ..sources.hashing import hash_file
         sha, sha_from = hash_file(source).sha256, "computed"
     meta = {"name": entry["name"], "parent": entry.get("parent"), "family": a.family, "sha256": sha,
             "source": _public(source), "added": time.strftime("%Y-%m-%dT%H:%M:%S"), "origin": "pack"}
-    blob = refs.encode_reference(meta, fp)
+    blob = fpref.encode_reference(meta, fp)
     return {"sha256": sha, "sha256_from": sha_from, "family": a.family, "size": size, "bytes": nbytes or 0,
             "requests": nreq, "blob": blob}

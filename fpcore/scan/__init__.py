@@ -11,9 +11,9 @@ import logging
 import os
 
 from .. import identify as ident
-from .. import tags
+from . import tags
 from ..errors import FpError
-from ..refs import RefDB
+from ..refs.library import RefDB
 from .find import _disk_workers, _run, find_models
 from .fingerprints import _confirm_same_bytes, _fingerprints
 from .groups import _cached_groups, group_label, reclaimable_total

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import layout, sketch
+from .. import layout
+from ..refs import sketch
 from .families import denoiser_of, family_groups
 
 #: peers compared in full with each file (chosen by the pursuit). Eight leave room for the two or
@@ -180,7 +181,7 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
 
     Each distinct content is compared in full with ``candidates`` peers chosen by pursuit on the
     exact cosines of the samples (or, in a family too large for those, from a shortlist by
-    sketch: fpcore.sketch), not with every file. Cached in the store per file content (its
+    sketch: fpcore.refs.sketch), not with every file. Cached in the store per file content (its
     SHA-256, else its store key) and set of peer contents, so a rescan of an unchanged folder
     does no matching. ``prepared``: path -> Prepared, for the files read in this scan (the
     others are prepared here when needed); ``unit_rows``: where their unit samples are kept."""
