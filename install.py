@@ -31,6 +31,10 @@ HELD = ("numpy", "torch", "torchvision", "torchaudio", "gradio", "gradio-client"
         "fastapi", "starlette", "httpx", "huggingface-hub", "safetensors", "tqdm", "transformers", "pillow",
         "protobuf", "scipy")
 
+#: test processes at most: the suite is CPU-bound and about twice as fast on two cores; beyond four
+#: processes each one's session fixtures (generated models) cost more than they save
+TEST_PROCESSES = 4
+
 try:
     import launch  # A1111 / Forge
 except ImportError:
@@ -152,7 +156,9 @@ def standalone(argv: list[str]) -> int:
         fp = os.path.join(a.venv, "Scripts", "fpcore") if os.name == "nt" else os.path.join(a.venv, "bin", "fpcore")
         print(f"\nThe same on your own models: {fp} scan PATH/TO/MODELS --report report.html")
     if a.test:
-        r = subprocess.run([py, "-m", "pytest", "-q", "tests"], cwd=HERE)
+        # two processes or more (pytest-xdist), one test file each at a time (module fixtures built once)
+        r = subprocess.run([py, "-m", "pytest", "-q", "-n", "auto", "--maxprocesses", str(TEST_PROCESSES),
+                            "--dist", "loadfile", "tests"], cwd=HERE)
         return r.returncode
     return 0
 

@@ -2,6 +2,7 @@
 
 Identify Checkpoint   a file from models/checkpoints -> base name, JSON report
 Identify Loaded Model a MODEL (+ optional CLIP, VAE) -> base name, JSON report
+LoRA Fit Check        a LoRA and a checkpoint (or MODEL) -> ok / warn, the reason
 
 What "Identify Loaded Model" identifies: the base weights ComfyUI loaded. Where the
 object says which file it was loaded from (``cached_patcher_init`` on recent
@@ -23,8 +24,9 @@ import os
 
 from .fpcore import api
 from .fpcore import identify as _identify
-from .fpcore import keymaps
-from .fpcore.refs import RefDB
+from .fpcore.claims import wording
+from .fpcore.refs.library import RefDB
+from .fpcore.sources import keymaps
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +266,7 @@ class IdentifyCheckpoint:
             report = {"path": ckpt_name, "verdict": None, "error": f"{ckpt_name}: not found in the checkpoints folders"}
         else:
             report = api.identify_file(path, refs_dir=refs_dir())
-        summary = api.summary_line(report)
+        summary = "\n".join([api.summary_line(report), *wording.extra_lines(report)])
         svg, image = _picture(report)
         return {"ui": {"text": [summary], "picture": [svg]}, "result": (_base(report), _dump(report), image)}
 
@@ -288,15 +290,58 @@ class IdentifyLoadedModel:
         ensure_cache_env()
         report = identify_loaded(model, clip, vae, refs=refs_dir())
         svg, image = _picture(report)
-        return {"ui": {"text": [loaded_summary(report)], "picture": [svg]},
+        text = "\n".join([loaded_summary(report), *wording.extra_lines(report)])
+        return {"ui": {"text": [text], "picture": [svg]},
                 "result": (_base(report), _dump(report), image)}
+
+
+FROM_MODEL = "(the MODEL input)"
+
+
+class LoraFit:
+    """Does a LoRA fit a checkpoint (a file, or the MODEL wired in)? ok or warn, with the reason."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("STRING", "STRING", "STRING")
+    RETURN_NAMES = ("status", "reason", "report_json")
+    FUNCTION = "check"
+    OUTPUT_NODE = True
+    DESCRIPTION = ("Whether a LoRA fits a checkpoint: the checkpoint its training metadata names, against the "
+                   "checkpoint's lineage. ok, or warn with the reason.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        import folder_paths
+        return {"required": {"lora_name": (folder_paths.get_filename_list("loras"),),
+                             "ckpt_name": ([FROM_MODEL] + folder_paths.get_filename_list("checkpoints"),)},
+                "optional": {"model": ("MODEL",)}}
+
+    def check(self, lora_name, ckpt_name, model=None):
+        import folder_paths
+        ensure_cache_env()
+        lora = folder_paths.get_full_path("loras", lora_name)
+        if model is not None and ckpt_name == FROM_MODEL:
+            ckpt = identify_loaded(model, refs=refs_dir())
+        elif ckpt_name == FROM_MODEL:
+            ckpt = {"path": None, "verdict": None, "error": "wire a MODEL in, or choose a checkpoint"}
+        else:
+            ckpt = folder_paths.get_full_path("checkpoints", ckpt_name) or {
+                "path": ckpt_name, "verdict": None, "error": f"{ckpt_name}: not found in the checkpoints folders"}
+        if lora is None:
+            res = {"status": "warn", "fit": "unknown", "reason": f"{lora_name}: not found in the loras folders"}
+        else:
+            res = api.lora_fit(lora, ckpt, refs_dir=refs_dir())
+        return {"ui": {"text": [f"{res['status']}: {res['reason']}"]},
+                "result": (res["status"], res["reason"], _dump(res))}
 
 
 NODE_CLASS_MAPPINGS = {
     "ModelFingerprintIdentifyCheckpoint": IdentifyCheckpoint,
     "ModelFingerprintIdentifyLoadedModel": IdentifyLoadedModel,
+    "ModelFingerprintLoraFit": LoraFit,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ModelFingerprintIdentifyCheckpoint": "Identify Checkpoint",
     "ModelFingerprintIdentifyLoadedModel": "Identify Loaded Model",
+    "ModelFingerprintLoraFit": "LoRA Fit Check",
 }

@@ -41,7 +41,7 @@ def hwm():  # peak RSS of this process (ru_maxrss would include the parent's, ke
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from fpcore.scan import scan_folder
 import fpcore.scan.peers as pursuit
 pursued = []                     # files compared in full per file, as the pursuit chose them

@@ -2,7 +2,7 @@
 
     python bench/hashing.py [--file PATH] [--size-gb 2] [--repeat 3]
 
-* throughput of fpcore.hashing.hash_file (SHA-256 + AutoV3 in one pass) vs a plain
+* throughput of fpcore.sources.hashing.hash_file (SHA-256 + AutoV3 in one pass) vs a plain
   ``hashlib.sha256`` loop over the same file, with a cold and a warm page cache;
 * first ``identify`` of a new file (empty store, cold cache) vs hashing alone;
 * repeat ``identify`` of the unchanged file: time inside the process, and the CLI's
@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import testkit  # noqa: E402
-from fpcore.hashing import hash_file  # noqa: E402
+from fpcore.sources.hashing import hash_file  # noqa: E402
 from fpcore.identify import identify  # noqa: E402
-from fpcore.refs import RefDB  # noqa: E402
+from fpcore.refs.library import RefDB  # noqa: E402
 from fpcore.store import Store  # noqa: E402
 from speed import drop_cache  # noqa: E402  (bench/ is on sys.path when run as a script)
 

@@ -39,8 +39,8 @@ MODULES = {
     "match": (["fpcore/match/*"], ["tests/test_match.py", "tests/test_match_units.py"]),
     "verdict": (["fpcore/identify/verdict.py"], ["tests/test_verdict_unit.py", "tests/test_verdict_report.py"]),
     "arch": (["fpcore/arch.py"], ["tests/test_arch_rules.py"]),
-    "keymaps": (["fpcore/keymaps.py"], ["tests/test_keymaps.py"]),
-    "tags": (["fpcore/tags.py"], ["tests/test_tags.py"]),
+    "keymaps": (["fpcore/sources/keymaps.py"], ["tests/test_keymaps.py"]),
+    "tags": (["fpcore/scan/tags.py"], ["tests/test_tags.py"]),
 }
 #: mutants run per module by default (0: all): fpcore/match/ has about 2,200, about 75 minutes on
 #: two busy cores, so a sample (drawn with --seed, 30 by default) stands for it
@@ -100,14 +100,14 @@ EQUIVALENT = {
                                                                             "is None, the value passed",
     "fpcore.match.analyse.x__statistics__mutmut_1": "analyse always passes exact explicitly",
     "fpcore.match.analyse.xǁ_Statsǁsame_evidence__mutmut_10": "0 is view()'s default min_ndim",
-    "fpcore.keymaps.x_map_key__mutmut_10": "'>=' picks the last of equal-length prefixes; no two pairs share a "
+    "fpcore.sources.keymaps.x_map_key__mutmut_10": "'>=' picks the last of equal-length prefixes; no two pairs share a "
                                            "prefix (tests/test_keymaps.py checks it), so there is never a tie",
-    "fpcore.tags.x__read__mutmut_4": "encoding=None is the locale's encoding: UTF-8 here (Linux, UTF-8 locale, "
+    "fpcore.scan.tags.x__read__mutmut_4": "encoding=None is the locale's encoding: UTF-8 here (Linux, UTF-8 locale, "
                                      "Python's UTF-8 mode); it differs only where the locale is not UTF-8",
-    "fpcore.tags.x__read__mutmut_6": "codec names are case-insensitive ('UTF-8' is 'utf-8')",
-    "fpcore.tags.x_write__mutmut_44": "codec names are case-insensitive ('UTF-8' is 'utf-8')",
-    "fpcore.tags.x_write__mutmut_36": "ensure_ascii=None is falsy, as False",
-    "fpcore.tags.x_tags_for__mutmut_1[67]": "facts.FAMILIES['unknown'] has no A1111/Forge value: an unknown family "
+    "fpcore.scan.tags.x__read__mutmut_6": "codec names are case-insensitive ('UTF-8' is 'utf-8')",
+    "fpcore.scan.tags.x_write__mutmut_44": "codec names are case-insensitive ('UTF-8' is 'utf-8')",
+    "fpcore.scan.tags.x_write__mutmut_36": "ensure_ascii=None is falsy, as False",
+    "fpcore.scan.tags.x_tags_for__mutmut_1[67]": "facts.FAMILIES['unknown'] has no A1111/Forge value: an unknown family "
                                             "and a missing one both give Unknown",
 }
 MUTMUT = "mutmut"

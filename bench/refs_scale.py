@@ -21,7 +21,7 @@ not what is compared); p50/p95 over ``repeat`` rounds; peak RSS of the process; 
 time (catalog present), and the first load that builds the catalog. Peak RSS is VmHWM of
 the measuring process. Also: ``refs list``
 through the command line, one ``refs add`` into the library, the forward-selection gains that
-calibrate refindex.SELECT_MIN_GAIN, and (``--ann DIR``: a folder with faiss-cpu/usearch
+calibrate sketchindex.SELECT_MIN_GAIN, and (``--ann DIR``: a folder with faiss-cpu/usearch
 installed, e.g. ``pip install --target DIR faiss-cpu usearch``) exact numpy search against
 approximate indexes on the library's own sketches.
 """
@@ -50,9 +50,9 @@ def hwm():  # peak RSS of this process (ru_maxrss would include the parent's, ke
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 lib, qdir, repeat, want = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from fpcore.identify import identify
-import fpcore.refindex as ri
+import fpcore.refs.sketchindex as ri
 traces = {{}}
 real_fs = ri.forward_select
 cur = [None]
@@ -89,7 +89,7 @@ ADD_CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, {root!r})
 lib, src = sys.argv[1], sys.argv[2]
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from fpcore.identify import add_reference
 t = time.perf_counter()
 db = RefDB(lib, builtin_dir=os.path.join(lib, "none"))
@@ -105,8 +105,8 @@ sys.path.insert(0, {root!r})
 sys.path.append(sys.argv[2])
 import numpy as np
 lib = sys.argv[1]
-from fpcore.refs import RefDB
-import fpcore.refindex as ri
+from fpcore.refs.library import RefDB
+import fpcore.refs.sketchindex as ri
 db = RefDB(lib, builtin_dir=os.path.join(lib, "none"))
 M = db.index.mats["unet"]
 rng = np.random.default_rng(0)
@@ -159,7 +159,7 @@ def run_child(code: str, args: list[str], env: dict | None = None, timeout: floa
 
 def build(n: int, out: Path, space) -> tuple[Path, dict]:
     """The library of n references under out/lib-n (kept between runs)."""
-    from fpcore.refs import RefDB
+    from fpcore.refs.library import RefDB
     from testkit.library import build_library
     d = out / f"lib-{n}"
     done = d / "complete.json"
@@ -259,10 +259,10 @@ def main(argv=None) -> int:
             if f.exists():
                 f.unlink()
         t = time.perf_counter()
-        cold = run_child("import sys,os; sys.path.insert(0,{root!r}); from fpcore.refs import RefDB; "
+        cold = run_child("import sys,os; sys.path.insert(0,{root!r}); from fpcore.refs.library import RefDB; "
                          "print(len(RefDB(sys.argv[1], builtin_dir=os.path.join(sys.argv[1],'none')).refs))", [str(d)])
         info["catalog_build_s"] = time.perf_counter() - t
-        from fpcore.refs import RefDB
+        from fpcore.refs.library import RefDB
         names = set(RefDB(d, builtin_dir=d / "none").refs)
         info["applicable"] = [q for q in QUERIES if applicable(expect[q], names)]
         env_cli = {"PYTHONPATH": str(ROOT), "FPCORE_CACHE": str(out / "cache")}
@@ -324,7 +324,7 @@ def main(argv=None) -> int:
                 parts.append(f"{q}: {mark} {rep['relation']} {m}")
             print(f"  {n:6d} {mode:10s} " + "; ".join(parts))
     print("\nforward selection (share of the residual the best next reference removes; "
-          f"SELECT_MIN_GAIN = {__import__('fpcore.refindex').refindex.SELECT_MIN_GAIN}):")
+          f"SELECT_MIN_GAIN = {__import__('fpcore.refs.sketchindex').refs.sketchindex.SELECT_MIN_GAIN}):")
     for n, row in rows.items():
         r = row.get("index")
         if not r:

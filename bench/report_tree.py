@@ -26,8 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from scipy.cluster.hierarchy import cophenet, linkage, to_tree  # noqa: E402
 from scipy.spatial.distance import pdist  # noqa: E402
 
-from fpcore import api, report_html, scan as _scan  # noqa: E402
-from fpcore.refs import RefDB  # noqa: E402
+from fpcore import api, scan as _scan  # noqa: E402
+from fpcore.scan import html as report_html
+from fpcore.refs.library import RefDB  # noqa: E402
 from testkit.library import Space, build_library  # noqa: E402
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fpcore.refs import RefDB  # noqa: E402
+from fpcore.refs.library import RefDB  # noqa: E402
 from fpcore.scan import _disk_workers, find_models, scan_folder  # noqa: E402
 from speed import drop_cache  # noqa: E402
 

@@ -59,7 +59,7 @@ if mode == "baseline":
     from safetensors import safe_open
 else:
     from fpcore.identify import fingerprint_path, identify
-    from fpcore.refs import RefDB
+    from fpcore.refs.library import RefDB
 io0 = io()
 t0 = time.perf_counter()
 if mode == "baseline":
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     size = os.path.getsize(path)
     refs = tempfile.mkdtemp(prefix="fpbench-refs-")
     from fpcore.identify import fingerprint_path
-    from fpcore.refs import RefDB
+    from fpcore.refs.library import RefDB
     fp, a, _, _ = fingerprint_path(path)
     RefDB(refs, builtin_dir=refs).add(fp, "SDXL (random)", family=a.family)
     print(f"file: {path} ({size / 1e9:.2f} GB, {len(spec)} tensors); fingerprint {fp.nbytes / 1e6:.2f} MB")

@@ -40,7 +40,7 @@ import testkit  # noqa: E402
 from fpcore import layout  # noqa: E402
 from testkit import bake_lora, finetune, is_weight, merge, unet_only  # noqa: E402
 from fpcore.identify import identify  # noqa: E402
-from fpcore.refs import RefDB  # noqa: E402
+from fpcore.refs.library import RefDB  # noqa: E402
 from fpcore.identify import fingerprint_path, merge_recipe  # noqa: E402
 
 @dataclass

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def refdb(refs_dir=None):
     """The reference set: the user reference dir (``refs_dir`` or FPCORE_REFS) plus the built-in one."""
-    from .refs import RefDB
+    from .refs.library import RefDB
     return RefDB(refs_dir)
 
 
@@ -217,7 +217,7 @@ def summary_text(summary: dict) -> str:
 
 def write_report(result: dict, path: str | os.PathLike, *, refs_dir=None, db=None) -> str:
     """Write the self-contained HTML report of a scan (atomically); returns its path."""
-    from . import report_html
+    from .scan import html as report_html
     from .paths import atomic_write
     p = os.fspath(path)
     try:
@@ -242,16 +242,87 @@ def add_reference(path: str | os.PathLike, name: str, *, parent: str | None = No
 
 def reference_catalog() -> list[dict]:
     """The known base releases and where each is published (``refs catalog``)."""
-    from . import catalog
-    return catalog.catalog()
+    from .refs import pull
+    return pull.catalog()
 
 
 def pull_known(names, *, refs_dir=None, db=None, remote=None, progress=None) -> list[dict]:
     """Fetch the fingerprints of known releases (names, aliases, or ``all``) by range requests,
     verify each against its published SHA-256 where the hub gives one, and register them with
     their parent from the lineage table. One row per release (``status``: added, present, error)."""
-    from . import catalog
-    return catalog.pull(names, db or refdb(refs_dir), remote=remote, progress=progress)
+    from .refs import pull
+    return pull.pull(names, db or refdb(refs_dir), remote=remote, progress=progress)
+
+
+def find_loras(dirs) -> list[str]:
+    """Model files under ``dirs`` (recursively, sorted): the candidates of a LoRA folder."""
+    from .facts import MODEL_EXTS
+    out: list[str] = []
+    for d in [os.fspath(x) for x in dirs or [] if x]:
+        for dirpath, dirnames, filenames in os.walk(d):
+            dirnames.sort()
+            out += [os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(MODEL_EXTS)]
+    return list(dict.fromkeys(out))
+
+
+def loras_fitting(checkpoint: dict | str | os.PathLike, loras, *, refs_dir=None, cache_dir=None, db=None,
+                  progress=None, hash_policy: str = "auto") -> list[dict]:
+    """Which LoRAs fit a checkpoint (its identify report, or its path): one row per file of
+    ``loras`` (paths) that is a LoRA, ``{"lora", "fit": yes|no|unknown, "reason", "trained_on"}``,
+    what fits first. ``progress(done, total, path)``. A checkpoint a LoRA names by A1111's legacy
+    hash is confirmed by its whole-file SHA-256 (unless ``hash_policy`` is "never")."""
+    from . import claims
+    from .identify import hashes_for
+    db = db or refdb(refs_dir)
+    store = _store(cache_dir)
+    try:
+        ckpt = checkpoint if isinstance(checkpoint, dict) else identify_file(checkpoint, db=db, store=store)
+        reports = {}
+        paths = [os.fspath(p) for p in loras]
+        for i, p in enumerate(paths):
+            reports[p] = identify_file(p, db=db, store=store, hash_policy="never")
+            if progress:
+                progress(i + 1, len(paths), p)
+        key = ckpt.get("path") or "<checkpoint>"
+        reports = {key: ckpt, **{p: r for p, r in reports.items() if p != key}}
+
+        def hasher(path):
+            if hash_policy == "never" or not os.path.isfile(path):
+                return None
+            try:
+                return hashes_for(path, store=store)["sha256"]
+            except (FpError, OSError) as e:
+                log.warning("%s: not hashed: %s", path, e)
+                return None
+        claims.annotate_folder(reports, db, store, hasher)
+    finally:
+        if store is not None:
+            store.close()
+    rows = []
+    for p, r in reports.items():
+        if p == key or not claims.is_lora(r):
+            continue
+        f = next((x for x in r.get("fits") or [] if x["path"] == key), None) or \
+            {"fit": "unknown", **claims.fit(r, ckpt)}
+        rows.append({"lora": p, "fit": f["fit"], "reason": f["reason"], "trained_on": r.get("trained_on"),
+                     "claim_check": r.get("claim_check")})
+    order = {"yes": 0, "unknown": 1, "no": 2}
+    return sorted(rows, key=lambda x: (order[x["fit"]], x["lora"]))
+
+
+def lora_fit(lora: str | os.PathLike, checkpoint: dict | str | os.PathLike, *, refs_dir=None, cache_dir=None,
+             db=None) -> dict:
+    """Whether one LoRA fits one checkpoint (a report, e.g. of a loaded MODEL, or a path):
+    ``{"status": "ok"|"warn", "fit", "reason", "lora", "checkpoint", "trained_on"}``."""
+    from . import claims
+    db = db or refdb(refs_dir)
+    ckpt = checkpoint if isinstance(checkpoint, dict) else identify_file(checkpoint, db=db, cache_dir=cache_dir)
+    rows = loras_fitting(ckpt, [lora], db=db, cache_dir=cache_dir)
+    if not rows:   # not a LoRA, or unreadable: the reason says which
+        return claims.lora_fit(identify_file(lora, db=db, cache_dir=cache_dir, hash_policy="never"), ckpt)
+    r = rows[0]
+    return {"status": "ok" if r["fit"] == "yes" else "warn", "fit": r["fit"], "reason": r["reason"],
+            "lora": r["lora"], "checkpoint": ckpt.get("path"), "trained_on": r["trained_on"]}
 
 
 def list_references(refs_dir=None) -> list[dict]:
@@ -263,15 +334,23 @@ def list_references(refs_dir=None) -> list[dict]:
 
 def export_references(pack: str | os.PathLike, names: list[str] | None = None, *, refs_dir=None, db=None) -> dict:
     """Write references (default: every user reference) to one pack file. Raises FpError."""
-    from .packs import export_pack
+    from .refs.packs import export_pack
     return export_pack(db or refdb(refs_dir), pack, names or None)
 
 
 def import_references(pack: str | os.PathLike, *, on_clash: str = "error", ask=None, refs_dir=None, db=None) -> dict:
     """Verify a pack and add its references; ``on_clash``: error | rename | skip | ask (with
     ``ask(name) -> rename | skip | abort``). A bad pack raises one-line FpError, imports nothing."""
-    from .packs import import_pack
+    from .refs.packs import import_pack
     return import_pack(db or refdb(refs_dir), pack, on_clash=on_clash, ask=ask)
+
+
+def index_listing(listing: str | os.PathLike, pack: str | os.PathLike, **options) -> dict:
+    """Fingerprint every entry of a listing (``SOURCE [NAME [PARENT]]`` a line) on a distributed
+    engine into a reference pack, with the outcome table beside it (fpcore.indexer.job.run: the
+    options and the summary returned). Needs the ``index`` extra (Dask); raises FpError."""
+    from .indexer import run
+    return run(listing, pack, **options)
 
 
 def remove_reference(name: str, refs_dir=None) -> dict:
@@ -305,4 +384,6 @@ def summary_line(report: dict) -> str:
         return f"error: {report['error']}"
     from .facts import family_name
     a, v = report.get("architecture") or {}, report.get("verdict") or {}
-    return f"{family_name(a.get('family', 'unknown'))}: {v.get('summary', '')}"
+    if a.get("layout_name") and a["layout_name"] in (v.get("summary") or ""):
+        return v["summary"]            # a file no rule recognises: the summary names its layout already
+    return f"{a.get('layout_name') or family_name(a.get('family', 'unknown'))}: {v.get('summary', '')}"

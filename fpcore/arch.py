@@ -232,10 +232,13 @@ def declared_components(rule_id: str | None) -> tuple[str, ...] | None:
     return None if rule_id is None else PARTS.get(rule_id, ())
 
 
-def components_for(rule_id: str | None, canonical_keys) -> list[str]:
-    """The components a file is compared by: those present that its rule declares, or
-    [layout.WHOLE] for a file no rule knows (every tensor in one component)."""
+def components_for(rule_id: str | None, canonical_keys, containers=None) -> list[str]:
+    """The components a file is compared by: those present that its rule declares; for a file no
+    rule knows, those its containers hold (``containers``: component -> container, see
+    layout.describe_unknown), else [layout.WHOLE] (every tensor in one component)."""
     parts = declared_components(rule_id)
+    if parts is None and containers:
+        return [c for c in layout.components_of(canonical_keys) if c in containers]
     if parts is None:
         return [layout.WHOLE] if any(layout.in_component(k, layout.WHOLE) for k in canonical_keys) else []
     return [c for c in layout.components_of(canonical_keys) if c in parts]
@@ -279,19 +282,34 @@ class ArchResult:
     notes: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     latent: str | None = None
+    layout: dict | None = None      # a file no rule knows: layout.describe_unknown() but its components
+
+    @property
+    def containers(self) -> dict | None:
+        return (self.layout or {}).get("containers")
 
     @classmethod
     def from_json(cls, d: dict) -> "ArchResult":
         """The result again from its to_json() (as the store keeps it)."""
         return cls(**{k: d.get(k) for k in ("family", "variant", "rule", "components", "dtype", "prediction",
-                                             "kind")}, notes=d.get("notes") or [])
+                                             "kind", "layout")}, notes=d.get("notes") or [])
 
     def to_json(self) -> dict:
         out = {"family": self.family, "variant": self.variant, "kind": self.kind, "components": self.components,
                "dtype": self.dtype, "prediction": self.prediction, "rule": self.rule, "notes": self.notes}
         if self.latent:
             out["latent"] = self.latent
+        if self.layout:
+            out.update(layout_name=self.layout["name"], layout=self.layout)
         return out
+
+
+def outdated(arch_json: dict | None) -> bool:
+    """Whether a stored result predates the layout of unknown files (their components then came
+    from no container): such a file is read again."""
+    if not arch_json or arch_json.get("rule") is not None or arch_json.get("kind", "checkpoint") != "checkpoint":
+        return False
+    return "layout" not in arch_json
 
 
 _RX: dict[str, re.Pattern] = {}
@@ -375,8 +393,9 @@ def _first_match(table: list[Rule], keys: _Keys, metadata: dict[str, str]):
 
 
 def detect(shapes: dict[str, tuple[int, ...]], dtypes_: dict[str, str] | None = None,
-           metadata: dict[str, str] | None = None) -> ArchResult:
-    """Detect the architecture from canonical key -> shape (and dtypes, metadata)."""
+           metadata: dict[str, str] | None = None, where: dict[str, str | None] | None = None) -> ArchResult:
+    """Detect the architecture from canonical key -> shape (and dtypes, metadata, and the
+    container each key's file name sits under: layout.container_of)."""
     metadata = metadata or {}
     keys = _Keys(shapes)
     match, rejected = _first_match(RULES, keys, metadata)
@@ -404,7 +423,8 @@ def detect(shapes: dict[str, tuple[int, ...]], dtypes_: dict[str, str] | None = 
         prediction = MODELSPEC_PREDICTION[ms.lower()]
     if "other:ztsnr" in shapes:
         notes.append("ztsnr marker key: trained with zero terminal SNR")
-    comps = components_for(match.id if match else None, shapes)
+    unknown = layout.describe_unknown(shapes, dtypes_, where) if match is None else None
+    comps = components_for(match.id if match else None, shapes, unknown and unknown["containers"])
     if kind == "checkpoint" and comps and match is not None:
         if not any(c in layout.DENOISERS for c in comps):
             kind = {"vae": "vae"}.get(comps[0], "text_encoder")
@@ -420,5 +440,7 @@ def detect(shapes: dict[str, tuple[int, ...]], dtypes_: dict[str, str] | None = 
         scaled = any(dtypes_.get(k[:-len("scale_weight")] + "weight", "").startswith("F8_")
                      for k in dtypes_ if k.endswith(".scale_weight"))
         dt = _dtypes.storage_label(((dtypes_[k], math.prod(shapes.get(k, ()))) for k in keys), scaled)
+    if unknown:
+        unknown.pop("components")
     return ArchResult(family, variant, match.id if match else None, comps, dt, prediction, kind, notes, rejected,
-                      latent)
+                      latent, unknown)

@@ -123,7 +123,7 @@ class Fingerprint:
     def _facts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per tensor, computed once: its component, its number of dimensions, float or not."""
         if self._key_facts is None:
-            self._key_facts = (np.array([layout.split(k)[0] for k in self.keys]),
+            self._key_facts = (np.array([layout.component_of(k) for k in self.keys]),
                                np.array([len(sh) for sh in self.shapes], np.int64),
                                np.array([dtypes.DTYPES[d].is_float if d in dtypes.DTYPES else False
                                          for d in self.dtypes], bool))

@@ -59,6 +59,24 @@ BARE: list[tuple[re.Pattern, str]] = [
     (DIT_INNER, "dit"),
 ]
 
+#: container prefixes that checkpoint formats define, whatever the family (regex on the file key;
+#: group 1 names the container). A key under one belongs to the component PREFIXES names (the
+#: UNet/DiT, a text encoder, the VAE); one of a kind PREFIXES does not know makes a component
+#: named by its container ("text_encoders.llama", "conditioner.embedders.2"). Diffusers folders
+#: are read under these names (unet/ and transformer/ as model.diffusion_model., vae/ as
+#: first_stage_model., text_encoder*/ as the text encoders' prefixes: fpcore.sources.diffusers).
+#: Bare names (encoder., decoder., pooler.) are never containers: a BERT's encoder.* is no VAE.
+CONTAINERS: list[tuple[re.Pattern, str]] = [
+    (re.compile(r"^(model\.diffusion_model)\."), "denoiser"),         # LDM / A1111 single files
+    (re.compile(r"^(diffusion_model)\."), "denoiser"),                 # ComfyUI model saves
+    (re.compile(r"^(first_stage_model)\."), "vae"),                    # LDM / A1111 single files
+    (re.compile(r"^(vae)\."), "vae"),                                  # ComfyUI checkpoint saves
+    (re.compile(r"^(cond_stage_model)\."), "conditioner"),             # LDM (SD1/SD2) text encoder
+    (re.compile(r"^(conditioner\.embedders\.\d+)\."), "conditioner"),  # SGM (SDXL, SVD) embedders
+    (re.compile(r"^(text_encoders\.[^.]+)\."), "conditioner"),        # ComfyUI checkpoint saves
+    (re.compile(r"^(model_ema)\."), "ema"),                            # EMA copy (never compared)
+]
+
 #: keys that carry no weights worth sampling (markers and bookkeeping)
 MARKERS = {"v_pred", "ztsnr", "edm_mean", "edm_std"}
 
@@ -91,6 +109,34 @@ def canonical(key: str) -> tuple[str, str]:
     return "other", key
 
 
+def container_of(key: str) -> str | None:
+    """The container a file key sits under (CONTAINERS: "model.diffusion_model",
+    "text_encoders.llama"), or None for a bare key."""
+    for rx, _ in CONTAINERS:
+        m = rx.match(key)
+        if m:
+            return m.group(1)
+    return None
+
+
+def container_role(name: str) -> str | None:
+    """The role ("denoiser", "vae", "conditioner", "ema") of a container name, else None."""
+    for rx, role in CONTAINERS:
+        m = rx.match(name + ".")
+        if m and m.group(1) == name:
+            return role
+    return None
+
+
+def component_of(canonical_key_: str) -> str:
+    """The component of a canonical key: its prefix, except that a key PREFIXES left in ``other``
+    but that sits under a container belongs to a component named by that container."""
+    comp, _, inner = canonical_key_.partition(":")
+    if comp == "other":
+        return container_of(inner) or comp
+    return comp
+
+
 def canonical_key(key: str) -> str:
     comp, inner = canonical(key)
     return f"{comp}:{inner}"
@@ -106,12 +152,33 @@ def in_component(canonical_key_: str, comp: str) -> bool:
     """Does the canonical key belong to component ``comp`` (WHOLE: every key but ignored ones)?"""
     if comp == WHOLE:
         return split(canonical_key_)[0] != "ema"
-    return canonical_key_.startswith(comp + ":")
+    if comp in ORDER and comp != "other":        # the prefix says it (component_of differs for other: only)
+        return canonical_key_.startswith(comp + ":")
+    return component_of(canonical_key_) == comp
+
+
+def is_container_component(comp: str) -> bool:
+    """Whether ``comp`` is a component of unknown kind named by its container."""
+    return comp not in ORDER and container_role(comp) is not None
+
+
+def component_rank(comp: str) -> tuple:
+    """Report order: ORDER, with the components named by their container before the VAE."""
+    return (ORDER.index(comp), "") if comp in ORDER else (ORDER.index("vae") - 0.5, comp)
 
 
 def components_of(canonical_keys) -> list[str]:
-    seen = {split(k)[0] for k in canonical_keys}
-    return [c for c in ORDER if c in seen and c not in IGNORED]
+    seen = {component_of(k) for k in canonical_keys}
+    return sorted((c for c in seen if c not in IGNORED and (c in ORDER or is_container_component(c))),
+                  key=component_rank)
+
+
+def layout_digest(items) -> str:
+    """Digest of (canonical key, shape) pairs in key order: equal for two files exactly when a
+    component holds the same tensors (the references' ``layouts``, the scan's layout families)."""
+    import hashlib
+    text = "\n".join(f"{k}:{','.join(map(str, s))}" for k, s in items)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
 #: UNet block groups for per-block merge fits (A1111 "MBW": IN, M, OUT)
@@ -127,3 +194,84 @@ def block_of(canonical_key_: str) -> str | None:
         if rx.match(canonical_key_):
             return name
     return None
+
+
+# -- files of an architecture no rule knows ---------------------------------------------------
+
+#: components that condition the denoiser on text: a file is as weak as the weakest of them and
+#: its denoiser (components named by a conditioner container count with them)
+TEXT_ENCODERS = ("clip_l", "clip_g", "clip_h", "t5")
+#: how the description of an unrecognised layout names a component (text encoders are counted)
+LAYOUT_PART_NAMES = {"unet": "UNet", "dit": "DiT", "vae": "VAE", WHOLE: "one component"}
+#: a file of unknown architecture is split by its containers when they hold at least this share
+#: of its parameters (EMA copies left out); otherwise it is one WHOLE component. LDM files keep
+#: a few bookkeeping tensors at the top level (betas, alphas_cumprod: 1,000 values each, a
+#: millionth of a checkpoint); a model with one submodule that happens to be called ``vae``
+#: holds most of its weights under bare names.
+CONTAINER_MIN_SHARE = 0.99
+
+
+def is_text_encoder(comp: str) -> bool:
+    """A text encoder, or a component of unknown kind in a conditioner container."""
+    return comp in TEXT_ENCODERS or (is_container_component(comp) and container_role(comp) == "conditioner")
+
+
+def format_params(n: int) -> str:
+    """'2.6 B', '19.4 M', '860 k' parameters."""
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            v = n / div
+            return f"{v:.0f} {unit}" if v >= 100 else f"{v:.1f} {unit}"
+    return str(int(n))
+
+
+def layout_name(comps: list[str], params: int) -> str:
+    """'unrecognised layout, 2.6 B parameters, UNet + 2 text encoders + VAE': what is known of a
+    file no rule recognises, never a guessed family."""
+    parts: list[str] = []
+    tes = [c for c in comps if c in TEXT_ENCODERS]
+    for c in comps:
+        if c in TEXT_ENCODERS:
+            if c == tes[0]:
+                parts.append(f"{len(tes)} text encoder{'s' if len(tes) > 1 else ''}")
+        else:
+            parts.append(LAYOUT_PART_NAMES.get(c, c))
+    what = " + ".join(parts) if comps != [WHOLE] else "bare keys, one component"
+    return f"unrecognised layout, {format_params(params)} parameters" + (f", {what}" if what else "")
+
+
+def describe_unknown(shapes: dict, dtypes_: dict | None, where: dict | None) -> dict:
+    """Components and facts of a file no rule recognises, from canonical key -> shape, -> dtype
+    and -> the container its file key sits under (``container_of``; None: a bare key).
+
+    Split by container (each container one component: the one PREFIXES names for most of its
+    parameters, else the container's own name) when containers hold CONTAINER_MIN_SHARE of the
+    parameters; else one WHOLE component. Returns {"components", "containers" (component ->
+    container), "params", "component_params", "of" (the component the family digest is of),
+    "digest", "name"}."""
+    import math
+    from .dtypes import DTYPES
+    where = where or {}
+    params = {k: math.prod(s) for k, s in shapes.items() if in_component(k, WHOLE)
+              and (not dtypes_ or dtypes_.get(k) not in DTYPES or DTYPES[dtypes_[k]].is_float)}
+    total = sum(params.values())
+    per_container: dict[str, dict[str, int]] = {}
+    for k, n in params.items():
+        c = where.get(k)
+        if c and container_role(c) != "ema":
+            d = per_container.setdefault(c, {})
+            d[component_of(k)] = d.get(component_of(k), 0) + n
+    containers: dict[str, str] = {}
+    if total and sum(sum(d.values()) for d in per_container.values()) >= CONTAINER_MIN_SHARE * total:
+        for c, per in sorted(per_container.items()):
+            known = {comp: n for comp, n in per.items() if comp in ORDER and comp not in IGNORED}
+            pick = known or {comp: n for comp, n in per.items() if is_container_component(comp)}
+            if pick:
+                containers.setdefault(max(sorted(pick), key=pick.get), c)
+    comps = sorted(containers, key=component_rank) or ([WHOLE] if params else [])
+    sizes = {c: sum(n for k, n in params.items() if c == WHOLE or component_of(k) == c) for c in comps}
+    of = next((c for c in comps if c in DENOISERS), comps[0] if comps else None)
+    digest = layout_digest((k, shapes[k]) for k in sorted(shapes) if of and in_component(k, of)) if of else None
+    return {"components": comps, "containers": {c: containers[c] for c in comps if c in containers},
+            "params": total, "component_params": sizes, "of": of, "digest": digest,
+            "name": layout_name(comps, total)}

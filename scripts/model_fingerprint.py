@@ -99,6 +99,17 @@ class WebuiHost:
             pass
         return [p for p in out if isinstance(p, (str, os.PathLike)) and p]
 
+    def lora_dirs(self):
+        """Where the host keeps LoRAs: --lora-dir (models/Lora by default), A1111's LyCORIS folder."""
+        o = shared.cmd_opts
+        out = [getattr(o, "lora_dir", None), getattr(o, "lyco_dir_backcompat", None)]
+        try:
+            from modules import paths
+            out.append(os.path.join(paths.models_path, "Lora"))
+        except Exception:  # an older host without modules.paths.models_path
+            pass
+        return list(dict.fromkeys(os.fspath(p) for p in out if p))
+
     def exposure(self):
         """Reachable by others as A1111 decides it (cmd_opts.webui_is_non_local); writes allowed by
         --enable-insecure-extension-access, as A1111's own extension installer."""
@@ -128,7 +139,7 @@ def _register_hash_cache():
     the file's mtime), so a scan of the checkpoint folders reads them instead of hashing again."""
     try:
         from modules import cache as webui_cache
-        from fpcore import hostcache
+        from fpcore.store import hostcache
         dirs = [getattr(shared.cmd_opts, "ckpt_dir", None), getattr(sd_models, "model_path", None)]
         hostcache.register(webui_cache.cache_filename, [d for d in dirs if d])
     except Exception:  # an older or different host: fpcore still finds cache.json next to models/

@@ -49,17 +49,24 @@ def sdxl_like(**overrides) -> Spec:
 
 
 def lora_kohya_sdxl(rank: int = 16) -> Spec:
-    unet = unet_spec("", UNET["sdxl"])
+    return lora_kohya("sdxl", rank)
+
+
+def lora_kohya(family: str = "sdxl", rank: int = 16) -> Spec:
+    """A kohya sd-scripts LoRA of an SD1 or SDXL model: the UNet's attention projections and the
+    CLIP-L text encoder's (``lora_te_`` for SD1, ``lora_te1_`` for SDXL's first encoder)."""
+    unet = unet_spec("", UNET[family])
     spec: Spec = {}
     for k, s in unet.items():
-        if len(s) == 2 and any(a in k for a in ("attn1", "attn2")) and k.endswith(".weight"):
+        if len(s) in (2, 4) and any(a in k for a in ("attn1", "attn2")) and k.endswith(".weight"):
             name = "lora_unet_" + k[:-len(".weight")].replace(".", "_")
             spec[name + ".lora_down.weight"] = (rank, s[1])
             spec[name + ".lora_up.weight"] = (s[0], rank)
             spec[name + ".alpha"] = ()
+    te = "lora_te1_" if family == "sdxl" else "lora_te_"
     for i in range(12):
         for p in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            n = f"lora_te1_text_model_encoder_layers_{i}_self_attn_{p}"
+            n = f"{te}text_model_encoder_layers_{i}_self_attn_{p}"
             spec[n + ".lora_down.weight"] = (rank, 768)
             spec[n + ".lora_up.weight"] = (768, rank)
     return spec
@@ -144,6 +151,7 @@ EXTRA_BUILDERS = {
     "vae_flux": lambda: vae16(""),
     "vae_flux2": lambda: vae16("", z=32),
     "lora_sdxl": lora_kohya_sdxl,
+    "lora_sd1": lambda: lora_kohya("sd1"),
     "lycoris_sd1": lycoris_sd1,
     "ti_sd1": lambda: {"emb_params": (4, 768)},
     "ti_sdxl": lambda: {"clip_l": (2, 768), "clip_g": (2, 1280)},

@@ -20,11 +20,16 @@ def is_weight(v: np.ndarray) -> bool:
     return v.dtype == np.float32
 
 
-def finetune(sd: dict, strength: float, seed: int, comps=("unet",), rho: float = SHARED_RHO) -> dict:
-    """Dense fine-tune: relative RMS change ``strength`` per tensor, part of it shared."""
+def finetune(sd: dict, strength: float, seed: int, comps=("unet",), rho: float = SHARED_RHO,
+             only: str | None = None) -> dict:
+    """Dense fine-tune: relative RMS change ``strength`` per tensor, part of it shared.
+    ``only``: a regex; only the tensors whose key it finds are changed (e.g. attention projections)."""
+    import re
+    rx = re.compile(only) if only else None
     out = {}
     for k, w in sd.items():
-        if not is_weight(w) or layout.canonical(k)[0] not in comps or w.size == 0:
+        if (not is_weight(w) or layout.canonical(k)[0] not in comps or w.size == 0
+                or (rx is not None and not rx.search(k))):
             out[k] = w
             continue
         rms = float(np.sqrt(np.mean(w * w))) or 1.0

@@ -155,16 +155,19 @@ def _sized_vae(size: str) -> dict:
     return cfg
 
 
-def checkpoint_spec(family: str, size: str = "tiny", components=None) -> Spec:
+def checkpoint_spec(family: str, size: str = "tiny", components=None, unet: dict | None = None) -> Spec:
     """Key -> shape of a single-file checkpoint of `family`, in file-module order.
 
     `components`: None for all parts of the family, else an iterable over
     COMPONENTS; names that the family does not have (e.g. "clip_g" for sd1)
-    are skipped, unknown names raise ValueError.
+    are skipped, unknown names raise ValueError. `unet`: UNet config entries
+    to override (e.g. ``{"adm_in_channels": 2304}``: the family's layout at a
+    width no architecture rule knows).
     """
     overrides: dict = {}
     if family in VARIANTS:
         family, overrides = VARIANTS[family]
+    overrides = {**overrides, **(unet or {})}
     if family not in FAMILY_LAYOUT:
         raise ValueError(f"unknown family {family!r}; known: {ALL_FAMILIES}")
     if size not in SIZE_WIDTHS:

@@ -31,7 +31,7 @@ def main() -> int:
     if n == 0:
         stop()
     from fpcore import store as store_pkg
-    from fpcore import tags
+    from fpcore.scan import tags
     from fpcore.cli import main as cli_main
 
     db_file = Path(os.environ["FPCORE_CACHE"]) / store_pkg.DB_NAME

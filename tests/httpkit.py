@@ -10,7 +10,9 @@
   with ``X-Linked-ETag`` (the file's SHA-256) and ``X-Linked-Size``, like the hub (use it through
   ``HF_ENDPOINT``), and a Civitai-style ``/api/download/models/{id}`` (302) with
   ``/api/v1/model-versions/{id}`` (JSON naming the SHA-256). The access log records method, URI,
-  Range header, status and body bytes sent (:meth:`Nginx.log`).
+  Range header, status and body bytes sent (:meth:`Nginx.log`). With ``delay``, ``/slow/`` serves
+  ``/files/`` after waiting that long (nginx's echo module, ``echo_sleep``: latency without a
+  proxy's CPU, for benchmarks of many requests at once; :attr:`Nginx.slow_url` is None without it).
 * :class:`FaultProxy`: a small threaded HTTP/1.1 proxy in front of it that adds a delay to every
   request (the bench's 50 ms) and injects faults from a list of :class:`Fault` rules: an error
   status (429/503 with Retry-After), a connection reset part-way through a body, a stall.
@@ -35,6 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/bin/nginx")
+#: Debian's echo module (libnginx-mod-http-echo, installed with nginx-light): echo_sleep for ``delay``
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 #: the bearer token the /private/ location accepts
 TOKEN = "hf_testTOKEN0123456789secret"
 
@@ -62,6 +66,7 @@ def sha256_of(path) -> str:
 
 
 CONF = """
+{modules}
 worker_processes 1;
 daemon off;
 {user}
@@ -81,6 +86,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location /files/ {{ alias {root}/; }}
+        {slow}
         location /norange/ {{ alias {root}/; max_ranges 0; }}
         location /single/ {{ alias {root}/; max_ranges 1; }}
         location /redirect/ {{ rewrite ^/redirect/(.*)$ /files/$1 redirect; }}
@@ -106,7 +112,8 @@ class Nginx:
     """A private nginx serving ``root`` on 127.0.0.1; ``hf`` maps ``owner/repo/rev/file`` (the path of a
     resolve URL) to a file under root, whose SHA-256 and size the resolve answer carries."""
 
-    def __init__(self, root, tmp, hf: dict[str, str] | None = None, sha256: dict[str, str] | None = None):
+    def __init__(self, root, tmp, hf: dict[str, str] | None = None, sha256: dict[str, str] | None = None,
+                 delay: float = 0.0):
         binary, why = nginx_binary()
         if binary is None:
             raise RuntimeError(why)
@@ -115,10 +122,16 @@ class Nginx:
         self.sha = dict(sha256 or {})
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.delay = delay if delay > 0 and os.path.exists(ECHO_MODULE) else 0.0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def slow_url(self) -> str | None:
+        """Base URL whose files are served after ``delay`` seconds (None: no echo module, or no delay)."""
+        return f"{self.url}/slow" if self.delay else None
 
     def _conf(self) -> str:
         etags, sizes = [], []
@@ -129,8 +142,11 @@ class Nginx:
             etags.append(f'"{uri}" "\\"{sha}\\"";')
             sizes.append(f'"{uri}" "{(self.root / name).stat().st_size}";')
         user = "user root;" if os.geteuid() == 0 else ""
+        modules = f"load_module {ECHO_MODULE};" if self.delay else ""
+        slow = (f"location ~ ^/slow/(.*)$ {{ echo_sleep {self.delay:.3f}; echo_exec /files/$1; }}" if self.delay
+                else "")
         return CONF.format(tmp=self.tmp, port=self.port, root=self.root, token=TOKEN, etags=" ".join(etags),
-                           sizes=" ".join(sizes), user=user)
+                           sizes=" ".join(sizes), user=user, modules=modules, slow=slow)
 
     def start(self) -> "Nginx":
         self.tmp.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ import pytest
 
 import testkit
 from fpcore.identify import inspect
-from fpcore.provenance import extract
+from fpcore.identify.provenance import extract
 
 CASES = {"sd1": "sd1", "sd2": "sd2", "sdxl": "sdxl", "sdxl_refiner": "sdxl_refiner",
          "sd1_inpaint": "sd1_inpaint", "sd1_pix2pix": "sd1_pix2pix", "sd2_inpaint": "sd2_inpaint",
@@ -54,5 +54,5 @@ def test_provenance():
     assert out["modelspec"]["modelspec.title"] == "My Mix"
     assert out["kohya"] == {"ss_sd_model_name": "sd_xl_base_1.0.safetensors"}
     assert out["a1111_merge"]["sd_merge_recipe"]["multiplier"] == 0.3
-    assert out["comfyui"]["prompt"] == {"nodes": 1, "models": ["pony.safetensors"]}
+    assert out["comfyui"]["prompt"] == {"nodes": 1, "models": ["pony.safetensors"], "checkpoints": ["pony.safetensors"]}
     assert out["format"] == "pt" and "unrelated" not in str(out)

@@ -26,27 +26,27 @@ LAZY_GRADIO = {"fpcore.cli", "fpcore.ui"}
 LAYERS: dict[str, int] = {
     # 0: base facts and helpers, importing nothing above them
     "fpcore": 0, "fpcore.errors": 0, "fpcore.paths": 0, "fpcore.dtypes": 0, "fpcore.facts": 0,
-    "fpcore.keymaps": 0, "fpcore.provenance": 0, "fpcore.exposure": 0, "fpcore.nnls": 0,
-    # 1: sources (containers, local and remote) and whole-file hashing; deprecated shims of old names
-    "fpcore.sources": 1, "fpcore.hashing": 1, "fpcore.hostcache": 1,
-    "fpcore.reader": 1, "fpcore.formats": 1, "fpcore.memsource": 1,
+    "fpcore.exposure": 0, "fpcore.nnls": 0,
+    # 1: sources (containers local and remote, the key maps between their layouts, whole-file hashing)
+    "fpcore.sources": 1,
     # 2: layout and architecture
     "fpcore.layout": 2, "fpcore.arch": 2,
-    # 3: fingerprint and its sketches
-    "fpcore.fingerprint": 3, "fpcore.sketch": 3,
-    # 4: beside the pipeline: the store, references, known releases, reference index, packs
-    "fpcore.store": 4, "fpcore.refs": 4, "fpcore.known": 4, "fpcore.refindex": 4, "fpcore.packs": 4,
-    "fpcore.reffile": 4, "fpcore.refcatalog": 4,   # the .fpref file and the catalog of a folder (fpcore.refs)
+    # 3: fingerprint
+    "fpcore.fingerprint": 3,
+    # 4: beside the pipeline: the store (and the hashes a host stored), the references (library, .fpref
+    # file, folder catalog, sketches and their index, known releases, packs)
+    "fpcore.store": 4, "fpcore.refs": 4,
     # 5: matching
-    "fpcore.match": 5, "fpcore.mergefit": 5,
-    # 6: reports: identify, scan, tags, HTML, pictures
-    "fpcore.identify": 6, "fpcore.scan": 6, "fpcore.tags": 6, "fpcore.report_html": 6, "fpcore.picture": 6,
-    "fpcore.catalog": 6,   # known releases pulled as references (fingerprints them like identify)
-    # 7: the facade hosts call, and the demo built on it
-    "fpcore.api": 7, "fpcore.demo": 7,
-    # 8: front ends
-    "fpcore.cli": 8, "fpcore.cli_output": 8, "fpcore.ui": 8, "fpcore.__main__": 8,
-    "fpcore.cli_commands": 8, "fpcore.ui_actions": 8, "fpcore.ui_format": 8,
+    "fpcore.match": 5,
+    # 6: reports: identify (and what a file's metadata says), scan (tags, HTML report), pictures
+    "fpcore.identify": 6, "fpcore.scan": 6, "fpcore.picture": 6,
+    "fpcore.refs.pull": 6,   # known releases pulled as references (fingerprints them like identify)
+    "fpcore.claims": 6,    # what a file and its sidecars claim, checked against the report; LoRA fits
+    # 7: the facade hosts call
+    "fpcore.api": 7,
+    "fpcore.indexer": 7,   # `fpcore index`: reference packs from listings, on Dask (built on identify and packs)
+    # 8: front ends: the command line (its commands, output, index command and demo) and the UI
+    "fpcore.cli": 8, "fpcore.ui": 8, "fpcore.__main__": 8,
 }
 
 
@@ -212,3 +212,14 @@ def test_the_checks_would_fail_on_a_bad_module(tmp_path):
     bad.write_text("import folder_paths\nfrom ..identify import identify\n", encoding="utf-8")
     assert any("folder_paths" in b for b in host_imports([bad], tmp_path))
     assert any("fpcore.identify" in b for b in upward_imports([bad], tmp_path))
+
+
+def test_the_layers_of_the_packages_by_role_hold(tmp_path):
+    """A reference module reaching up to a front end, or a scan module to the façade, is caught: the
+    packages' entries (fpcore.refs, fpcore.scan) cover their submodules."""
+    for rel, code, want in (("fpcore/refs/probe.py", "from ..cli import main\n", "fpcore.cli"),
+                            ("fpcore/scan/probe.py", "from .. import api\n", "fpcore.api")):
+        bad = tmp_path / rel
+        bad.parent.mkdir(parents=True, exist_ok=True)
+        bad.write_text(code, encoding="utf-8")
+        assert any(want in b for b in upward_imports([bad], tmp_path)), rel

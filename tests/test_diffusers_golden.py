@@ -24,10 +24,7 @@ import pytest
 
 import testkit as kit
 
-try:
-    from fpcore.sources import open_source
-except ImportError:  # pragma: no cover - before the move
-    from fpcore.reader import open_model as open_source
+from fpcore.sources import open_source
 
 from fpcore.identify import fingerprint_path
 

@@ -160,7 +160,7 @@ def test_independent_model_is_unknown(zoo_dir, tmp_path, lineage, db):
 
 def test_orphan_reference_is_not_claimed_for_a_sibling(tmp_path, zoo_dir, lineage):
     """Only Child is registered, its parent Base is named but absent: Other (a sibling) is unknown."""
-    from fpcore.refs import RefDB
+    from fpcore.refs.library import RefDB
     d = RefDB(tmp_path / "r", builtin_dir=tmp_path / "none")
     d.add(fp_of(zoo_dir / "Child.safetensors"), "Child", parent="Base", family="sd1")
     assert d.orphan("Child")
@@ -172,7 +172,7 @@ def test_orphan_reference_is_not_claimed_for_a_sibling(tmp_path, zoo_dir, lineag
 
 
 def test_no_references_says_so(zoo_dir, tmp_path):
-    from fpcore.refs import RefDB
+    from fpcore.refs.library import RefDB
     rep = verdict(zoo_dir / "Base.safetensors", RefDB(tmp_path / "empty", builtin_dir=tmp_path / "none"), hashes=False)
     assert rep["verdict"]["relation"] == "unknown"
     assert "no SD1.x reference is registered" in rep["verdict"]["summary"]

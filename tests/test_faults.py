@@ -22,9 +22,9 @@ import pytest
 
 from fpcore import identify as ident
 import testkit
-from fpcore import tags
+from fpcore.scan import tags
 from fpcore.errors import BadFileError
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from fpcore.store import DB_NAME, Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,7 +265,7 @@ def test_real_read_only_cache(models, tmp_path):
 def test_rewritten_in_place_while_hashed(models, tmp_path):
     """Same size, same inode, mtime set back (cp --preserve=timestamps over the file): only the
     change time tells. Detected, and nothing is cached under the old content's hash."""
-    from fpcore.hashing import hash_file
+    from fpcore.sources.hashing import hash_file
     p = tmp_path / "m.safetensors"
     shutil.copy(models / "m1.safetensors", p)
     other = (models / "m2.safetensors").read_bytes()

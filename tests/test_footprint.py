@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: imported only by the work that needs it: hf:// URLs (huggingface_hub), http(s) URLs (requests),
 #: GGUF files (gguf), the HTML report's tree and merge fits (scipy); ml_dtypes never (fpcore.dtypes
 #: decodes bf16 and fp8 itself); torch and PIL belong to the hosts
-HEAVY = ("ml_dtypes", "scipy", "requests", "huggingface_hub", "gguf", "torch", "PIL", "urllib3", "fsspec")
+HEAVY = ("ml_dtypes", "scipy", "requests", "huggingface_hub", "gguf", "torch", "PIL", "urllib3", "fsspec",
+         "fpcore.sources.remote",   # the URL machinery (17 ms): local files never need it
+         "dask", "distributed", "ray", "pyarrow")   # `fpcore index` only
 
 CHILD = textwrap.dedent('''
     import contextlib, importlib.util, io, json, os, sys, types
@@ -67,10 +69,20 @@ CHILD = textwrap.dedent('''
     run("--help", "--help")
     run("refs list", "refs", "list")
     run("cache info", "cache", "info")
-    for dt, path in files.items():
+    for dt in ("F16", "BF16", "F8_E4M3"):
+        path = files[dt]
         run("inspect " + dt, "inspect", path)
         run("identify --no-hash " + dt, "identify", "--no-hash", path)
     run("identify --json (hashed)", "identify", "--json", files["F16"])
+    refs = os.path.join(os.environ["HOME"], "refs")
+    run("refs add", "refs", "add", files["base"], "--name", "Base", "--refs", refs)
+    for name in ("A", "B"):
+        run("refs add", "refs", "add", files[name], "--name", name, "--parent", "Base", "--refs", refs)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        cli.main(["identify", "--json", "--no-hash", "--refs", refs, files["merge"]])
+    stages["identify a merge"] = heavy()
+    stages["merge found"] = [] if json.loads(out.getvalue())[0]["verdict"]["relation"] == "merge" else ["not a merge"]
     print(json.dumps(stages))
 ''')
 
@@ -85,6 +97,10 @@ def files(tmp_path_factory):
         p = d / f"m_{dt}.safetensors"
         testkit.write_safetensors(p, sd, dtype=dt)
         out[dt] = str(p)
+    a, b = testkit.finetune(sd, 0.3, 1), testkit.finetune(sd, 0.3, 2)
+    for name, m in (("base", sd), ("A", a), ("B", b), ("merge", testkit.merge([(a, 0.6), (b, 0.4)]))):
+        testkit.write_safetensors(d / f"{name}.safetensors", m)
+        out[name] = str(d / f"{name}.safetensors")
     return out
 
 
@@ -97,7 +113,7 @@ def test_commands_and_hosts_import_no_heavy_dependency(files, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     stages = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(stages) >= {"ComfyUI pack", "A1111 script", "--help", "identify --no-hash BF16",
-                           "identify --no-hash F8_E4M3"}
+                           "identify --no-hash F8_E4M3", "identify a merge"}
     assert {k: v for k, v in stages.items() if v} == {}
 
 

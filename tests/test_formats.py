@@ -153,7 +153,7 @@ def test_inspect_why_cli(tmp_path):
 def test_standalone_hf_clip_g_matches_the_checkpoint_clip_g(tmp_path):
     """clip_g.safetensors (HF layout) fingerprints like the CLIP-G inside an SDXL checkpoint."""
     from fpcore.identify import add_reference, identify
-    from fpcore.refs import RefDB
+    from fpcore.refs.library import RefDB
     sd = testkit.random_state_dict(testkit.checkpoint_spec("sdxl", "tiny"), 3)
     testkit.write_safetensors(tmp_path / "sdxl.safetensors", sd, "F16")
     pre = "conditioner.embedders.1.model."

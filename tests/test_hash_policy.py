@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 
 import testkit
-from fpcore import hostcache, known, scan, sketch
+from fpcore.store import hostcache
+from fpcore.refs import known, sketch
+from fpcore import scan
 from fpcore import identify as ident
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from fpcore.store import DB_NAME, SCHEMA_VERSION, Store
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -298,11 +300,18 @@ def _group_names(res) -> list:
     return sorted((g["relation"], tuple(sorted(Path(p).name for p in g["paths"]))) for g in res["groups"])
 
 
-def test_sketch_peers_give_the_exhaustive_result(tmp_path):
-    d = _lineage_folder(tmp_path / "m", 2, 4)
-    db = _db(tmp_path)
-    fast = scan.scan_folder(d, db=db, cache_dir=tmp_path / "c1")
-    slow = scan.scan_folder(d, db=db, cache_dir=tmp_path / "c2", peer_candidates=10 ** 6)
+@pytest.fixture(scope="module")
+def family24(tmp_path_factory):
+    """_lineage_folder(2, 4), written once for the tests that scan it without changing it, and
+    its scan with the default choice of peers (every value of every sample compared)."""
+    root = tmp_path_factory.mktemp("family24")
+    d = _lineage_folder(root / "m", 2, 4)
+    return d, scan.scan_folder(d, db=_db(root), cache_dir=root / "c")
+
+
+def test_sketch_peers_give_the_exhaustive_result(tmp_path, family24):
+    d, fast = family24
+    slow = scan.scan_folder(d, db=_db(tmp_path), cache_dir=tmp_path / "c2", peer_candidates=10 ** 6)
     assert len(fast["reports"]) > 2 * scan.PEER_CANDIDATES                   # the sketch had to choose
     assert _group_names(fast) == _group_names(slow)
     assert _relations(fast) == _relations(slow)
@@ -417,13 +426,12 @@ def test_merge_fit_keeps_one_of_two_copies_of_the_same_weights():
     assert distinct_columns(m2) == [0, 1]
 
 
-def test_a_family_too_large_for_the_exact_cosines_shortlists_by_sketch(tmp_path, monkeypatch):
+def test_a_family_too_large_for_the_exact_cosines_shortlists_by_sketch(tmp_path, monkeypatch, family24):
     """Beyond GRAM_MAX_WORK at every fourth value the peers come from a shortlist by sketch: the same groups, and
     the merges are still found."""
     from fpcore.scan import peers
-    d = _lineage_folder(tmp_path / "m", 2, 4)
+    d, exact = family24
     db = _db(tmp_path)
-    exact = scan.scan_folder(d, db=db, cache_dir=tmp_path / "c1")
     calls = []
     real = peers._pick_peers
     monkeypatch.setattr(peers, "_pick_peers", lambda *a: calls.append(a[0]) or real(*a))
@@ -449,11 +457,11 @@ def test_a_base_among_its_fine_tunes_is_not_their_merge(tmp_path):
     assert all(rel[f"ft{i}.safetensors"][1] == "base.safetensors" for i in range(6))
 
 
-def test_a_large_family_compares_every_few_values(tmp_path, monkeypatch):
+def test_a_large_family_compares_every_few_values(tmp_path, monkeypatch, family24):
     """Beyond GRAM_MAX_WORK (up to GRAM_MAX_STRIDE times it) the cosines are taken on every few
     values: the same groups and merges as on every value."""
     from fpcore.scan import peers
-    d = _lineage_folder(tmp_path / "m", 2, 4)
+    d = family24[0]
     db = _db(tmp_path)
     sizes, strides = [], []
     real_gram, real_rows_gram = peers._family_gram, peers.UnitRows.gram
@@ -475,14 +483,14 @@ def test_a_large_family_compares_every_few_values(tmp_path, monkeypatch):
     assert merges(strided) == merges(full) and merges(full)
 
 
-def test_a_file_with_another_layout_still_finds_its_peers(tmp_path, monkeypatch):
+def test_a_file_with_another_layout_still_finds_its_peers(tmp_path, monkeypatch, family24):
     """A copy of a fine-tune missing a tensor (another sample layout than the family's): it is
     not in the family's cosines, finds its peers by sketch, and is still the same weights."""
     from fpcore.scan import peers
     calls = []
     real = peers._pick_peers
     monkeypatch.setattr(peers, "_pick_peers", lambda *a: calls.append(Path(a[0]).name) or real(*a))
-    d = _lineage_folder(tmp_path / "m", 2, 4)
+    d = Path(shutil.copytree(family24[0], tmp_path / "m"))   # this test adds a file
     from safetensors.numpy import load_file
     sd = {k: v for k, v in load_file(str(d / "b0_ft1.safetensors")).items()}
     dropped = sorted(k for k, v in sd.items() if v.ndim >= 2 and "model.diffusion_model" in k)[-1]

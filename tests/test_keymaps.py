@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpcore import keymaps
+from fpcore.sources import keymaps
 from testkit.diffusers import block, golden
 
 UNETS = {"sd1_unet": (4, 2, {1, 2, 3}), "sd2_unet": (4, 2, {1, 2, 3}), "sdxl_unet": (3, 2, {0, 1})}

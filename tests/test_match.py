@@ -363,7 +363,7 @@ def test_unknown_architecture_is_one_component_and_a_finetune_is_not_same(tmp_pa
     the pooler's 160 sampled values and said same_weights."""
     from fpcore import arch, layout
     from fpcore.identify import identify_fingerprint
-    from fpcore.refs import RefDB
+    from fpcore.refs.library import RefDB
 
     base = _bert(1)
     trained = {k: (v if k.startswith("pooler.") else v + 0.1 * np.sqrt(np.mean(v * v)) *
@@ -452,7 +452,7 @@ def test_gguf_quantised_copy_is_same_weights_and_a_quantised_finetune_is_not(tmp
     pytest.importorskip("gguf")
     import testkit
     from fpcore.identify import add_reference, identify
-    from fpcore.refs import RefDB
+    from fpcore.refs.library import RefDB
 
     db = RefDB(tmp_path / "refs", builtin_dir=tmp_path / "none")
     testkit.write_safetensors(tmp_path / "base.safetensors", lineage["Base"], "F16")

@@ -80,7 +80,7 @@ def test_wheel_holds_the_engine_and_its_data_only(wheel):
     pkgs = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "fpcore").rglob("__init__.py")}
     missing = [p for p in pkgs if f"{p}/__init__.py" not in names]
     assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
-    assert "fpcore/demo.py" in names
+    assert "fpcore/cli/demo.py" in names
 
 
 def test_installed_wheel_names_a_known_release_and_runs(installed, tmp_path):
@@ -88,8 +88,9 @@ def test_installed_wheel_names_a_known_release_and_runs(installed, tmp_path):
     rows = json.loads((ROOT / "refs" / "known_hashes.json").read_text())
     entry = next(r for r in rows if r["family"] == "SD1.x")
     code = f"""
-import json, sys, fpcore, fpcore.known as known, fpcore.paths as paths
-from fpcore import api, demo
+import json, sys, fpcore, fpcore.refs.known as known, fpcore.paths as paths
+from fpcore import api
+from fpcore.cli import demo
 demo.write_safetensors(sys.argv[1], demo.random_model(demo.sd1_spec(), 5))
 rep = api.identify_file(sys.argv[1], sha256={entry['sha256']!r})   # a host passes the hash it knows (A1111)
 print(json.dumps({{"file": fpcore.__file__, "data": str(paths.BUILTIN_REFS), "n": len(known.table()),

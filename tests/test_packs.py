@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fpcore import packs
+from fpcore.refs import packs
 from fpcore.errors import FpError, RefError
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from testkit.library import Space
 from testkit.weights import random_state_dict
 

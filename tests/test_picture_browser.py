@@ -24,7 +24,7 @@ import pytest
 
 import testkit
 from fpcore import api, picture
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 
 from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, _pick, _shot, models, server  # noqa: F401  (fixtures)
 
@@ -141,7 +141,7 @@ def test_ui_shows_the_picture_above_the_text(server, library):
 
 def test_html_report_shows_each_picture_on_expand(library, tmp_path):
     sync_playwright = _browser_or_skip()
-    from fpcore import report_html
+    from fpcore.scan import html as report_html
     from fpcore import scan as _scan
     models, refs = library
     db = RefDB(refs)

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpcore import refindex, reffile, refs as refs_mod
+from fpcore.refs import sketchindex as refindex, fpref as reffile, library as refs_mod
 from fpcore.identify import identify
-from fpcore.refs import CATALOG, RefDB
+from fpcore.refs.folder import CATALOG
+from fpcore.refs.library import RefDB
 from testkit.library import Space, build_library
 from testkit.weights import random_state_dict
 
@@ -43,8 +44,7 @@ def _fill(d: Path, space, n: int, prefix="R") -> list:
 def _no_fingerprint_reads(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a fingerprint was read")
-    monkeypatch.setattr(reffile, "read_fingerprint", boom)      # its home: the database and catalog call it there
-    monkeypatch.setattr(refs_mod, "read_fingerprint", boom)     # the old name, re-exported
+    monkeypatch.setattr(reffile, "read_fingerprint", boom)   # its home: the library and the catalog call it there
 
 
 # -- the catalog -------------------------------------------------------------------------------------
@@ -235,7 +235,8 @@ def test_index_never_used_for_small_pools(tmp_path, small_space, monkeypatch):
 
 def test_report_tree_of_a_large_family_reads_no_reference_fingerprint(tmp_path, monkeypatch):
     """Above TREE_EXACT_MAX_REFS references the family tree places them by the catalog's sketches."""
-    from fpcore import api, report_html
+    from fpcore import api
+    from fpcore.scan import html as report_html
     space = Space("sd1", seed=5)
     db = _db(tmp_path / "r")
     vals = [space.finetune(space.base, 0.1, 300 + i) for i in range(6)]

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpkit  # noqa: E402
 from httpkit import TOKEN, Fault, FaultProxy, Nginx  # noqa: E402
 
-from fpcore import api, known  # noqa: E402
+from fpcore import api  # noqa: E402
+from fpcore.refs import known
 from fpcore.errors import BadFileError, ExposureError, FpError  # noqa: E402
 from fpcore.sources import remote  # noqa: E402
 
@@ -292,7 +293,7 @@ def test_hash_url_downloads_only_when_asked(served):
     assert "pass --download" in rep["error"]
     rep = api.hash_file(url, download=True)
     assert rep["sha256"] == served["sha"] and rep["hash"] == "computed" and rep["autov3"]
-    from fpcore.hashing import hash_file
+    from fpcore.sources.hashing import hash_file
     assert rep["autov3"] == hash_file(served["root"] / "m.safetensors").autov3
 
 

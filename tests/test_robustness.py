@@ -24,7 +24,7 @@ import testkit
 from fpcore.errors import FpError
 from fpcore.identify import add_reference, identify
 from fpcore.sources import open_source as open_model
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import fuzz  # noqa: E402
@@ -209,7 +209,7 @@ def test_every_hostile_file_through_the_cli(tmp_path):
 def test_json_nested_thousands_deep_is_bad_input(tmp_path, lineage):
     """A header, a metadata value and a sidecar nested 100,000 deep: errors or plain strings,
     never a RecursionError."""
-    from fpcore import tags
+    from fpcore.scan import tags
     p = tmp_path / "m.safetensors"
     testkit.write_safetensors(p, lineage["Base"], "F16", metadata={"sd_merge_recipe": "[" * 100_000 + "]" * 100_000})
     rep = identify(p, RefDB(tmp_path / "r", builtin_dir=tmp_path / "n"), hashes=False)

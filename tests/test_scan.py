@@ -12,7 +12,7 @@ import pytest
 import testkit
 from fpcore.cli import main
 from fpcore.scan import find_models, public, scan_folder
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import pytest
 
 from fpcore import identify as ident
 import testkit
-from fpcore import known
+from fpcore.refs import known
 from fpcore.errors import BadFileError
-from fpcore.hashing import hash_file
-from fpcore.refs import RefDB
+from fpcore.sources.hashing import hash_file
+from fpcore.refs.library import RefDB
 from fpcore.store import DB_NAME, Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,7 +155,7 @@ RO_IDENTIFY = r"""
 import json, sys
 sys.path.insert(0, {root!r})
 from fpcore import identify as ident
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from fpcore.store import Store
 store = Store({cache!r})
 rep = ident.identify({model!r}, RefDB({refs!r}, builtin_dir={builtin!r}), store=store)

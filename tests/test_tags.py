@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from fpcore import tags
+from fpcore.scan import tags
 from fpcore.errors import BadFileError
 from fpcore.fingerprint import ALGO_VERSION
 

@@ -182,6 +182,16 @@ def test_identify_reference_scan_and_tags(server):
             assert list(refs_dir.iterdir()), "no reference file written"
             _shot(page, f"ui-identify-{kind}.png")
 
+            # its SHA-256 on demand (the shown file's path is the input: gradio 4 refused a report as one)
+            el("mfp_compute_hash").click()
+            expect(summary).to_contain_text("sha256:", timeout=120_000)
+            expect(summary).not_to_contain_text("not computed")
+
+            # which LoRAs of the models folder fit it (there are none here: it says so)
+            page.get_by_text("Which LoRAs fit this checkpoint").first.click()
+            el("mfp_loras").click()
+            expect(el("mfp_lora_status")).to_contain_text("No LoRA among the files of")
+
             # scan the folder and write the tags
             t = time.monotonic()
             page.locator("button", has_text="Scan a folder").first.click()
@@ -192,7 +202,7 @@ def test_identify_reference_scan_and_tags(server):
             expect(el("mfp_scan_status")).to_contain_text("Scanned 3 model files")
             expect(el("mfp_scan_status")).to_contain_text("sidecar(s) written")
             text = table.inner_text()
-            for col in ("path", "architecture", "base", "relation", "confidence", "a.safetensors",
+            for col in ("path", "architecture", "base", "relation", "confidence", "claims", "a.safetensors",
                         "Base A", "identical", "derivative"):
                 assert col in text, f"{col!r} not in the table:\n{text}"
             timings["scan"] = round(time.monotonic() - t, 1)

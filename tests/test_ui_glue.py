@@ -35,7 +35,7 @@ def folder(tmp_path_factory):
 
 # ------------------------------------------------------------------ fpcore.ui without gradio
 
-@pytest.mark.parametrize("module", ["ui.py", "ui_actions.py", "ui_format.py"])
+@pytest.mark.parametrize("module", ["ui/__init__.py", "ui/actions.py", "ui/format.py"])
 def test_ui_module_never_imports_gradio(module):
     tree = ast.parse((ROOT / "fpcore" / module).read_text())
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -212,6 +212,19 @@ def test_current_checkpoint_loaded_lazy_selected(monkeypatch, folder):
     assert mod.HOST.models_dir() == str(folder)
     mod.sd_models.checkpoints_list.clear()
     assert mod.HOST.current_checkpoint() is None
+
+
+def test_lora_folders_of_the_host(monkeypatch, folder, tmp_path):
+    """The tab checks A1111/Forge's LoRA folder (--lora-dir, else models/Lora) against the loaded checkpoint."""
+    mod, *_ = _load_script(monkeypatch, folder)
+    assert mod.HOST.lora_dirs() == []                 # no --lora-dir and no modules.paths in this stand-in
+    mod.shared.cmd_opts.lora_dir = str(tmp_path / "Lora")
+    (tmp_path / "Lora").mkdir()
+    assert mod.HOST.lora_dirs() == [str(tmp_path / "Lora")]
+    assert ui.lora_dirs(mod.HOST) == [str(tmp_path / "Lora")]
+    got = ui.loras_for(mod.HOST, {"path": str(folder / "a.safetensors"), "error": None,
+                                  "architecture": {"kind": "checkpoint"}})
+    assert got["rows"] == [] and got["message"].startswith("No model files in")
 
 
 def test_identify_on_model_load(monkeypatch, folder, tmp_path, caplog):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+import testkit
 from fpcore import api
 from testkit import bert
 
@@ -89,3 +90,16 @@ def test_independent_model_is_unknown(setup):
     d, _, refs = setup
     rep = _identify(_save(d / "other.safetensors", _random(2)), refs)
     assert rep["verdict"]["relation"] == "unknown", rep["verdict"]
+
+
+def test_bare_keys_stay_one_component(setup):
+    """No container prefix: one component, whatever the bare names resemble (encoder.* is no
+    VAE, pooler.* no DiT), described by what is known of it (issue 24)."""
+    d, _, refs = setup
+    rep = _identify(d / "base.safetensors", refs)
+    a = rep["architecture"]
+    assert a["family"] == "unknown" and a["components"] == ["model"] and list(rep["components"]) == ["model"]
+    n = testkit.param_count(SPEC)           # the generator's count (integer position_ids left out)
+    assert 1e6 <= n < 1e8
+    assert a["layout_name"] == f"unrecognised layout, {n / 1e6:.1f} M parameters, bare keys, one component"
+    assert a["layout"]["containers"] == {} and a["layout"]["params"] == n

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from _fpmem import finetune, make_fp, weights
 from fpcore.identify.verdict import file_report
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from test_verdict_unit import _arch, _part, db, family, ident  # noqa: F401  (fixtures)
 
 
@@ -23,7 +23,8 @@ def test_a_published_release_is_named_and_registered(tmp_path, family, monkeypat
     rep, registered = file_report("/m/sd-v1-4.ckpt", sha, "abc123", "computed", fp, _arch(fp),
                                   {"modelspec.title": "T", "x": "y"}, {"format": "ckpt"}, d, t0)
     assert set(rep) == {"path", "sha256", "autov2", "autov3", "hash", "format", "architecture", "verdict", "merge",
-                        "components", "candidates", "known_release", "metadata", "stats", "error"}
+                        "components", "candidates", "known_release", "metadata", "stats", "error", "delta", "health"}
+    assert rep["delta"] is None                               # identical to a release: nothing changed
     assert (rep["path"], rep["sha256"], rep["autov3"], rep["format"]) == ("/m/sd-v1-4.ckpt", sha, "abc123", "ckpt")
     assert rep["architecture"] == _arch(fp).to_json() and rep["metadata"] == {"modelspec": {"modelspec.title": "T"}}
     assert rep["stats"]["seconds"] == 2.1235

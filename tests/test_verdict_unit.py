@@ -14,7 +14,7 @@ from _fpmem import finetune, make_fp, shared_direction, weights
 from fpcore import arch
 from fpcore.identify import identify_fingerprint
 from fpcore.identify.verdict import _json_safe, _summary
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 
 
 def _model(seed):
@@ -299,7 +299,8 @@ def test_no_denoiser_says_why():
     assert (v["reason"], v["base"], v["lineage"]) == ("no weights to compare", None, [])
     assert v["evidence"] == {"values": 0, "tensors": 0, "params": 0, "share": 0.0, "component_share": 0.0}
     rep = identify_fingerprint(fp, arch.ArchResult("sdxl", None, "lora", [], None, None, kind=None), _EmptyDB())
-    assert set(rep) == {"verdict", "merge", "components", "candidates"} and rep["merge"] == []
+    assert set(rep) == {"verdict", "merge", "components", "candidates", "delta", "health"} and rep["merge"] == []
+    assert rep["delta"] is None                               # nothing derived, nothing changed
     assert rep["verdict"]["summary"] == "A file for SDXL; it has no denoiser weights to compare with references."
 
 

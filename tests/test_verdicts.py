@@ -12,7 +12,7 @@ import testkit
 from fpcore import layout
 from fpcore.cli import main
 from fpcore.identify import identify
-from fpcore.refs import RefDB
+from fpcore.refs.library import RefDB
 from fpcore.scan import scan_folder
 
 _convert = testkit.convert
@@ -107,7 +107,8 @@ def test_merge_sidecar_names_the_recipe(tmp_path, variants, db, capsys):
 
 
 def test_merge_everywhere_a_user_sees_it(tmp_path, variants, db):
-    from fpcore import report_html, ui
+    from fpcore.scan import html as report_html
+    from fpcore import ui
     from fpcore.identify import base_label
     rep = identify(_write(tmp_path, "mix", variants["mix"]), db, hashes=False)
     assert base_label(rep) == "merge: Child 50% + Other 50%"
@@ -187,7 +188,8 @@ def test_folder_relation_of_a_vae_swap_is_not_same_weights(scanned):
 
 
 def test_scan_outputs_follow_the_rule(scanned, tmp_path, capsys):
-    from fpcore import report_html, ui
+    from fpcore.scan import html as report_html
+    from fpcore import ui
     d, res = scanned
     page = report_html.render(res)
     assert "same UNet; text encoder and VAE differ" in page
@@ -215,7 +217,8 @@ def test_reason_shown_when_confidence_below_one(tmp_path, lineage, db, capsys):
 
 
 def test_html_and_ui_carry_a_legend_and_reasons(tmp_path, lineage, db):
-    from fpcore import report_html, ui
+    from fpcore.scan import html as report_html
+    from fpcore import ui
     p = _write(tmp_path, "ind", testkit.finetune(lineage["Indep"], 0.05, 3))
     rep = identify(p, db, hashes=False)
     res = {"root": str(tmp_path), "reports": [rep], "groups": [], "tags": [], "errors": []}
@@ -228,7 +231,7 @@ def test_html_and_ui_carry_a_legend_and_reasons(tmp_path, lineage, db):
 
 # -- defect 7: tags never downgraded ----------------------------------------------------------------
 def test_unknown_never_replaces_what_the_user_set(tmp_path):
-    from fpcore import tags
+    from fpcore.scan import tags
     model = tmp_path / "m.safetensors"
     model.write_bytes(b"")
     (tmp_path / "m.json").write_text(json.dumps({"sd_version_str": "SdVersion.SDXL", "sd version": "SDXL"}))
@@ -243,7 +246,7 @@ def test_unknown_never_replaces_what_the_user_set(tmp_path):
 
 
 def test_unknown_never_replaces_an_earlier_surer_run(tmp_path):
-    from fpcore import tags
+    from fpcore.scan import tags
     model = tmp_path / "m.safetensors"
     model.write_bytes(b"")
     known = {"architecture": {"family": "sdxl", "kind": "checkpoint"},

@@ -7,7 +7,8 @@
 // workflow: the picture belongs to the last run.
 import { app } from "../../scripts/app.js";
 
-const NODES = new Set(["ModelFingerprintIdentifyCheckpoint", "ModelFingerprintIdentifyLoadedModel"]);
+const NODES = new Set(["ModelFingerprintIdentifyCheckpoint", "ModelFingerprintIdentifyLoadedModel",
+                       "ModelFingerprintLoraFit"]);
 const WIDGET = "fingerprint_picture";
 const MIN_HEIGHT = 60;          // px: the summary alone
 const PICTURE_WIDTH = 760;      // fpcore.picture.WIDTH: the node grows to show the picture at a readable size

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from ..errors import BadFileError, FpError
 from ..facts import FAMILIES, KIND_NAMES, family_name
-from ..hashing import hash_file
+from ..sources.hashing import hash_file
 from .local import (HASH_ALWAYS, HASH_AUTO, HASH_NEVER, HASH_POLICIES, add_reference, error_report, file_identity,
                     hashes_for, identify, identify_source, identify_tensors)
 from .read import fingerprint_open, fingerprint_path, inspect, remote_identity
 from .url import identify_url
 from .verdict import RELATION_RANK, SAME, _summary, identify_fingerprint
 from .wording import (COMPONENT_NAMES, CONFIDENCE_MEANING, EVIDENCE_LEGEND, GROUP_LEGEND, RELATION_LEGEND,
-                      TEXT_ENCODERS, base_label, component_name, components_phrase, confidence_levels,
+                      TEXT_ENCODERS, architecture_name, base_label, component_name, components_phrase, confidence_levels,
                       confidence_text, evidence_notes, merge_recipe, needs_reason, relation_phrase)
 
 # display names, kind names: one table in fpcore.facts (kept importable from here)
@@ -43,7 +43,7 @@ __all__ = [
     "RELATION_LEGEND", "GROUP_LEGEND", "CONFIDENCE_MEANING", "EVIDENCE_LEGEND", "RELATION_RANK", "SAME",
     "TEXT_ENCODERS", "COMPONENT_NAMES", "FAMILY_NAMES", "FAMILIES", "KIND_NAMES", "family_name", "base_label",
     "component_name", "components_phrase", "confidence_levels", "confidence_text", "evidence_notes",
-    "merge_recipe", "needs_reason", "relation_phrase",
+    "merge_recipe", "needs_reason", "relation_phrase", "architecture_name",
     # errors, and the summary sentence tests check directly
     "BadFileError", "FpError", "_summary",
 ]

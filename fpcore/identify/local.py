@@ -12,13 +12,15 @@ import time
 
 import numpy as np
 
-from .. import arch, identify as _package, known, provenance
+from .. import arch, identify as _package
+from ..refs import known
+from . import provenance
 from ..errors import BadFileError, FpError
 from ..fingerprint import Fingerprint
 from ..sources import FileIdentity, check_regular_file, is_url, open_source
 from .read import fingerprint_open, remote_identity
 from .url import identify_url
-from .verdict import file_report, identify_fingerprint
+from .verdict import file_report, identify_fingerprint, report_outdated
 
 
 #: when identify/scan compute a whole-file SHA-256 (docs/json-format.md): "auto" only where it
@@ -80,6 +82,19 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
              fingerprints: dict | None = None) -> dict:
     """Full report for one file (`identify --json`, docs/json-format.md). Raises FpError on bad input.
 
+    The claims of the file and its sidecars are checked on every call (fpcore.claims), outside
+    the cached report: a sidecar changes without the model file changing. See ``_identify``."""
+    from .. import claims
+    rep = _identify(path, db, hashes=hashes, progress=progress, sha256=sha256, store=store,
+                    hash_policy=hash_policy, sha256_origin=sha256_origin, remote=remote, fingerprints=fingerprints)
+    return claims.annotate(rep, rep.get("path") or os.fspath(path), db, store)
+
+
+def _identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sha256: str | None = None,
+              store=None, hash_policy: str = HASH_AUTO, sha256_origin: str = "host", remote=None,
+              fingerprints: dict | None = None) -> dict:
+    """The report of ``identify`` without its claims (the part the store caches).
+
     Answers from the fingerprint. The whole file is hashed (``hash_policy="auto"``) only when
     its size is a known release's size, or when its fingerprint holds exactly the sampled bytes
     of a reference whose hash is known; ``"always"`` hashes it, ``"never"`` (or ``hashes=False``)
@@ -90,7 +105,7 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
     bytes, called when reading starts and as a hash proceeds. ``fingerprints``: a dict that
     receives path -> Fingerprint when the fingerprint was read or loaded (a folder scan compares
     the files with it without loading them again)."""
-    from .. import hostcache
+    from ..store import hostcache
     p = os.fspath(path)
     if is_url(p):   # read by range requests; the hash only where the hub publishes it
         return identify_url(p, db, store=store, remote=remote)
@@ -120,13 +135,14 @@ def identify(path: str | os.PathLike, db, hashes: bool = True, progress=None, sh
     token = db.token() if store is not None else None
     if store is not None and key:
         rep = store.get_report(key, token)
-        if rep is not None and (sha or policy != HASH_ALWAYS):
+        if rep is not None and (sha or policy != HASH_ALWAYS) and not arch.outdated(rep.get("architecture")) \
+                and not report_outdated(rep):
             rep.update(path=p, hash=origin if sha else "not computed")
             rep.setdefault("stats", {})["cached"] = "report"
             rep["stats"]["seconds"] = round(time.perf_counter() - t0, 4)
             return rep
     cached = store.get_fingerprint(key) if store is not None and key else None
-    if cached:
+    if cached and not arch.outdated(cached[1]):     # else read again: it predates unknown layouts
         fp, arch_json, meta, stats = cached
         a = arch.ArchResult.from_json(arch_json)
         stats = dict(stats, cached="fingerprint")
@@ -200,7 +216,8 @@ def identify_tensors(tensors, db, name: str = "<memory>", metadata=None) -> dict
     memory, so ``identical`` is never claimed."""
     from ..sources.memory import MemorySource
 
+    from .. import claims
     with MemorySource(tensors, name, metadata) as src:
         rep = identify_source(src, db)
         rep["stats"].update(tensors=len(src.tensors), skipped_tensors=len(src.skipped), tensor_bytes=src.size)
-    return rep
+    return claims.annotate(rep, None, db)

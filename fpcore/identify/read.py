@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from .. import arch, layout, provenance
+from .. import arch, layout
+from . import provenance
 from ..fingerprint import Fingerprint, canonical_tensors, fingerprint_source
 from ..sources import open_source
 
@@ -15,7 +16,8 @@ def _header_facts(src, ct: dict | None = None) -> tuple[dict, dict, arch.ArchRes
     shapes = {k: tuple(t.shape) for k, t in ct.items()}
     quant = getattr(src, "quant", None) or {}     # GGUF block types: precision by the stored bytes
     dts = {k: quant.get(t.key, t.dtype) for k, t in ct.items()}
-    return shapes, dts, arch.detect(shapes, dts, src.metadata)
+    where = {k: layout.container_of(t.key) for k, t in ct.items()}
+    return shapes, dts, arch.detect(shapes, dts, src.metadata, where)
 
 
 def inspect(path: str | os.PathLike, why: bool = False, remote=None) -> dict:
@@ -26,7 +28,7 @@ def inspect(path: str | os.PathLike, why: bool = False, remote=None) -> dict:
         shapes, dts, a = _header_facts(src)
         comps: dict[str, dict] = {}
         for k, d in dts.items():
-            c = layout.split(k)[0]
+            c = layout.component_of(k)
             e = comps.setdefault(c, {"tensors": 0, "dtypes": {}})
             e["tensors"] += 1
             e["dtypes"][d] = e["dtypes"].get(d, 0) + 1

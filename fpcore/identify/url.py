@@ -7,7 +7,7 @@ import time
 from .. import arch
 from ..sources import open_source
 from .read import _remote_json, fingerprint_open, remote_identity
-from .verdict import file_report
+from .verdict import file_report, report_outdated
 
 
 def identify_url(url: str, db, store=None, remote=None) -> dict:
@@ -23,7 +23,7 @@ def identify_url(url: str, db, store=None, remote=None) -> dict:
         token = db.token() if store is not None else None
         if store is not None and sha:
             rep = store.get_report(sha, token)
-            if rep is not None:
+            if rep is not None and not arch.outdated(rep.get("architecture")) and not report_outdated(rep):
                 rep.update(path=shown, hash="published", remote=_remote_json(rid, rsrc))
                 rep.setdefault("stats", {}).update(cached="report", seconds=round(time.perf_counter() - t0, 4))
                 return rep
@@ -31,7 +31,7 @@ def identify_url(url: str, db, store=None, remote=None) -> dict:
         if cached is None and store is not None and sha:
             hit = store.get_fingerprint(sha)
             cached = (*hit, sha) if hit else None
-        if cached:
+        if cached and not arch.outdated(cached[1]):
             fp, arch_json, meta, stats, _ = cached
             a = arch.ArchResult.from_json(arch_json)
             stats = dict(stats, cached="fingerprint")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 
 from .. import arch, layout
-from ..facts import KIND_NAMES, family_name
+from ..facts import KIND_NAMES, LORA_KINDS, family_name
 from ..fingerprint import Fingerprint
-from .wording import TEXT_ENCODERS, component_name, components_phrase, merge_recipe
+from .wording import component_name, components_phrase, merge_recipe
 
 
 def _same_layout(fp: Fingerprint, ref: Fingerprint, comp: str) -> bool:
@@ -33,15 +33,49 @@ def _json_safe(obj):
     return obj
 
 
+#: fields a report computes from the fingerprint since they were added: a report cached by an
+#: earlier version (without them) is computed again (``delta``, ``health``: issue 25)
+REPORT_FIELDS = ("delta", "health")
+
+
+def report_outdated(report: dict | None) -> bool:
+    """Whether a cached report predates a field of REPORT_FIELDS (then it is computed again)."""
+    return report is not None and any(k not in report for k in REPORT_FIELDS)
+
+
 def identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str | None = None) -> dict:
-    """Verdict, components and candidates for a fingerprint against ``db`` (a RefDB)."""
-    return _json_safe(_identify_fingerprint(fp, a, db, sha256))
+    """Verdict, components and candidates for a fingerprint against ``db`` (a RefDB); what a
+    derivative changed (``delta``) and the health of the sampled values (``health``)."""
+    from ..match.delta import health
+    result = _identify_fingerprint(fp, a, db, sha256)
+    result["delta"] = _delta(result, fp, db)
+    result["health"] = health(fp)
+    if a.kind in LORA_KINDS:   # the family its shapes say, whatever its metadata claims (fpcore.claims)
+        result["weights_family"] = arch.detect(fp.shape_map(), fp.dtype_map(), {}).family
+    return _json_safe(result)
+
+
+def _delta(result: dict, fp: Fingerprint, db) -> dict | None:
+    """Where a derivative differs from its base (match.delta), for derivatives only."""
+    v = result.get("verdict") or {}
+    base = v.get("base")
+    if v.get("relation") != "derivative" or not base or base not in db.refs:
+        return None
+    from ..match.delta import difference
+    try:
+        ref_fp = db.refs[base].fp
+    except Exception:   # an unreadable reference: the verdict stands, without what changed
+        return None
+    d = difference(fp, ref_fp, list(result.get("components") or {}))
+    if d is not None:
+        d["base"] = base
+    return d
 
 
 def _identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str | None = None) -> dict:
     from .. import match  # numerical part, loaded only when there is something to match
 
-    comps = arch.components_for(a.rule, fp.keys)   # what the matched rule declares (cached results too)
+    comps = arch.components_for(a.rule, fp.keys, a.containers)   # what the rule declares or the containers hold
     main = match.main_component(fp, comps)         # the denoiser, else the bulk of a partial file
     refs = list(db.refs.values())
     result: dict = {"verdict": None, "merge": [], "components": {}, "candidates": []}
@@ -53,7 +87,7 @@ def _identify_fingerprint(fp: Fingerprint, a: arch.ArchResult, db, sha256: str |
         else:  # unknown family, or a component shared across families: same keys and shapes
             pool = (db.layout_pool(fp, comp, _same_layout) if hasattr(db, "layout_pool")
                     else [r for r in refs if _same_layout(fp, r.fp, comp)])
-        # a library of thousands: the index's few candidates and their ancestors (fpcore.refindex)
+        # a library of thousands: the index's few candidates and their ancestors (fpcore.refs.sketchindex)
         cands = db.candidates(fp, comp, pool) if hasattr(db, "candidates") else pool
         v = match.analyse(fp, comp, cands, tree=db, allow_merge=comp in layout.DENOISERS or comp == main)
         entry = {"relation": v.relation, "ref": v.ref, "confidence": v.confidence, "reason": v.reason,
@@ -127,7 +161,7 @@ def _whole_file(result: dict, main: str, a, db, n_family: int) -> dict:
     comps = result["components"]
     main_v = comps[main]
     rel, base, conf, reason = main_v["relation"], main_v["ref"], main_v["confidence"], main_v["reason"]
-    weaker = [c for c in comps if c in TEXT_ENCODERS and c != main and comps[c]["confidence"] is not None
+    weaker = [c for c in comps if layout.is_text_encoder(c) and c != main and comps[c]["confidence"] is not None
               and RELATION_RANK.get(comps[c]["relation"], 0) < RELATION_RANK.get(rel, 0)]
     if weaker and rel in SAME:
         # the denoiser is the reference's, a text encoder is not: the file is built on it, not a copy
@@ -181,6 +215,12 @@ def _vae_sentence(comps: dict, differs: list[str], base: str | None) -> str:
 def _summary(rel, base, lineage, result, a, n_family, reason, code=None) -> str:
     from ..match.decisions import Code
     fam = family_name(a.family)
+    this, weights, refs = f"this {fam} model", f"this {fam} model's weights", f"{fam} reference"
+    lay = getattr(a, "layout", None)
+    if a.family == "unknown" and lay:      # what is known of it, never a guessed family
+        this = f"this model ({lay['name']})"
+        weights, refs = f"the weights of {this}", "reference of this layout"
+    This = "T" + this[1:]
     if rel == "identical":
         return f"Identical to {base} (same SHA-256)."
     if rel == "same_weights":
@@ -196,15 +236,14 @@ def _summary(rel, base, lineage, result, a, n_family, reason, code=None) -> str:
         common = f" (common ancestry: {' → '.join(lineage)})" if lineage else ""
         return f"A merge: {merge_recipe(result['merge'])}{block}{common}."
     if n_family == 0:
-        return (f"This {fam} model: no {fam} reference is registered to compare it with "
-                f"(add one with `fpcore refs add`).")
+        return f"{This}: no {refs} is registered to compare it with (add one with `fpcore refs add`)."
     if code == Code.TOO_LITTLE_COMPARABLE:
-        return f"Too little of this {fam} model can be compared with a registered reference to tell ({reason})."
+        return f"Too little of {this} can be compared with a registered reference to tell ({reason})."
     if code == Code.PARENT_NOT_REGISTERED:
-        return f"This {fam} model is related to a registered reference but not placeable: {reason}."
+        return f"{This} is related to a registered reference but not placeable: {reason}."
     if code in (Code.NOTHING_COMPARABLE, Code.NO_REFERENCE):
-        return f"None of this {fam} model's weights can be compared with a registered reference ({reason})."
-    return f"This {fam} model is not related to any registered {fam} reference (unknown base)."
+        return f"None of {weights} can be compared with a registered reference ({reason})."
+    return f"{This} is not related to any registered {refs} (unknown base)."
 
 
 def file_report(path: str, sha: str | None, autov3: str | None, origin: str, fp, a, meta: dict, stats: dict,
@@ -214,7 +253,8 @@ def file_report(path: str, sha: str | None, autov3: str | None, origin: str, fp,
     which changes the references' token)."""
     import time
 
-    from .. import known, provenance
+    from ..refs import known
+    from . import provenance
     entry = known.lookup(sha)
     if entry is not None:
         known.register(db, entry, fp, a.family, sha)
@@ -225,6 +265,7 @@ def file_report(path: str, sha: str | None, autov3: str | None, origin: str, fp,
         rep["known_release"] = {k: entry.get(k) for k in ("family", "variant", "filename", "hf", "confidence")}
         rep["verdict"]["summary"] = f"Identical to {known.describe(entry)} (published SHA-256)."
         rep["verdict"].update(relation="identical", confidence=1.0)
+        rep["delta"] = None
     rep["metadata"] = provenance.extract(meta)
     rep["stats"] = {**stats, "seconds": round(time.perf_counter() - t0, 4), "fingerprint_bytes": len(fp.raw)}
     rep["error"] = None

@@ -3,6 +3,7 @@ the names of components, and the labels and phrases front ends and summaries sha
 from __future__ import annotations
 
 from .. import layout
+from ..facts import family_name
 
 
 #: what each relation means, shown as a legend next to results (HTML report, UI, README)
@@ -63,7 +64,7 @@ def needs_reason(verdict: dict) -> bool:
 
 #: components that make the model (the denoiser and what conditions it); a baked-in VAE
 #: decodes the result but a swapped one does not make a new model: it is only reported
-TEXT_ENCODERS = ("clip_l", "clip_g", "clip_h", "t5")
+TEXT_ENCODERS = layout.TEXT_ENCODERS
 COMPONENT_NAMES = {"unet": "UNet", "dit": "DiT", "clip_l": "CLIP-L", "clip_g": "CLIP-G", "clip_h": "CLIP-H",
                    "t5": "T5", "vae": "VAE"}
 
@@ -80,6 +81,15 @@ def components_phrase(comps: list[str]) -> str:
         parts.insert(1 if parts and comps[0] in layout.DENOISERS else 0,
                      "text encoders" if len(tes) > 1 else "text encoder")
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1] if parts else ""
+
+
+def architecture_name(a: dict | None) -> str:
+    """What users read as a file's architecture: the family's name (and variant), or for a file no
+    rule recognises what is known of it (``layout_name``: its containers, sizes, parameters)."""
+    a = a or {}
+    if a.get("family") in (None, "unknown") and a.get("layout_name"):
+        return a["layout_name"]
+    return family_name(a.get("family") or "unknown") + (f" ({a['variant']})" if a.get("variant") else "")
 
 
 def merge_recipe(merge: list[dict]) -> str:

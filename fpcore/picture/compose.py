@@ -96,9 +96,10 @@ def scene(report: dict, tree: dict | None = None) -> Scene | None:
     # -- tree
     rows, facts = _tree_rows(report, tree)
     fam_label = facts["family"] or "this architecture"
+    kin = "layout" if facts["layout_name"] else "family"     # a file no rule recognises: its layout's references
     y += 6
     sc.text(PAD, y, "Where it sits among the registered references" +
-            (f" ({facts['pool']} of this family)" if facts["pool"] else ""), size=11, fill=MUTED, bold=True)
+            (f" ({facts['pool']} of this {kin})" if facts["pool"] else ""), size=11, fill=MUTED, bold=True)
     y += 10
     top = y
     pos: dict[str, tuple[float, float, float]] = {}   # name -> (dot x, y, label end x)
@@ -116,7 +117,8 @@ def scene(report: dict, tree: dict | None = None) -> Scene | None:
     with sc.group("mfp-tree", {"rows": str(len(laid))}):
         if not rows:
             cur += ROW_H
-            sc.text(PAD, cur - 6, f"No {fam_label} reference is registered "
+            what = "reference of this layout" if facts["layout_name"] else f"{fam_label} reference"
+            sc.text(PAD, cur - 6, f"No {what} is registered "
                     "(add one with: fpcore refs add FILE --name NAME).", fill=MUTED, italic=True)
         parents_y: dict[int, tuple[float, float, str]] = {}
         for r in laid:
@@ -302,7 +304,8 @@ def scene(report: dict, tree: dict | None = None) -> Scene | None:
                 with sc.group("mfp-comp", {"component": c, "relation": crel or "not_compared", "ref": ref or ""},
                               title=f"{c}: {label}" + (f" — {shown}" if shown else "")):
                     sc.swatch(x, y, cw, 12, colour, pattern, stroke=INK if pattern == "none" else colour, width=1)
-                    sc.text(x + 2, y + 27, _fit(COMPONENT_NAMES.get(c, c.upper()), cw - 4, 12), bold=True)
+                    cname = COMPONENT_NAMES.get(c, c if "." in c else c.upper())   # a container's name as it is
+                    sc.text(x + 2, y + 27, _fit(cname, cw - 4, 12), bold=True)
                     sc.text(x + 2, y + 41, _fit(label, cw - 4, 11), size=11, fill=INK)
                     sc.text(x + 2, y + 55, _fit(shown or "—", cw - 4, 11), size=11, fill=MUTED)
         y += 66

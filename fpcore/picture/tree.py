@@ -16,9 +16,25 @@ BLOCK_ORDER = ("input", "middle", "output")
 # -- the reference tree as plain data ----------------------------------------------------------
 def reference_tree(db) -> dict[str, dict]:
     """``{name: {"parent": name or None, "family": id or None}}`` from a RefDB (or any object
-    with ``.refs``: name -> object with ``.parent`` / ``.family``)."""
+    with ``.refs``: name -> object with ``.parent`` / ``.family``); references of unknown family
+    also carry ``"layouts"`` (component -> layout digest), which places them in a layout's family."""
     refs = getattr(db, "refs", db) or {}
-    return {n: {"parent": getattr(r, "parent", None), "family": getattr(r, "family", None)} for n, r in refs.items()}
+    out = {}
+    for n, r in refs.items():
+        out[n] = {"parent": getattr(r, "parent", None), "family": getattr(r, "family", None)}
+        lays = getattr(r, "layouts", None)
+        if out[n]["family"] in (None, "unknown") and isinstance(lays, dict):
+            out[n]["layouts"] = {c: v[0] for c, v in lays.items() if isinstance(v, (list, tuple)) and v}
+    return out
+
+
+def _same_family(info: dict, fam, lay: dict) -> bool:
+    """Whether a reference of the tree is of the report's family: its family, or for a file no rule
+    recognises, the same layout digest of the same component (its ``architecture.layout``)."""
+    if fam not in (None, "unknown"):
+        return info.get("family") == fam
+    return (bool(lay.get("digest")) and info.get("family") in (None, "unknown")
+            and (info.get("layouts") or {}).get(lay.get("of")) == lay["digest"])
 
 
 # -- report fields, tolerant of damaged reports -----------------------------------------------
@@ -97,8 +113,8 @@ def _tree_rows(report: dict, tree: dict) -> tuple[list[dict], dict]:
     parent_of = {n: (info or {}).get("parent") for n, info in tree.items()}
     named = set(cands and [c["ref"] for c in cands]) | set(members) | ({base} if base else set())
     named |= set(v.get("lineage") or [])
-    pool = {n for n, info in tree.items()
-            if (fam not in (None, "unknown") and (info or {}).get("family") == fam)} | (named & set(tree))
+    lay = a.get("layout") if isinstance(a.get("layout"), dict) else {}
+    pool = {n for n, info in tree.items() if _same_family(info or {}, fam, lay)} | (named & set(tree))
     # the lineage a report names may hold declared but unregistered ancestors
     lin = [x for x in v.get("lineage") or [] if isinstance(x, str)]
     for p, c in zip(lin, lin[1:]):
@@ -171,7 +187,8 @@ def _tree_rows(report: dict, tree: dict) -> tuple[list[dict], dict]:
     if folded.get(None):
         rows.append({"kind": "fold", "name": None, "depth": 0, "role": "fold", "count": folded[None]})
     facts = {"relation": rel, "base": base, "members": members, "nearest": nearest, "dist": dist,
-             "pool": len(pool), "family": fam}
+             "pool": len(pool), "family": fam,
+             "layout_name": a.get("layout_name") if fam in (None, "unknown") else None}
     return rows, facts
 
 

@@ -7,20 +7,24 @@ run nearly instant (unchanged files are neither hashed nor read).
 """
 from __future__ import annotations
 
+import logging
 import os
 
 from .. import identify as ident
-from .. import tags
+from . import tags
 from ..errors import FpError
-from ..refs import RefDB
+from ..refs.library import RefDB
 from .find import _disk_workers, _run, find_models
 from .fingerprints import _confirm_same_bytes, _fingerprints
 from .groups import _cached_groups, group_label, reclaimable_total
-from .peers import PEER_CANDIDATES, PEER_SHORTLIST, _peer_relations, UnitRows, _quick_vectors, family_groups, prepare
+from .families import family_groups, family_of, family_title, in_family
+from .peers import PEER_CANDIDATES, PEER_SHORTLIST, _peer_relations, UnitRows, _quick_vectors, prepare
 
 # the interface, plus two helpers used from outside: _quick_vectors (report_html), _disk_workers (bench/scan_speed)
-__all__ = ["PEER_CANDIDATES", "PEER_SHORTLIST", "family_groups", "find_models", "folder_text", "group_label",
+__all__ = ["PEER_CANDIDATES", "PEER_SHORTLIST", "family_groups", "family_of", "family_title", "find_models",
+           "folder_text", "group_label", "in_family",
            "public", "reclaimable_total", "scan_folder", "_disk_workers", "_quick_vectors"]
+log = logging.getLogger("fpcore.scan")
 
 
 def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=None, store=None, cache_dir=None,
@@ -89,6 +93,7 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
         if phase:
             phase("grouping", 0, 1)
         groups = _cached_groups(reports, sizes, fps, store, os.fspath(root))
+        _claims_and_fits(reports, db, store, hash_policy)
         tag_results = []
         if write_tags:
             if phase:
@@ -102,6 +107,22 @@ def scan_folder(root: str | os.PathLike, *, db: RefDB | None = None, refs_dir=No
     finally:
         if own_store and store is not None:
             store.close()
+
+def _claims_and_fits(reports: dict, db, store, hash_policy: str) -> None:
+    """Claims checked with the folder's files known, and each LoRA's fit list (fpcore.claims). A
+    checkpoint a LoRA names by A1111's legacy hash is confirmed by its whole-file hash (unless never)."""
+    from .. import claims
+
+    def hasher(path: str) -> str | None:
+        if hash_policy == "never":
+            return None
+        try:
+            return ident.hashes_for(path, store=store)["sha256"]
+        except (FpError, OSError) as e:
+            log.warning("%s: not hashed: %s", path, e)
+            return None
+    claims.annotate_folder(reports, db, store, hasher)
+
 
 def folder_text(f: dict, root: str | None = None) -> str:
     """The "in this folder" relation of one file, for people: names a merge by its recipe."""

@@ -10,6 +10,7 @@ import json
 
 from .. import identify as ident
 from .. import layout
+from .families import family_of
 
 
 def _same_component(fa, fb, comp: str) -> bool:
@@ -88,7 +89,7 @@ def _groups(reports: dict, sizes: dict, fps: dict | None = None) -> list[dict]:
     for i, r in enumerate(roots):
         for q in roots[i + 1:]:
             if (find(r) != find(q) and den[r] and den[r] == den[q] and r in fps and q in fps
-                    and reports[r]["architecture"].get("family") == reports[q]["architecture"].get("family")
+                    and family_of(reports[r]) == family_of(reports[q])
                     and _same_component(fps[r], fps[q], den[r])):
                 parent[find(r)] = find(q)
     merged: dict[str, set] = {}

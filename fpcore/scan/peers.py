@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import layout, sketch
+from .. import layout
+from ..refs import sketch
+from .families import denoiser_of, family_groups
 
 #: peers compared in full with each file (chosen by the pursuit). Eight leave room for the two or
 #: three members of a merge besides copies of the file in other precisions; measured on the
@@ -74,7 +76,7 @@ def _quick_vectors(paths: list[str], fps: dict, comp: str) -> np.ndarray | None:
     common = None
     for p in paths:
         fp = fps[p]
-        keys = {k for k, s in zip(fp.keys, fp.shapes) if k.startswith(comp + ":") and len(s) >= 2}
+        keys = {k for k, s in zip(fp.keys, fp.shapes) if layout.in_component(k, comp) and len(s) >= 2}
         common = keys if common is None else common & keys
     if not common:
         return None
@@ -97,24 +99,6 @@ def _quick_vectors(paths: list[str], fps: dict, comp: str) -> np.ndarray | None:
         X[:, pos:pos + n] = blk / s
         pos += n
     return X
-
-
-def family_groups(reports: dict, fps: dict) -> dict[tuple[str, str], list[str]]:
-    """(family, denoiser component) -> files with that architecture."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for p, rep in reports.items():
-        if p not in fps or not rep.get("architecture"):
-            continue
-        den = denoiser_of(rep)
-        if den:
-            groups.setdefault((rep["architecture"]["family"], den), []).append(p)
-    return groups
-
-
-def denoiser_of(rep: dict) -> str | None:
-    """The component a file's folder relation compares (as family_groups chooses it)."""
-    comps = (rep.get("architecture") or {}).get("components") or []
-    return next((c for c in comps if c in layout.DENOISERS), comps[0] if comps else None)
 
 
 @dataclass
@@ -197,7 +181,7 @@ def _peer_relations(reports: dict, fps, store=None, phase=None, keys: dict | Non
 
     Each distinct content is compared in full with ``candidates`` peers chosen by pursuit on the
     exact cosines of the samples (or, in a family too large for those, from a shortlist by
-    sketch: fpcore.sketch), not with every file. Cached in the store per file content (its
+    sketch: fpcore.refs.sketch), not with every file. Cached in the store per file content (its
     SHA-256, else its store key) and set of peer contents, so a rescan of an unchanged folder
     does no matching. ``prepared``: path -> Prepared, for the files read in this scan (the
     others are prepared here when needed); ``unit_rows``: where their unit samples are kept."""

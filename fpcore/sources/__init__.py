@@ -82,8 +82,10 @@ def open_file(path: str | os.PathLike) -> Source:
 
 def is_url(path) -> bool:
     """Whether ``path`` is a URL (``https://``, ``hf://``, ``s3://`` ...) rather than a local path."""
+    if not (isinstance(path, str) and "://" in path):
+        return False   # a local path: the URL machinery (requests included) stays unimported
     from .remote import is_url as _is_url
-    return isinstance(path, str) and "://" in path and _is_url(path)
+    return _is_url(path)
 
 
 def open_source(path: str | os.PathLike, remote=None) -> Source:

@@ -2,7 +2,7 @@
 
 Sample positions depend on the canonical key and shape only, so a diffusers copy must
 show the keys and shapes of the single file to fingerprint like it. The names come from
-the pure maps in ``fpcore.keymaps``; the views (renames, reshapes, q/k/v concatenation,
+the pure maps in ``fpcore.sources.keymaps``; the views (renames, reshapes, q/k/v concatenation,
 transposed text projection) from ``views.VirtualSource``. Each component file is opened
 with the raw opener: no view is applied to it before the folder maps its keys.
 """
@@ -12,7 +12,7 @@ import json
 import logging
 import os
 
-from .. import keymaps
+from . import keymaps
 from ..errors import BadFileError, UnsupportedError
 from .views import VirtualSource
 

@@ -8,7 +8,7 @@ positions, bytes in the tensor's own dtype. Only the sampled elements are copied
 Tensors are duck-typed: numpy arrays (including ``ml_dtypes`` bfloat16 / float8) or
 torch tensors on any device. torch is imported only when a torch tensor is read, and
 nothing here imports a host. Host-specific key layouts are mapped to the checkpoint
-layout by ``fpcore.keymaps.remap`` before the tensors get here.
+layout by ``fpcore.sources.keymaps.remap`` before the tensors get here.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ reshaped (a VAE attention linear (c, c) seen as the 1x1 conv (c, c, 1, 1) of the
 file), concatenated (open_clip's ``in_proj_weight`` is the HF q, k and v projections one
 after the other) or transposed (open_clip's ``text_projection`` is the HF linear weight,
 transposed). Reads are planned per stored source, so each underlying file is still read
-in one batch. The key names come from ``fpcore.keymaps``; this module only builds and
+in one batch. The key names come from ``fpcore.sources.keymaps``; this module only builds and
 reads the views.
 
 ``OpenClipView`` shows a standalone HF-layout CLIP-G/H file (``clip_g.safetensors``,
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from .. import keymaps
+from . import keymaps
 from ..errors import BadFileError, UnsupportedError
 from .base import Source, TensorInfo
 

@@ -93,6 +93,15 @@ class FilesTable(Database):
         fallback = FileRecord(sha or identity_key(identity), sha, autov3, source if sha else None)
         return self._run(q, default=fallback, write=True) or fallback
 
+    def files_with_sha256(self, sha256: str) -> list[tuple[str, str]]:
+        """(path, key) of the files recorded with this SHA-256 that still exist (the checkpoint a
+        LoRA's training metadata names by hash may be one the user scanned)."""
+        sha = (sha256 or "").lower()
+
+        def q(con):
+            return con.execute("SELECT path, key FROM files WHERE sha256=? ORDER BY seen DESC", (sha,)).fetchall()
+        return [(p, k) for p, k in (self._run(q, default=[]) or []) if os.path.exists(p)]
+
     def forget_file(self, identity) -> None:
         """Drop a file whose content turned out to have changed (nothing cached for it)."""
         def q(con):

@@ -55,7 +55,7 @@ from __future__ import annotations
 import logging
 
 from .client import (BACKOFF, CONNECT_TIMEOUT, MAX_REDIRECTS, MAX_RETRY_AFTER, READ_TIMEOUT, RETRIES,
-                     RETRY_BUDGET, RETRY_STATUS, SINGLE_RANGE_CONNECTIONS, TOKEN_HINT, USER_AGENT, HttpClient)
+                     RETRY_BUDGET, RETRY_STATUS, SINGLE_RANGE_CONNECTIONS, TOKEN_HINT, USER_AGENT, Gate, HttpClient)
 from .download import download_hashes
 from .fsspecfile import FsspecFile
 from .httpfile import FIRST_BLOCK, MAX_BYTES_PER_REQUEST, MAX_RANGES_PER_REQUEST, HttpFile
@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)   # the logger every module of the package log
 __all__ = ["BACKOFF", "CIVITAI_HOSTS", "CONNECTIONS", "CONNECT_TIMEOUT", "FIRST_BLOCK", "HEADER_PROBE", "HF_HOSTS",
            "HF_RESOLVE", "MAX_BYTES_PER_REQUEST", "MAX_RANGES_PER_REQUEST", "MAX_REDIRECTS", "MAX_RETRY_AFTER",
            "READ_TIMEOUT", "REMOTE_GAP", "RETRIES", "RETRY_BUDGET", "RETRY_STATUS", "SECRET_PARAMS", "SHA256_RE",
-           "SINGLE_RANGE_CONNECTIONS", "TOKEN_HINT", "USER_AGENT", "FsspecFile", "HttpClient", "HttpFile",
+           "SINGLE_RANGE_CONNECTIONS", "TOKEN_HINT", "USER_AGENT", "FsspecFile", "Gate", "HttpClient", "HttpFile",
            "HubFile", "RemoteIdentity", "RemoteOptions", "RemoteSafetensors", "download_hashes", "hf_endpoint",
            "hub_url", "is_url", "mask", "open_remote_file", "open_url", "parse_header_option", "parse_hf",
            "redact", "secret"]

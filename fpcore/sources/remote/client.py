@@ -37,6 +37,44 @@ TOKEN_HINT = "needs a token: set HF_TOKEN / CIVITAI_API_TOKEN (or pass --header 
 USER_AGENT = "fpcore (model-fingerprint; range reads)"
 
 
+class Gate:
+    """Requests in flight at once, shared by every file one process reads at the same time (the
+    reference-pack job runs many files per worker), and the server's rate limit: after a 429 or
+    503 with Retry-After, no request of this process goes to that host before the time it said."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, int(limit))
+        self._slots = threading.BoundedSemaphore(self.limit)
+        self._lock = threading.Lock()
+        self._not_before: dict[str, float] = {}
+
+    def hold(self, host: str, seconds: float) -> None:
+        """No request to ``host`` for ``seconds`` from now (Retry-After)."""
+        with self._lock:
+            self._not_before[host] = max(self._not_before.get(host, 0.0), time.monotonic() + seconds)
+
+    def __call__(self, host: str):
+        return _GateSlot(self, host)
+
+
+class _GateSlot:
+    def __init__(self, gate: Gate, host: str):
+        self.gate, self.host = gate, host
+
+    def __enter__(self):
+        while True:
+            with self.gate._lock:
+                wait = self.gate._not_before.get(self.host, 0.0) - time.monotonic()
+            if wait <= 0:
+                break
+            time.sleep(min(wait, 1.0))
+        self.gate._slots.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.gate._slots.release()
+
+
 class _Retry(Exception):
     def __init__(self, why: str, after: float | None = None):
         super().__init__(why)
@@ -144,6 +182,9 @@ class HttpClient:
                 raise self._err(f"{why}; gave up after {attempt + 1} attempts and {self._retry_spent:.0f} s of waiting")
             self._retry_spent += delay
         log.info("%s: %s; retrying in %.1f s", self.display, why, delay)
+        gate = self.opts.gate
+        if gate is not None and after is not None:   # the server said when: every file of this process waits
+            gate.hold(_host(self.url), delay)
         time.sleep(delay)
 
     def _request(self, url: str, headers: dict, follow: bool):
@@ -200,9 +241,13 @@ class HttpClient:
 
     def _with_retries(self, fn):
         attempt = 0
+        gate = self.opts.gate
         while True:
             try:
-                return fn()
+                if gate is None:
+                    return fn()
+                with gate(_host(self.url)):
+                    return fn()
             except _Retry as r:
                 if attempt >= RETRIES:
                     raise self._err(f"{r.why}; gave up after {attempt + 1} attempts") from None

@@ -4,6 +4,7 @@ request over more connections; ``If-Range`` on every ranged request and each ans
 ``Content-Range`` checked, so a file that changes while it is read is an error."""
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -209,12 +210,14 @@ class HttpFile(HttpClient):
                 raise _Retry("multipart answer ended early")
             parts[cr[0]] = (cr[1] + 1, data)
             pos = start + len(data)
+        starts = sorted(parts)                 # the part holding a span: the last one starting at or before it
         out = []
         for s, e in spans:
-            hit = next(((ps, pe, d) for ps, (pe, d) in parts.items() if ps <= s and pe >= e), None)
+            i = bisect.bisect_right(starts, s) - 1
+            hit = next(((ps, parts[ps]) for ps in starts[max(i, 0)::-1] if parts[ps][0] >= e), None) if i >= 0 else None
             if hit is None:
                 raise self._err(f"the server's multipart answer lacks bytes {s}-{e - 1}")
-            ps, _, d = hit
+            ps, (_, d) = hit
             out.append(d[s - ps:e - ps])
         return out
 

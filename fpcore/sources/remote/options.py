@@ -24,6 +24,9 @@ class RemoteOptions:
     allow_private: bool | None = None
     timeout: float | None = None
     connections: int = CONNECTIONS
+    #: requests in flight shared with the other files this process reads (:class:`.client.Gate`):
+    #: None = only ``connections`` bounds them
+    gate: object | None = None
 
 
 def parse_header_option(text: str) -> tuple[str, str]:

@@ -1,1 +1,0 @@
-"""Deprecated: the container readers moved to ``fpcore.sources`` (kept one release for old imports)."""

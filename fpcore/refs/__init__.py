@@ -1,0 +1,1 @@
+"""References: the library of named fingerprints and everything that stores, finds and shares them."""
