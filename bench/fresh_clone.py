@@ -56,8 +56,8 @@ def main(argv=None) -> int:
         if i == 0:
             good = (r.returncode == 0 and (clone / "fpcore-demo" / "report.html").is_file()
                     and re.search(r"^6 models, 1 unreadable, \d+ groups?, .* reclaimable$", r.stdout, re.M)
-                    and "anime_v2.safetensors: sd1 | derivative" in r.stdout and "identical" in r.stdout
-                    and "scratch.safetensors: sd1 | unknown" in r.stdout)
+                    and "anime_v2.safetensors: SD1.x | derivative of Demo Anime" in r.stdout
+                    and "identical" in r.stdout and "scratch.safetensors: SD1.x | unknown base" in r.stdout)
         else:
             last = [line for line in r.stdout.splitlines() if line.strip()][-1:] or [""]
             good = r.returncode == 0 and " passed" in last[0] and "failed" not in last[0]
