@@ -8,7 +8,6 @@ was trained from Other, ``sib`` (a fine-tune of Other, Child's sibling), and a k
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import sys
 import types
@@ -19,8 +18,8 @@ import pytest
 import testkit
 from fpcore import api, ui
 from fpcore.cli import main
+from test_comfy_glue import load_pack
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +104,7 @@ def _pack(tmp_path, monkeypatch, folder):
     fp.get_full_path = lambda kind, name: str(folder / name) if (folder / name).is_file() else None
     fp.get_user_directory = lambda: str(tmp_path / "user")
     monkeypatch.setitem(sys.modules, "folder_paths", fp)
-    name = "ComfyUI_custom_nodes_mfp_claims_under_test"
-    for k in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
-        del sys.modules[k]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_pack("ComfyUI_custom_nodes_mfp_claims_under_test")
 
 
 def test_comfy_lora_fit_node(folder, db, tmp_path, monkeypatch):
