@@ -70,6 +70,11 @@ def pytest_runtest_logreport(report):
         _skipped.append(report.nodeid)
 
 
+def pytest_collectreport(report):
+    if report.skipped and report.nodeid:   # a whole module skipped (pytest.skip at import: no torch)
+        _skipped.append(report.nodeid)
+
+
 def pytest_sessionfinish(session, exitstatus):
     if (getattr(session.config.option, "collectonly", False) or hasattr(session.config, "workerinput")
             or session.config.getoption("file_or_dir") != ["tests"]):
