@@ -67,7 +67,7 @@ def identify_text(rep: dict) -> None:
 
 def _claims_text(rep: dict, root: str | None = None) -> None:
     """What the file claims and how it checks, what changed, health, trained on, fits."""
-    from .claims import wording
+    from ..claims import wording
     for line in filter(None, [wording.trained_on_line(rep), wording.delta_line(rep), wording.health_line(rep)]):
         out(f"  {line}")
     for line in wording.claims_lines(rep):
@@ -105,7 +105,7 @@ def scan_text(res: dict, root: str, dry_run: bool = False) -> None:
         claims = f" | claims: {r['claim_check']}" if r.get("claim_check") in ("contradicts", "consistent") else ""
         out(f"{os.path.relpath(r['path'], root)}: {architecture_name(a)} | {relation_phrase(r)}"
             + (f" | folder: {folder}" if folder else "") + claims)
-        from .claims import wording
+        from ..claims import wording
         for line in [wording.trained_on_line(r)] if r.get("fits") is not None else []:
             out(f"  {line}")
         for line in wording.fits_lines(r, root):

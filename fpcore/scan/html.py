@@ -123,7 +123,7 @@ def legend_html() -> str:
     lev = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in confidence_levels())
     grp = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in GROUP_LEGEND.items())
     ev = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in EVIDENCE_LEGEND.items())
-    from .claims.wording import CHECK_LEGEND
+    from ..claims.wording import CHECK_LEGEND
     cl = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in CHECK_LEGEND.items())
     return (f"<details class=legend open><summary>Legend</summary><dl><dt>relations</dt><dd><dl>{rel}</dl></dd>"
             f"<dt>confidence</dt><dd>{html.escape(CONFIDENCE_MEANING)}<dl>{lev}</dl></dd>"
@@ -145,7 +145,7 @@ def _picture_row(report: dict, rel: str, tree: dict) -> str:
 
 def _claims_html(report: dict) -> str:
     """The claims cell: each claim's check, source and words, its detail below; contradictions first."""
-    from .claims import wording
+    from ..claims import wording
     out = []
     for c in wording.ordered(report):
         out.append(f"<div class=claim-{html.escape(c['check'])}>{html.escape(c['check'])}: "

@@ -49,7 +49,7 @@ def format_report(rep: dict) -> str:
 
 def _claims_markdown(rep: dict) -> list[str]:
     """What changed, health, trained on, and the claims (contradictions first and in bold)."""
-    from .claims import wording
+    from ..claims import wording
     lines = [f"- {x}" for x in (wording.delta_line(rep), wording.trained_on_line(rep)) if x]
     if wording.health_line(rep):
         lines.append(f"- **{wording.health_line(rep)}**")
@@ -92,7 +92,7 @@ def table_rows(result: dict, root: str | None = None) -> list[list]:
             rows.append([rel, "error", "", r["error"], "", ""])
             continue
         a, v = r.get("architecture") or {}, r.get("verdict") or {}
-        from .claims import wording
+        from ..claims import wording
         rows.append([rel, a.get("layout_name") or family_name(a.get("family") or "unknown"),
                      base_label(r) if v.get("relation") not in (None, "unknown") else "",
                      v.get("relation") or "", confidence_text(v.get("confidence")) if v else "",
@@ -114,7 +114,7 @@ def scan_summary(result: dict, write_tags: bool) -> str:
         lines.append(f"- **{len(contra)} file(s) contradict what they claim**: "
                      + ", ".join(os.path.basename(r["path"]) for r in contra))
     for r in reps:
-        from .claims import wording
+        from ..claims import wording
         for line in wording.fits_lines(r, root or None):
             lines.append(f"- {os.path.basename(r['path'])} {line}")
     for s in result.get("skipped") or []:
