@@ -31,8 +31,9 @@ HELD = ("numpy", "torch", "torchvision", "torchaudio", "gradio", "gradio-client"
         "fastapi", "starlette", "httpx", "huggingface-hub", "safetensors", "tqdm", "transformers", "pillow",
         "protobuf", "scipy")
 
-#: test processes at most: the suite is CPU-bound and about twice as fast on two cores; beyond four
-#: processes each one's session fixtures (generated models) cost more than they save
+#: test processes at most. The suite is CPU-bound (a full run: about 6 min of CPU); on this project's
+#: 2-core machine two processes ran it in 5 min 43 s with other jobs running. Beyond four, each
+#: process's session fixtures (generated models) would cost more than they save
 TEST_PROCESSES = 4
 
 try:
