@@ -77,3 +77,15 @@ def finetune(sd: dict, strength: float, seed: int, shared: dict | None = None, r
 def shared_direction(sd: dict, seed: int = 777) -> dict:
     rng = np.random.default_rng(seed)
     return {k: rng.normal(0, 1, w.shape) for k, w in sd.items()}
+
+
+def dare_average(family: dict, seed: int = 8, keep: float = 0.1) -> dict:
+    """DARE on Base: each of A's and B's own trainings with all but ``keep`` of its elements
+    dropped and the rest rescaled by 1 / keep, averaged onto Base."""
+    base, rng = family["Base"], np.random.default_rng(seed)
+    out = {}
+    for k in base:
+        da, db = family["A"][k] - base[k], family["B"][k] - base[k]
+        drop = lambda d: np.where(rng.random(d.shape) < keep, d / keep, 0.0)  # noqa: E731
+        out[k] = base[k] + 0.5 * drop(da) + 0.5 * drop(db)
+    return out

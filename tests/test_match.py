@@ -9,7 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from _fpmem import Ref, Tree, finetune, make_fp, shared_direction, weights
+from _fpmem import Ref, Tree, dare_average, finetune, make_fp, shared_direction, weights
 from fpcore import match
 from fpcore.match import Code, Confidence, decisions
 
@@ -243,12 +243,7 @@ def test_merge_not_allowed_gives_nearest(family, refs):
 def test_dare_merge_seen_through_trainings(family, refs):
     """DARE: each reference's own training, 90 % of elements dropped and the rest rescaled,
     averaged onto Base. No weighted average of whole models matches it elementwise."""
-    base, rng = family["Base"], np.random.default_rng(8)
-    out = {}
-    for k in base:
-        da, db = family["A"][k] - base[k], family["B"][k] - base[k]
-        keep = lambda d: np.where(rng.random(d.shape) < 0.1, d / 0.1, 0.0)  # noqa: E731
-        out[k] = base[k] + 0.5 * keep(da) + 0.5 * keep(db)
+    out = dare_average(family)
     v = match.analyse(make_fp(out), "unet", refs, TREE)
     assert v.relation == "merge" and {n for n, _ in v.merge} >= {"A", "B"}
     assert v.code in (Code.DELTA_MERGE, Code.MERGE)

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from _fpmem import Ref, Tree, finetune, make_fp, shared_direction, weights
+from _fpmem import Ref, Tree, dare_average, finetune, make_fp, shared_direction, weights
 from fpcore import match
 from fpcore.match import Code, Confidence, quant
 from fpcore.match.align import MISMATCH_PREFIX, cos, finite_share
@@ -237,12 +237,7 @@ def test_a_strongly_block_weighted_merge_is_found(family):
 
 
 def test_a_dare_merge_without_a_tree_is_no_training_merge(family):
-    base, rng = family["Base"], np.random.default_rng(8)
-    out = {}
-    for k in base:
-        da, db = family["A"][k] - base[k], family["B"][k] - base[k]
-        keep = lambda d: np.where(rng.random(d.shape) < 0.1, d / 0.1, 0.0)  # noqa: E731
-        out[k] = base[k] + 0.5 * keep(da) + 0.5 * keep(db)
+    out = dare_average(family)
     v = match.analyse(make_fp(out), "unet", _refs(family), None)
     assert v.code != Code.DELTA_MERGE
     v = match.analyse(make_fp(out), "unet", _refs(family), TREE)
